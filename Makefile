@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Every install step the tests need (oracles, packaging tools) lives here.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PYTHON      := $(VENV)/bin/python
+NODE_ORACLE := tests/oracles/node
+RUN_PORT    := 7071
+
+.PHONY: help run test lint oracles package clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
+	@scripts/run-local.sh $(RUN_PORT)
+
+test: oracles lint ## everything CI runs
+	cargo test --locked --all-targets
+
+lint: ## fmt, clippy and rustdoc with warnings denied
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+
+oracles: $(VENV)/.installed $(NODE_ORACLE)/node_modules/.installed ## install the official Azure IoT SDKs used as test oracles
+
+$(VENV)/.installed: tests/oracles/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+$(NODE_ORACLE)/node_modules/.installed: $(NODE_ORACLE)/package.json $(NODE_ORACLE)/package-lock.json
+	cd $(NODE_ORACLE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+package: ## dist/handler.zip for zip deploy (static x86_64 Linux binary)
+	@scripts/package.sh
+
+clean: ## remove build outputs and installed oracles
+	cargo clean
+	rm -rf $(VENV) $(NODE_ORACLE)/node_modules dist

@@ -1,0 +1,480 @@
+//! Settings: the only place that reads the environment.
+//!
+//! **What it owns.** Every app setting's name, default and rule, and the seed function's lower-case
+//! names as fallbacks (`iothubhostname`, `keyname`, `keyvalue`, `allowedip`), so existing app
+//! settings keep working. Settings are read once, at start-up, into types; anything missing or
+//! malformed is a [`ConfigError`] naming the setting, and the process stops before it binds a port.
+//!
+//! **What it trusts.** Nothing it reads. It never puts a key's value into an error message.
+//!
+//! It reads through a lookup function ([`Config::from_lookup`]) so unit tests never touch the
+//! process environment.
+
+use std::time::Duration;
+
+use crate::allow_list::AllowList;
+use crate::client_ip::XffDepth;
+use crate::params::Ttl;
+use crate::sas::{Signer, SigningKey};
+
+/// The whole configuration, parsed.
+#[derive(Debug)]
+pub struct Config {
+    /// Where the signing key comes from.
+    pub key_source: KeySource,
+    /// `ALLOWED_IPS`: who may ask for tokens.
+    pub allow_list: AllowList,
+    /// `XFF_DEPTH`: which `X-Forwarded-For` entry from the right is the caller.
+    pub xff_depth: XffDepth,
+    /// `TOKEN_TTL_SECONDS`: lifetime when the request names none.
+    pub default_ttl: Ttl,
+    /// `TOKEN_MAX_TTL_SECONDS`: the longest lifetime a request may ask for.
+    pub max_ttl: Ttl,
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`: the port on 127.0.0.1 (0 picks a free one).
+    pub port: u16,
+    /// `RUST_LOG`: the log filter (default `info`).
+    pub log_filter: String,
+}
+
+/// Where the IoT Hub policy key comes from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// `IOTHUB_POLICY_KEY` in app settings: the signer is ready at start-up.
+    Static(Signer),
+    /// `KEYVAULT_URI`: the key is read from Key Vault with the app's managed identity.
+    KeyVault(KeyVaultSettings),
+}
+
+/// How to reach the secret that holds the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVaultSettings {
+    /// `KEYVAULT_URI`, e.g. `https://contoso-kv.vault.azure.net/`.
+    pub vault_uri: String,
+    /// `IOTHUB_POLICY_KEY_SECRET`: the secret's name.
+    pub secret_name: String,
+    /// `KEYVAULT_REFRESH_SECONDS`: how often the secret is re-read.
+    pub refresh: Duration,
+    /// `AZURE_CLIENT_ID`: a user-assigned identity to use instead of the system-assigned one.
+    pub client_id: Option<String>,
+    /// `IOTHUB_HOSTNAME`, when set; otherwise it must come from a connection-string secret.
+    pub hub: Option<String>,
+    /// `IOTHUB_POLICY_NAME`, when set; otherwise it must come from a connection-string secret.
+    pub policy_name: Option<String>,
+    /// Whether the platform provides an App Service managed identity (`IDENTITY_ENDPOINT`); when
+    /// not, the developer's Azure CLI login is used.
+    pub managed_identity: bool,
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting's name, as the operator would look for it.
+    pub setting: &'static str,
+    /// What is wrong with it. Never contains a secret's value.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            setting,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Default for `XFF_DEPTH`'s absence is 1; the rest of the defaults live here.
+const DEFAULT_TTL_SECONDS: u32 = 3_600;
+const DEFAULT_MAX_TTL_SECONDS: u32 = 86_400;
+/// The longest `TOKEN_MAX_TTL_SECONDS` accepted: a year. Device credentials should be short-lived;
+/// SDKs misbehave with very long expiries.
+const MAX_MAX_TTL_SECONDS: u32 = 31_536_000;
+const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_REFRESH_SECONDS: u64 = 300;
+/// Re-reading a secret more often than every 10 s buys nothing and eats the vault's shared quota.
+const MIN_REFRESH_SECONDS: u64 = 10;
+
+/// A setting and the seed function's older name for it.
+struct Name {
+    current: &'static str,
+    seed: Option<&'static str>,
+}
+
+const IOTHUB_HOSTNAME: Name = Name {
+    current: "IOTHUB_HOSTNAME",
+    seed: Some("iothubhostname"),
+};
+const IOTHUB_POLICY_NAME: Name = Name {
+    current: "IOTHUB_POLICY_NAME",
+    seed: Some("keyname"),
+};
+const IOTHUB_POLICY_KEY: Name = Name {
+    current: "IOTHUB_POLICY_KEY",
+    seed: Some("keyvalue"),
+};
+const ALLOWED_IPS: Name = Name {
+    current: "ALLOWED_IPS",
+    seed: Some("allowedip"),
+};
+
+impl Config {
+    /// Read the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Read the configuration through `lookup` (a setting's name → its value, if set).
+    /// An empty or all-whitespace value counts as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let settings = Settings(&lookup);
+
+        let allow_list = {
+            let (setting, text) = settings.required(&ALLOWED_IPS)?;
+            AllowList::parse(&text).map_err(|e| ConfigError::new(setting, e.to_string()))?
+        };
+        let xff_depth = match settings.get("XFF_DEPTH") {
+            None => XffDepth::default(),
+            Some(text) => text
+                .parse::<u8>()
+                .ok()
+                .and_then(XffDepth::new)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "XFF_DEPTH",
+                        format!("must be a whole number from 1 to {}", XffDepth::MAX),
+                    )
+                })?,
+        };
+        let max_ttl = {
+            let seconds = settings.number(
+                "TOKEN_MAX_TTL_SECONDS",
+                DEFAULT_MAX_TTL_SECONDS,
+                Ttl::MIN,
+                MAX_MAX_TTL_SECONDS,
+            )?;
+            Ttl::bound(seconds).expect("bounded below by Ttl::MIN")
+        };
+        let default_ttl = {
+            let seconds = settings.number(
+                "TOKEN_TTL_SECONDS",
+                DEFAULT_TTL_SECONDS,
+                Ttl::MIN,
+                max_ttl.seconds(),
+            )?;
+            Ttl::bound(seconds).expect("bounded below by Ttl::MIN")
+        };
+        let port = match settings.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            None => DEFAULT_PORT,
+            Some(text) => text.parse::<u16>().map_err(|_| {
+                ConfigError::new(
+                    "FUNCTIONS_CUSTOMHANDLER_PORT",
+                    "must be a port number (0-65535)",
+                )
+            })?,
+        };
+        let key_source = key_source(&settings)?;
+        let log_filter = settings
+            .get("RUST_LOG")
+            .unwrap_or_else(|| "info".to_owned());
+
+        Ok(Self {
+            key_source,
+            allow_list,
+            xff_depth,
+            default_ttl,
+            max_ttl,
+            port,
+            log_filter,
+        })
+    }
+}
+
+fn key_source(settings: &Settings<'_>) -> Result<KeySource, ConfigError> {
+    let hub = settings
+        .optional(&IOTHUB_HOSTNAME)
+        .map(|(setting, hub)| check_hub(setting, &hub).map(|()| hub))
+        .transpose()?;
+    let policy_name = settings
+        .optional(&IOTHUB_POLICY_NAME)
+        .map(|(setting, name)| check_policy_name(setting, &name).map(|()| name))
+        .transpose()?;
+
+    let Some(vault_uri) = settings.get("KEYVAULT_URI") else {
+        let hub = hub.ok_or_else(|| missing(&IOTHUB_HOSTNAME))?;
+        let policy_name = policy_name.ok_or_else(|| missing(&IOTHUB_POLICY_NAME))?;
+        let (setting, key) = settings.required(&IOTHUB_POLICY_KEY)?;
+        let key =
+            SigningKey::from_base64(&key).map_err(|e| ConfigError::new(setting, e.to_string()))?;
+        return Ok(KeySource::Static(Signer::new(&hub, &policy_name, &key)));
+    };
+
+    if let Some((setting, _)) = settings.optional(&IOTHUB_POLICY_KEY) {
+        return Err(ConfigError::new(
+            setting,
+            "must be unset when KEYVAULT_URI is set (the key comes from Key Vault)",
+        ));
+    }
+    check_vault_uri(&vault_uri)?;
+    let secret_name = settings.get("IOTHUB_POLICY_KEY_SECRET").ok_or_else(|| {
+        ConfigError::new(
+            "IOTHUB_POLICY_KEY_SECRET",
+            "is required when KEYVAULT_URI is set",
+        )
+    })?;
+    if !is_secret_name(&secret_name) {
+        return Err(ConfigError::new(
+            "IOTHUB_POLICY_KEY_SECRET",
+            "must be a Key Vault secret name: 1-127 letters, digits and dashes",
+        ));
+    }
+    let refresh = Duration::from_secs(settings.number(
+        "KEYVAULT_REFRESH_SECONDS",
+        DEFAULT_REFRESH_SECONDS,
+        MIN_REFRESH_SECONDS,
+        86_400,
+    )?);
+    Ok(KeySource::KeyVault(KeyVaultSettings {
+        vault_uri,
+        secret_name,
+        refresh,
+        client_id: settings.get("AZURE_CLIENT_ID"),
+        hub,
+        policy_name,
+        managed_identity: settings.get("IDENTITY_ENDPOINT").is_some(),
+    }))
+}
+
+/// `IOTHUB_HOSTNAME` must be a bare DNS name: `contoso.azure-devices.net`, not a URL.
+pub(crate) fn check_hub(setting: &'static str, hub: &str) -> Result<(), ConfigError> {
+    let is_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if hub.len() <= 253 && hub.split('.').all(is_label) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            "must be a host name like contoso.azure-devices.net (no scheme, port or path)",
+        ))
+    }
+}
+
+/// A policy name is printable ASCII without spaces (IoT Hub's own names are `iothubowner`,
+/// `device`, …); it is percent-encoded into the token either way.
+pub(crate) fn check_policy_name(setting: &'static str, name: &str) -> Result<(), ConfigError> {
+    if name.len() <= 256 && name.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            "must be a shared access policy name (printable ASCII, no spaces)",
+        ))
+    }
+}
+
+fn check_vault_uri(uri: &str) -> Result<(), ConfigError> {
+    let host = uri
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains('@') => Ok(()),
+        _ => Err(ConfigError::new(
+            "KEYVAULT_URI",
+            "must be an https URL like https://contoso-kv.vault.azure.net/",
+        )),
+    }
+}
+
+fn is_secret_name(name: &str) -> bool {
+    (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn missing(name: &Name) -> ConfigError {
+    let problem = match name.seed {
+        Some(seed) => format!("is required (or the seed function's `{seed}`)"),
+        None => "is required".to_owned(),
+    };
+    ConfigError::new(name.current, problem)
+}
+
+/// The lookup, with empty values treated as unset.
+struct Settings<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Settings<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The value and the name it was found under: the current name first, then the seed's.
+    fn optional(&self, name: &Name) -> Option<(&'static str, String)> {
+        let current = self.get(name.current).map(|v| (name.current, v));
+        current.or_else(|| name.seed.and_then(|seed| self.get(seed).map(|v| (seed, v))))
+    }
+
+    fn required(&self, name: &Name) -> Result<(&'static str, String), ConfigError> {
+        self.optional(name).ok_or_else(|| missing(name))
+    }
+
+    /// A whole number in `[min, max]`, or `default` when unset.
+    fn number<T>(&self, setting: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(text) = self.get(setting) else {
+            return Ok(default);
+        };
+        text.trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    setting,
+                    format!("must be a whole number from {min} to {max}"),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=";
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("IOTHUB_HOSTNAME", "contoso.azure-devices.net"),
+            ("IOTHUB_POLICY_NAME", "device"),
+            ("IOTHUB_POLICY_KEY", KEY),
+            ("ALLOWED_IPS", "10.0.0.1"),
+        ]
+    }
+
+    fn with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut pairs: Vec<_> = base()
+            .into_iter()
+            .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+            .collect();
+        pairs.extend(overrides.iter().filter(|(_, v)| !v.is_empty()));
+        pairs
+    }
+
+    fn setting_of(pairs: &[(&str, &str)]) -> &'static str {
+        config(pairs)
+            .expect_err("configuration should be refused")
+            .setting
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = config(&base()).expect("base configuration is valid");
+        assert_eq!(config.xff_depth, XffDepth::default());
+        assert_eq!(config.default_ttl.seconds(), 3_600);
+        assert_eq!(config.max_ttl.seconds(), 86_400);
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.log_filter, "info");
+        assert!(matches!(config.key_source, KeySource::Static(_)));
+    }
+
+    #[test]
+    fn seed_names_are_fallbacks() {
+        let config = config(&[
+            ("iothubhostname", "seed.azure-devices.net"),
+            ("keyname", "device"),
+            ("keyvalue", KEY),
+            ("allowedip", "10.0.0.9"),
+        ])
+        .expect("seed names work");
+        assert!(config.allow_list.contains("10.0.0.9".parse().expect("ip")));
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases: &[(&[(&'static str, &'static str)], &str)] = &[
+            (&[("IOTHUB_HOSTNAME", "")], "IOTHUB_HOSTNAME"),
+            (
+                &[("IOTHUB_HOSTNAME", "https://x.azure-devices.net")],
+                "IOTHUB_HOSTNAME",
+            ),
+            (&[("IOTHUB_POLICY_NAME", "")], "IOTHUB_POLICY_NAME"),
+            (&[("IOTHUB_POLICY_NAME", "my policy")], "IOTHUB_POLICY_NAME"),
+            (&[("IOTHUB_POLICY_KEY", "")], "IOTHUB_POLICY_KEY"),
+            (&[("IOTHUB_POLICY_KEY", "not-base64!")], "IOTHUB_POLICY_KEY"),
+            (&[("ALLOWED_IPS", "")], "ALLOWED_IPS"),
+            (&[("ALLOWED_IPS", "10.0.0.1/8")], "ALLOWED_IPS"),
+            (&[("XFF_DEPTH", "0")], "XFF_DEPTH"),
+            (&[("XFF_DEPTH", "one")], "XFF_DEPTH"),
+            (&[("TOKEN_TTL_SECONDS", "59")], "TOKEN_TTL_SECONDS"),
+            (&[("TOKEN_TTL_SECONDS", "90000")], "TOKEN_TTL_SECONDS"),
+            (
+                &[("TOKEN_MAX_TTL_SECONDS", "31536001")],
+                "TOKEN_MAX_TTL_SECONDS",
+            ),
+            (
+                &[("FUNCTIONS_CUSTOMHANDLER_PORT", "http")],
+                "FUNCTIONS_CUSTOMHANDLER_PORT",
+            ),
+            (
+                &[("IOTHUB_POLICY_KEY", ""), ("keyvalue", "%%%")],
+                "keyvalue",
+            ),
+        ];
+        for (overrides, want) in cases {
+            assert_eq!(
+                setting_of(&with(overrides)),
+                *want,
+                "overrides {overrides:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_key_is_never_echoed() {
+        let error = config(&with(&[("IOTHUB_POLICY_KEY", "s3cr3t-not-base64!")]))
+            .expect_err("bad key refused");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
+
+    #[test]
+    fn key_vault_replaces_the_key_setting() {
+        let mut pairs = with(&[("IOTHUB_POLICY_KEY", "")]);
+        pairs.push(("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/"));
+        pairs.push(("IOTHUB_POLICY_KEY_SECRET", "iothub-device-policy"));
+        let config = config(&pairs).expect("Key Vault configuration is valid");
+        let KeySource::KeyVault(kv) = config.key_source else {
+            panic!("expected Key Vault");
+        };
+        assert_eq!(kv.refresh, Duration::from_secs(300));
+        assert_eq!(kv.hub.as_deref(), Some("contoso.azure-devices.net"));
+
+        let mut both = base();
+        both.push(("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/"));
+        both.push(("IOTHUB_POLICY_KEY_SECRET", "s"));
+        assert_eq!(setting_of(&both), "IOTHUB_POLICY_KEY");
+
+        let mut http = with(&[("IOTHUB_POLICY_KEY", "")]);
+        http.push(("KEYVAULT_URI", "http://kv.example/"));
+        http.push(("IOTHUB_POLICY_KEY_SECRET", "s"));
+        assert_eq!(setting_of(&http), "KEYVAULT_URI");
+
+        let mut no_secret = with(&[("IOTHUB_POLICY_KEY", "")]);
+        no_secret.push(("KEYVAULT_URI", "https://kv.example/"));
+        assert_eq!(setting_of(&no_secret), "IOTHUB_POLICY_KEY_SECRET");
+    }
+}

@@ -1,0 +1,163 @@
+//! Every error a caller can see, as RFC 9457 `application/problem+json`.
+//!
+//! **What it owns.** The mapping from [`ApiError`] to status, fixed title and body, in one place.
+//! Titles are fixed strings; `detail` explains the problem without revealing configuration (a
+//! denied caller is not told the allow list, or even its own address as we saw it).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::params::{DeviceIdError, QueryError, TtlError};
+
+/// What went wrong with a request, from the caller's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Return `403 Forbidden`: the caller's address is not allowed, or could not be established.
+    #[error("caller not allowed")]
+    CallerNotAllowed,
+    /// Return `400 Bad Request`: the device id breaks IoT Hub's rules.
+    #[error(transparent)]
+    InvalidDeviceId(#[from] DeviceIdError),
+    /// Return `400 Bad Request`: `ttl` is not an integer within bounds.
+    #[error(transparent)]
+    InvalidTtl(#[from] TtlError),
+    /// Return `400 Bad Request`: the query string is ambiguous or undecodable.
+    #[error(transparent)]
+    InvalidQuery(#[from] QueryError),
+    /// Return `404 Not Found`: no such route.
+    #[error("no such route")]
+    NotFound,
+    /// Return `405 Method Not Allowed` with `Allow: GET, HEAD`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Return `503 Service Unavailable` with `Retry-After`: no signing key is available yet.
+    #[error("signing key unavailable")]
+    KeyUnavailable,
+}
+
+/// Seconds a caller should wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The RFC 9457 body.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::CallerNotAllowed => StatusCode::FORBIDDEN,
+            Self::InvalidDeviceId(_) | Self::InvalidTtl(_) | Self::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::KeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable problem type URI and a fixed title.
+    fn kind_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::CallerNotAllowed => (
+                "urn:iothub-sas:problem:caller-not-allowed",
+                "Caller not allowed",
+            ),
+            Self::InvalidDeviceId(_) => (
+                "urn:iothub-sas:problem:invalid-device-id",
+                "Invalid device id",
+            ),
+            Self::InvalidTtl(_) => ("urn:iothub-sas:problem:invalid-ttl", "Invalid ttl"),
+            Self::InvalidQuery(_) => ("urn:iothub-sas:problem:invalid-query", "Invalid query"),
+            Self::NotFound => ("about:blank", "Not Found"),
+            Self::MethodNotAllowed => ("about:blank", "Method Not Allowed"),
+            Self::KeyUnavailable => (
+                "urn:iothub-sas:problem:key-unavailable",
+                "Signing key unavailable",
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::CallerNotAllowed => "This caller may not request device tokens.".to_owned(),
+            Self::NotFound => "No function answers at this path.".to_owned(),
+            Self::MethodNotAllowed => "Only GET is supported.".to_owned(),
+            Self::KeyUnavailable => {
+                "The signing key is not available yet; retry shortly.".to_owned()
+            }
+            Self::InvalidDeviceId(e) => e.to_string(),
+            Self::InvalidTtl(e) => e.to_string(),
+            Self::InvalidQuery(e) => e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (kind, title) = self.kind_and_title();
+        let body = serde_json::to_vec(&Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+        })
+        .expect("a struct of strings and a number serialises");
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Self::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            Self::KeyUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_status_and_a_problem_body() {
+        let cases = [
+            (ApiError::CallerNotAllowed, 403),
+            (ApiError::InvalidDeviceId(DeviceIdError::TooLong), 400),
+            (ApiError::InvalidTtl(TtlError::TooShort), 400),
+            (ApiError::InvalidQuery(QueryError::Repeated("ttl")), 400),
+            (ApiError::NotFound, 404),
+            (ApiError::MethodNotAllowed, 405),
+            (ApiError::KeyUnavailable, 503),
+        ];
+        for (error, status) in cases {
+            let response = error.clone().into_response();
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/problem+json",
+                "{error:?}"
+            );
+        }
+        let unavailable = ApiError::KeyUnavailable.into_response();
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "5");
+        let not_allowed = ApiError::MethodNotAllowed.into_response();
+        assert_eq!(not_allowed.headers()[header::ALLOW], "GET, HEAD");
+    }
+}

@@ -1,0 +1,251 @@
+//! The request's inputs, parsed once into types that cannot hold an invalid value.
+//!
+//! **What it owns.** [`DeviceId`] (IoT Hub's device-id rules), [`Ttl`] (an integer number of
+//! seconds within the configured bounds) and [`LegacyQuery`] (the seed function's `?deviceid=`
+//! query). A handler holding a `DeviceId` never checks it again.
+//!
+//! **What it trusts.** Nothing: every byte here comes from the caller. Query keys are matched
+//! case-insensitively (the Functions host's query collection is case-insensitive and merges repeated
+//! keys into one comma-joined value, so a repeated key seen here means the request did not come
+//! through the host as expected); a repeated key is refused rather than resolved by a guess.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+/// Longest device id IoT Hub accepts.
+pub const DEVICE_ID_MAX_LEN: usize = 128;
+
+/// A device id IoT Hub accepts: 1–128 ASCII characters, alphanumerics plus
+/// `- . % _ * ? ! ( ) , : = @ $ '` (Azure IoT Hub identity registry documentation).
+///
+/// `/` is not allowed, so a token's resource can never widen to another path; an empty id is not
+/// allowed, so it can never shrink to `…/devices` (which would cover every device).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceId(String);
+
+/// Why a device id was refused; the text is safe to return to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceIdError {
+    /// No id, or an empty one.
+    #[error("a device id is required")]
+    Missing,
+    /// Longer than 128 characters.
+    #[error("the device id is longer than 128 characters")]
+    TooLong,
+    /// A character outside IoT Hub's set.
+    #[error(
+        "the device id may contain only ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
+    )]
+    BadCharacter,
+}
+
+impl DeviceId {
+    /// Validate an already percent-decoded id.
+    pub fn parse(id: &str) -> Result<Self, DeviceIdError> {
+        if id.is_empty() {
+            return Err(DeviceIdError::Missing);
+        }
+        if id.len() > DEVICE_ID_MAX_LEN {
+            return Err(DeviceIdError::TooLong);
+        }
+        if !id.bytes().all(is_device_id_byte) {
+            return Err(DeviceIdError::BadCharacter);
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_device_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b)
+}
+
+/// A token lifetime in seconds, within `[Ttl::MIN, max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ttl(u32);
+
+/// Why a `ttl` was refused; the text is safe to return to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    /// Not a plain decimal integer.
+    #[error("ttl must be a whole number of seconds")]
+    NotAnInteger,
+    /// Below the minimum.
+    #[error("ttl must be at least 60 seconds")]
+    TooShort,
+    /// Above `TOKEN_MAX_TTL_SECONDS`.
+    #[error("ttl must be at most {max} seconds")]
+    TooLong {
+        /// The configured maximum.
+        max: u32,
+    },
+}
+
+impl Ttl {
+    /// The shortest lifetime we issue: shorter tokens expire inside IoT Hub's clock-skew window.
+    pub const MIN: u32 = 60;
+
+    /// Parse a decimal number of seconds (digits only: no sign, space or fraction) within
+    /// `[MIN, max]`.
+    pub fn parse(text: &str, max: Ttl) -> Result<Self, TtlError> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TtlError::NotAnInteger);
+        }
+        // All digits: the only way to fail is overflow, which is simply too long.
+        let seconds = text.parse::<u32>().unwrap_or(u32::MAX);
+        Self::new(seconds, max)
+    }
+
+    /// A lifetime within `[MIN, max]`.
+    pub fn new(seconds: u32, max: Ttl) -> Result<Self, TtlError> {
+        if seconds < Self::MIN {
+            Err(TtlError::TooShort)
+        } else if seconds > max.0 {
+            Err(TtlError::TooLong { max: max.0 })
+        } else {
+            Ok(Self(seconds))
+        }
+    }
+
+    /// A bound read from configuration; `None` when below the minimum.
+    pub fn bound(seconds: u32) -> Option<Self> {
+        (seconds >= Self::MIN).then_some(Self(seconds))
+    }
+
+    /// The lifetime in seconds.
+    pub fn seconds(self) -> u32 {
+        self.0
+    }
+}
+
+/// The recognised parameters of a query string, still unvalidated.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RawQuery<'a> {
+    /// `deviceid` (any letter case), percent-decoded.
+    pub device_id: Option<Cow<'a, str>>,
+    /// `ttl` (any letter case), percent-decoded.
+    pub ttl: Option<Cow<'a, str>>,
+}
+
+/// Why a query string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// `deviceid` or `ttl` appears more than once.
+    #[error("the query parameter `{0}` appears more than once")]
+    Repeated(&'static str),
+    /// A recognised value is not valid UTF-8 once percent-decoded.
+    #[error("the query parameter `{0}` is not valid UTF-8")]
+    NotUtf8(&'static str),
+}
+
+impl<'a> RawQuery<'a> {
+    /// Pick `deviceid` and `ttl` out of a raw query string (`a=b&c=d`, form encoding: `+` is a
+    /// space). Other keys — `code`, `subscription-key`, anything — are skipped without decoding.
+    pub fn parse(query: &'a str) -> Result<Self, QueryError> {
+        let mut parsed = Self::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (slot, name) = if key.eq_ignore_ascii_case("deviceid") {
+                (&mut parsed.device_id, "deviceid")
+            } else if key.eq_ignore_ascii_case("ttl") {
+                (&mut parsed.ttl, "ttl")
+            } else {
+                continue;
+            };
+            if slot.is_some() {
+                return Err(QueryError::Repeated(name));
+            }
+            *slot = Some(form_decode(value).ok_or(QueryError::NotUtf8(name))?);
+        }
+        Ok(parsed)
+    }
+}
+
+/// Decode one `application/x-www-form-urlencoded` value; `None` when the bytes are not UTF-8.
+fn form_decode(value: &str) -> Option<Cow<'_, str>> {
+    if value.contains('+') {
+        let spaced = value.replace('+', " ");
+        let decoded = percent_decode_str(&spaced).decode_utf8().ok()?;
+        return Some(Cow::Owned(decoded.into_owned()));
+    }
+    percent_decode_str(value).decode_utf8().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_follow_iot_hub_rules() {
+        for ok in ["a", "dev-1.a_b", "A1%*?!(),:=@$'", &"x".repeat(128)] {
+            assert!(DeviceId::parse(ok).is_ok(), "id {ok:?} should be accepted");
+        }
+        let cases = [
+            ("", DeviceIdError::Missing),
+            (&*"x".repeat(129), DeviceIdError::TooLong),
+            ("a/b", DeviceIdError::BadCharacter),
+            ("a b", DeviceIdError::BadCharacter),
+            ("a+b", DeviceIdError::BadCharacter),
+            ("a#b", DeviceIdError::BadCharacter),
+            ("a&b", DeviceIdError::BadCharacter),
+            ("a\nb", DeviceIdError::BadCharacter),
+            ("a\0b", DeviceIdError::BadCharacter),
+            ("dévice", DeviceIdError::BadCharacter),
+        ];
+        for (id, want) in cases {
+            assert_eq!(DeviceId::parse(id), Err(want), "id {id:?}");
+        }
+    }
+
+    #[test]
+    fn ttl_is_a_bounded_whole_number() {
+        let max = Ttl::bound(86_400).expect("86400 is a valid bound");
+        assert_eq!(Ttl::parse("60", max).map(Ttl::seconds), Ok(60));
+        assert_eq!(Ttl::parse("0086400", max).map(Ttl::seconds), Ok(86_400));
+        let cases = [
+            ("", TtlError::NotAnInteger),
+            ("abc", TtlError::NotAnInteger),
+            ("-5", TtlError::NotAnInteger),
+            ("+60", TtlError::NotAnInteger),
+            ("1.5", TtlError::NotAnInteger),
+            (" 60", TtlError::NotAnInteger),
+            ("59", TtlError::TooShort),
+            ("86401", TtlError::TooLong { max: 86_400 }),
+            ("99999999999999999999", TtlError::TooLong { max: 86_400 }),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Ttl::parse(text, max), Err(want), "ttl {text:?}");
+        }
+    }
+
+    #[test]
+    fn query_picks_known_keys_in_any_case_and_decodes_them() {
+        let q = RawQuery::parse("code=secret&DeviceId=a%2Ab+c&TTL=120&x").expect("valid query");
+        assert_eq!(q.device_id.as_deref(), Some("a*b c"));
+        assert_eq!(q.ttl.as_deref(), Some("120"));
+        assert_eq!(RawQuery::parse(""), Ok(RawQuery::default()));
+    }
+
+    #[test]
+    fn repeated_or_undecodable_keys_are_refused() {
+        assert_eq!(
+            RawQuery::parse("deviceid=a&deviceID=b"),
+            Err(QueryError::Repeated("deviceid"))
+        );
+        assert_eq!(
+            RawQuery::parse("ttl=60&ttl=70"),
+            Err(QueryError::Repeated("ttl"))
+        );
+        assert_eq!(
+            RawQuery::parse("deviceid=%FF"),
+            Err(QueryError::NotUtf8("deviceid"))
+        );
+        // Undecodable values of keys we ignore do not matter.
+        assert!(RawQuery::parse("deviceid=a&other=%FF").is_ok());
+    }
+}

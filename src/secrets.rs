@@ -1,0 +1,123 @@
+//! The current signing key, shared between the request path (many readers) and the one task that
+//! supplies keys (one writer).
+//!
+//! **What it owns.** [`KeyHandle`], the request path's only access to key material. Reading it is a
+//! memory read: no I/O, no await when a key is known. Before the first key is known, a request
+//! waits for it up to a bound and then gives up (the caller answers 503 with `Retry-After`).
+//!
+//! **Why a `watch` channel.** It holds the newest value, readers borrow it under a short read lock
+//! and clone an `Arc` out, the writer replaces it atomically, and waiting for the first value is
+//! built in (`wait_for`). Rotation is one `send` from the refresh task; no reader ever sees a
+//! half-updated signer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::sas::Signer;
+
+/// How long a request waits for the first key before it is answered 503.
+pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(5);
+
+/// Read side: cheap to clone, one per request path.
+#[derive(Debug, Clone)]
+pub struct KeyHandle {
+    current: watch::Receiver<Option<Arc<Signer>>>,
+    first_key_wait: Duration,
+}
+
+/// Write side: held by whatever supplies keys (the Key Vault refresh task).
+#[derive(Debug)]
+pub struct KeyPublisher {
+    current: watch::Sender<Option<Arc<Signer>>>,
+}
+
+impl KeyHandle {
+    /// A key known at start-up that never changes (`IOTHUB_POLICY_KEY`).
+    pub fn fixed(signer: Signer) -> Self {
+        let (sender, current) = watch::channel(Some(Arc::new(signer)));
+        // Keep the value alive: with every sender gone, `borrow` still works, and `wait_for`
+        // returns at once because the value is already present.
+        drop(sender);
+        Self {
+            current,
+            first_key_wait: FIRST_KEY_WAIT,
+        }
+    }
+
+    /// An empty handle and the publisher that will fill it; requests wait up to
+    /// `first_key_wait` for the first key.
+    pub fn empty(first_key_wait: Duration) -> (KeyPublisher, Self) {
+        let (sender, current) = watch::channel(None);
+        (
+            KeyPublisher { current: sender },
+            Self {
+                current,
+                first_key_wait,
+            },
+        )
+    }
+
+    /// The current signer; before the first key is known, waits for it up to the bound.
+    /// `None` means no key is available (yet).
+    pub async fn current(&self) -> Option<Arc<Signer>> {
+        if let Some(signer) = self.current.borrow().as_ref() {
+            return Some(Arc::clone(signer));
+        }
+        let mut receiver = self.current.clone();
+        let waited = tokio::time::timeout(self.first_key_wait, receiver.wait_for(Option::is_some));
+        match waited.await {
+            Ok(Ok(signer)) => signer.clone(),
+            // Timed out, or the publisher is gone without ever publishing.
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+}
+
+impl KeyPublisher {
+    /// Make `signer` the key every following request signs with.
+    pub fn publish(&self, signer: Signer) {
+        self.current.send_replace(Some(Arc::new(signer)));
+    }
+
+    /// Whether any key has been published yet.
+    pub fn has_key(&self) -> bool {
+        self.current.borrow().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sas::SigningKey;
+
+    fn signer() -> Signer {
+        let key = SigningKey::from_base64("c2VjcmV0").expect("valid base64");
+        Signer::new("h.example", "p", &key)
+    }
+
+    #[tokio::test]
+    async fn a_fixed_key_is_always_there() {
+        assert!(KeyHandle::fixed(signer()).current().await.is_some());
+    }
+
+    /// Paused time: the wait is measured on Tokio's clock, so this runs instantly.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_key_a_request_gives_up_after_the_bound() {
+        let (_publisher, handle) = KeyHandle::empty(Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        assert!(handle.current().await.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_gets_the_first_key_as_soon_as_it_arrives() {
+        let (publisher, handle) = KeyHandle::empty(Duration::from_secs(5));
+        let waiter = tokio::spawn(async move { handle.current().await.is_some() });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        publisher.publish(signer());
+        assert!(waiter.await.expect("waiter finishes"));
+        assert!(publisher.has_key());
+    }
+}
