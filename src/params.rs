@@ -1,7 +1,7 @@
 //! The request's inputs, parsed once into types that cannot hold an invalid value.
 //!
 //! **What it owns.** [`DeviceId`] (IoT Hub's device-id rules), [`Ttl`] (an integer number of
-//! seconds within the configured bounds) and [`LegacyQuery`] (the seed function's `?deviceid=`
+//! seconds within the configured bounds) and [`RawQuery`] (the query string of the seed function's `?deviceid=`
 //! query). A handler holding a `DeviceId` never checks it again.
 //!
 //! **What it trusts.** Nothing: every byte here comes from the caller. Query keys are matched
