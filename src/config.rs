@@ -91,6 +91,8 @@ const DEFAULT_MAX_TTL_SECONDS: u32 = 86_400;
 /// SDKs misbehave with very long expiries.
 const MAX_MAX_TTL_SECONDS: u32 = 31_536_000;
 const DEFAULT_PORT: u16 = 8080;
+/// Our events at `info`; the SDK's per-request HTTP lines only when something is wrong.
+const DEFAULT_LOG_FILTER: &str = "info,typespec_client_core=warn,azure_core=warn";
 const DEFAULT_REFRESH_SECONDS: u64 = 300;
 /// Re-reading a secret more often than every 10 s buys nothing and eats the vault's shared quota.
 const MIN_REFRESH_SECONDS: u64 = 10;
@@ -234,6 +236,26 @@ fn key_source(settings: &Settings<'_>) -> Result<KeySource, ConfigError> {
         MIN_REFRESH_SECONDS,
         86_400,
     )?);
+    let managed_identity = settings.get("IDENTITY_ENDPOINT").is_some();
+    // On Azure without a managed identity nothing could ever read the vault: say so now rather
+    // than fail every fetch. `WEBSITE_SITE_NAME` is set by App Service on every plan; the host's
+    // other marker, `CONTAINER_NAME`, is also set by ordinary container runtimes, so it is not used.
+    let on_azure = settings.get("WEBSITE_SITE_NAME").is_some();
+    if on_azure && !managed_identity {
+        return Err(ConfigError::new(
+            "KEYVAULT_URI",
+            "needs the Function App's managed identity, but IDENTITY_ENDPOINT is not set: turn on the identity",
+        ));
+    }
+    // rustls loads only this file's roots when it is set; a missing file would leave no roots.
+    if let Some(path) = settings.get("SSL_CERT_FILE")
+        && !std::path::Path::new(&path).is_file()
+    {
+        return Err(ConfigError::new(
+            "SSL_CERT_FILE",
+            "is set but is not a readable file",
+        ));
+    }
     Ok(KeySource::KeyVault(KeyVaultSettings {
         vault_uri,
         secret_name,
@@ -241,7 +263,7 @@ fn key_source(settings: &Settings<'_>) -> Result<KeySource, ConfigError> {
         client_id: settings.get("AZURE_CLIENT_ID"),
         hub,
         policy_name,
-        managed_identity: settings.get("IDENTITY_ENDPOINT").is_some(),
+        managed_identity,
     }))
 }
 
@@ -388,7 +410,7 @@ mod tests {
         assert_eq!(config.default_ttl.seconds(), 3_600);
         assert_eq!(config.max_ttl.seconds(), 86_400);
         assert_eq!(config.port, 8080);
-        assert_eq!(config.log_filter, "info");
+        assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
         assert!(matches!(config.key_source, KeySource::Static(_)));
     }
 

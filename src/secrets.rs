@@ -10,6 +10,8 @@
 //! built in (`wait_for`). Rotation is one `send` from the refresh task; no reader ever sees a
 //! half-updated signer.
 
+pub mod key_vault;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, KeySource};
 use crate::routes::{AppState, router};
-use crate::secrets::KeyHandle;
+use crate::secrets::key_vault::{VaultSecret, keep_fresh};
+use crate::secrets::{FIRST_KEY_WAIT, KeyHandle};
 
 /// A bound, not yet serving, application.
 #[derive(Debug)]
@@ -31,8 +32,15 @@ impl Application {
         }
         let keys = match config.key_source {
             KeySource::Static(signer) => KeyHandle::fixed(signer),
-            KeySource::KeyVault(_) => {
-                return Err(std::io::Error::other("KEYVAULT_URI is not supported yet"));
+            KeySource::KeyVault(settings) => {
+                let vault = VaultSecret::new(settings).map_err(|e| {
+                    std::io::Error::other(format!("cannot set up the Key Vault client: {e}"))
+                })?;
+                let (publisher, keys) = KeyHandle::empty(FIRST_KEY_WAIT);
+                // The port opens at once; the first fetch runs concurrently and requests that
+                // arrive before it completes wait for it (up to FIRST_KEY_WAIT).
+                tokio::spawn(keep_fresh(vault, publisher));
+                keys
             }
         };
         let state = AppState::new(
