@@ -178,7 +178,7 @@ impl Config {
         let key_source = key_source(&settings)?;
         let log_filter = settings
             .get("RUST_LOG")
-            .unwrap_or_else(|| "info".to_owned());
+            .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
 
         Ok(Self {
             key_source,
