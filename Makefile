@@ -9,7 +9,7 @@ PYTHON      := $(VENV)/bin/python
 NODE_ORACLE := tests/oracles/node
 RUN_PORT    := 7071
 
-.PHONY: help run test lint oracles package clean
+.PHONY: help run test lint oracles package bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ help: ## list the targets
 run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
 	@scripts/run-local.sh $(RUN_PORT)
 
-test: oracles lint ## everything CI runs
+test: oracles lint package ## everything CI runs
 	cargo test --locked --all-targets
 
 lint: ## fmt, clippy and rustdoc with warnings denied
@@ -38,6 +38,9 @@ $(NODE_ORACLE)/node_modules/.installed: $(NODE_ORACLE)/package.json $(NODE_ORACL
 
 package: ## dist/handler.zip for zip deploy (static x86_64 Linux binary)
 	@scripts/package.sh
+
+bench: ## benchmark the handler against the seed function and the loopback floor (docs/benchmarks.md)
+	@bench/run.sh
 
 clean: ## remove build outputs and installed oracles
 	cargo clean

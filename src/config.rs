@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::allow_list::AllowList;
 use crate::client_ip::XffDepth;
+use crate::limits::Limits;
 use crate::params::Ttl;
 use crate::sas::{Signer, SigningKey};
 
@@ -32,8 +33,10 @@ pub struct Config {
     pub max_ttl: Ttl,
     /// `FUNCTIONS_CUSTOMHANDLER_PORT`: the port on 127.0.0.1 (0 picks a free one).
     pub port: u16,
-    /// `RUST_LOG`: the log filter (default `info`).
+    /// `RUST_LOG`: the log filter.
     pub log_filter: String,
+    /// Request, connection and shutdown limits.
+    pub limits: Limits,
 }
 
 /// Where the IoT Hub policy key comes from.
@@ -180,6 +183,8 @@ impl Config {
             .get("RUST_LOG")
             .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
 
+        let limits = limits(&settings)?;
+
         Ok(Self {
             key_source,
             allow_list,
@@ -188,8 +193,47 @@ impl Config {
             max_ttl,
             port,
             log_filter,
+            limits,
         })
     }
+}
+
+fn limits(settings: &Settings<'_>) -> Result<Limits, ConfigError> {
+    let default = Limits::default();
+    Ok(Limits {
+        // Below 8 KiB ordinary forwarded requests (certificates, bearer tokens) would not fit.
+        max_header_bytes: settings.number(
+            "MAX_REQUEST_HEADER_BYTES",
+            default.max_header_bytes,
+            8 * 1024,
+            1024 * 1024,
+        )?,
+        max_url_bytes: settings.number("MAX_URL_BYTES", default.max_url_bytes, 256, 64 * 1024)?,
+        max_body_bytes: settings.number(
+            "MAX_BODY_BYTES",
+            default.max_body_bytes,
+            0,
+            1024 * 1024,
+        )?,
+        header_read_timeout: Duration::from_secs(settings.number(
+            "REQUEST_HEADER_TIMEOUT_SECONDS",
+            default.header_read_timeout.as_secs(),
+            1,
+            300,
+        )?),
+        max_concurrent_requests: settings.number(
+            "MAX_CONCURRENT_REQUESTS",
+            default.max_concurrent_requests,
+            1,
+            65_536,
+        )?,
+        shutdown_grace: Duration::from_secs(settings.number(
+            "SHUTDOWN_GRACE_SECONDS",
+            default.shutdown_grace.as_secs(),
+            0,
+            120,
+        )?),
+    })
 }
 
 fn key_source(settings: &Settings<'_>) -> Result<KeySource, ConfigError> {
@@ -412,6 +456,7 @@ mod tests {
         assert_eq!(config.port, 8080);
         assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
         assert!(matches!(config.key_source, KeySource::Static(_)));
+        assert_eq!(config.limits, Limits::default());
     }
 
     #[test]
@@ -455,6 +500,24 @@ mod tests {
             (
                 &[("IOTHUB_POLICY_KEY", ""), ("keyvalue", "%%%")],
                 "keyvalue",
+            ),
+            (
+                &[("MAX_REQUEST_HEADER_BYTES", "4096")],
+                "MAX_REQUEST_HEADER_BYTES",
+            ),
+            (&[("MAX_URL_BYTES", "lots")], "MAX_URL_BYTES"),
+            (&[("MAX_BODY_BYTES", "-1")], "MAX_BODY_BYTES"),
+            (
+                &[("REQUEST_HEADER_TIMEOUT_SECONDS", "0")],
+                "REQUEST_HEADER_TIMEOUT_SECONDS",
+            ),
+            (
+                &[("MAX_CONCURRENT_REQUESTS", "0")],
+                "MAX_CONCURRENT_REQUESTS",
+            ),
+            (
+                &[("SHUTDOWN_GRACE_SECONDS", "121")],
+                "SHUTDOWN_GRACE_SECONDS",
             ),
         ];
         for (overrides, want) in cases {

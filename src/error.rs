@@ -34,10 +34,21 @@ pub enum ApiError {
     /// Return `503 Service Unavailable` with `Retry-After`: no signing key is available yet.
     #[error("signing key unavailable")]
     KeyUnavailable,
+    /// Return `414 URI Too Long`: the URL exceeds `MAX_URL_BYTES`.
+    #[error("URI too long")]
+    UriTooLong,
+    /// Return `413 Content Too Large`: a body larger than `MAX_BODY_BYTES` was declared.
+    #[error("body too large")]
+    PayloadTooLarge,
+    /// Return `503 Service Unavailable` with `Retry-After: 1`: `MAX_CONCURRENT_REQUESTS` reached.
+    #[error("too many requests in flight")]
+    Overloaded,
 }
 
-/// Seconds a caller should wait before retrying after a 503.
+/// Seconds a caller should wait before retrying after a 503 for a missing key.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
+/// Seconds a caller should wait before retrying after a 503 for overload.
+pub const OVERLOADED_RETRY_AFTER_SECONDS: u32 = 1;
 
 /// The RFC 9457 body.
 #[derive(Serialize)]
@@ -59,7 +70,9 @@ impl ApiError {
             }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::KeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeyUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -82,6 +95,12 @@ impl ApiError {
                 "urn:iothub-sas:problem:key-unavailable",
                 "Signing key unavailable",
             ),
+            Self::Overloaded => (
+                "urn:iothub-sas:problem:overloaded",
+                "Too many requests in flight",
+            ),
+            Self::UriTooLong => ("about:blank", "URI Too Long"),
+            Self::PayloadTooLarge => ("about:blank", "Content Too Large"),
         }
     }
 
@@ -93,6 +112,11 @@ impl ApiError {
             Self::KeyUnavailable => {
                 "The signing key is not available yet; retry shortly.".to_owned()
             }
+            Self::Overloaded => {
+                "The handler is at its concurrency limit; retry shortly.".to_owned()
+            }
+            Self::UriTooLong => "The URL is longer than this service accepts.".to_owned(),
+            Self::PayloadTooLarge => "These routes take no request body.".to_owned(),
             Self::InvalidDeviceId(e) => e.to_string(),
             Self::InvalidTtl(e) => e.to_string(),
             Self::InvalidQuery(e) => e.to_string(),
@@ -125,6 +149,12 @@ impl IntoResponse for ApiError {
             Self::KeyUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
+            Self::Overloaded => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(OVERLOADED_RETRY_AFTER_SECONDS),
+                );
+            }
             _ => {}
         }
         response
@@ -145,6 +175,9 @@ mod tests {
             (ApiError::NotFound, 404),
             (ApiError::MethodNotAllowed, 405),
             (ApiError::KeyUnavailable, 503),
+            (ApiError::Overloaded, 503),
+            (ApiError::UriTooLong, 414),
+            (ApiError::PayloadTooLarge, 413),
         ];
         for (error, status) in cases {
             let response = error.clone().into_response();

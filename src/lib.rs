@@ -10,6 +10,7 @@
 //! - [`sas`]: the signing key, the prepared signer and the token format.
 //! - [`secrets`]: the current key, read from memory on the request path.
 //! - [`error`]: every error as RFC 9457 problem+json.
+//! - [`limits`]: URL, body, header and concurrency limits; the shutdown grace period.
 //! - [`telemetry`]: JSON log lines on stdout.
 //!
 //! # One request
@@ -25,6 +26,7 @@ pub mod allow_list;
 pub mod client_ip;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod params;
 pub mod routes;
 pub mod sas;

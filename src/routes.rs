@@ -32,6 +32,7 @@ use serde::Serialize;
 use crate::allow_list::AllowList;
 use crate::client_ip::{CallerIpError, XffDepth, caller_ip};
 use crate::error::ApiError;
+use crate::limits::{self, RequestLimits};
 use crate::params::{DeviceId, DeviceIdError, RawQuery, Ttl};
 use crate::secrets::KeyHandle;
 
@@ -72,9 +73,9 @@ impl AppState {
     }
 }
 
-/// The router: both token routes, 405 for other methods on them, 404 elsewhere, and the request
-/// log line around all of it.
-pub fn router(state: AppState) -> Router {
+/// The router: both token routes, 405 for other methods on them, 404 elsewhere, the request
+/// limits in front of them, and the request log line around all of it.
+pub fn router(state: AppState, limits: RequestLimits) -> Router {
     Router::new()
         .route(
             SAS_TOKEN_ROUTE,
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(limits, limits::enforce))
         .layer(middleware::from_fn(log_request))
 }
 

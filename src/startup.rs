@@ -2,15 +2,24 @@
 //!
 //! **What it owns.** Binding `127.0.0.1:{port}` (IPv4 loopback: the Functions host calls
 //! `http://127.0.0.1:<port>` and never anything else), turning the key source into a
-//! [`KeyHandle`], and serving with the TCP peer address available to handlers. `main` and the
-//! tests run this same code; tests pass port 0 and read [`Application::local_addr`].
+//! [`KeyHandle`], and the HTTP/1 server loop: the TCP peer address for each request, the
+//! connection limits (request head size, head read timeout) and the bounded drain on shutdown.
+//! `main` and the tests run this same code; tests pass port 0 and read [`Application::local_addr`].
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::config::{Config, KeySource};
+use crate::limits::{Limits, RequestLimits};
 use crate::routes::{AppState, router};
 use crate::secrets::key_vault::{VaultSecret, keep_fresh};
 use crate::secrets::{FIRST_KEY_WAIT, KeyHandle};
@@ -19,11 +28,13 @@ use crate::secrets::{FIRST_KEY_WAIT, KeyHandle};
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    state: AppState,
+    router: Router,
+    limits: Limits,
 }
 
 impl Application {
-    /// Bind the port and prepare the state. Fails only if the port cannot be bound.
+    /// Bind the port and prepare the state; in Key Vault mode, start the key refresh task.
+    /// Fails only if the port cannot be bound or the Key Vault client cannot be built.
     pub async fn build(config: Config) -> std::io::Result<Self> {
         if config.allow_list.allows_everyone() {
             tracing::warn!(
@@ -50,8 +61,13 @@ impl Application {
             config.max_ttl,
             keys,
         );
+        let router = router(state, RequestLimits::new(&config.limits));
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port)).await?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            router,
+            limits: config.limits,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -59,14 +75,55 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serve until `shutdown` completes, then let in-flight requests finish.
+    /// Serve until `shutdown` completes; then stop accepting, let in-flight requests finish for
+    /// up to `SHUTDOWN_GRACE_SECONDS`, and return.
     pub async fn run_until_stopped(
         self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .max_header_size(self.limits.max_header_bytes);
+        let connections = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        tracing::warn!(error = %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Small responses: send them now rather than waiting to coalesce.
+            let _ = stream.set_nodelay(true);
+            let router = self.router.clone();
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().oneshot(request)
+                });
+            let connection =
+                connections.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        match tokio::time::timeout(self.limits.shutdown_grace, connections.shutdown()).await {
+            Ok(()) => tracing::info!("drained in-flight requests"),
+            Err(_) => tracing::warn!(
+                grace_seconds = self.limits.shutdown_grace.as_secs(),
+                "in-flight requests still running after SHUTDOWN_GRACE_SECONDS; stopping anyway"
+            ),
+        }
+        Ok(())
     }
 }

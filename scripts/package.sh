@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Build the release `handler` as a fully static x86_64 Linux (musl) binary and
+# package it for zip deploy / run-from-package:
+#
+#   dist/app/          staged app root: host.json, handler (0755), <Function>/function.json
+#   dist/handler.zip   the same files, `handler` stored with mode 0755
+#
+# Works on a fresh Debian 12 machine that has rustup/cargo, python3 and gcc:
+#   - adds the Rust target x86_64-unknown-linux-musl if it is missing;
+#   - installs Debian's musl-tools (x86_64-linux-musl-gcc) if no musl C compiler
+#     is found: C code in dependencies (aws-lc-sys, pulled in by the Azure SDK's
+#     rustls TLS stack) is compiled for musl with it. No cmake is needed:
+#     aws-lc-sys builds with cc-rs and ships pre-generated musl bindings.
+# Linking uses rust-lld (see .cargo/config.toml), shipped with the toolchain.
+# local.settings.json is never packaged. Safe to run again: it rebuilds
+# incrementally and rewrites dist/ from scratch.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+readonly TARGET=x86_64-unknown-linux-musl
+readonly BIN=handler
+readonly DIST=dist
+readonly APP="$DIST/app"
+readonly ZIP="$DIST/handler.zip"
+target_dir="${CARGO_TARGET_DIR:-target}"
+
+log() { printf 'package: %s\n' "$*" >&2; }
+die() { printf 'package: error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root (directly, or through sudo when available).
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root to run: $* (install it by hand, then re-run)"
+  fi
+}
+
+ensure_rust_target() {
+  if command -v rustup >/dev/null 2>&1; then
+    if ! rustup target list --installed | grep -x "$TARGET" >/dev/null; then
+      log "adding Rust target $TARGET"
+      rustup target add "$TARGET"
+    fi
+  elif [[ ! -d "$(rustc --print sysroot)/lib/rustlib/$TARGET" ]]; then
+    die "Rust target $TARGET is not installed and rustup is not available"
+  fi
+}
+
+# cc-rs looks for x86_64-linux-musl-gcc first; Debian's musl-tools ships it and musl-gcc.
+ensure_musl_cc() {
+  if command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
+    return
+  fi
+  if ! command -v musl-gcc >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 ||
+      die "no musl C compiler (musl-gcc) and no apt-get: install musl-tools or set CC_x86_64_unknown_linux_musl"
+    log "installing Debian package musl-tools (musl-gcc)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools >/dev/null
+  fi
+  if ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
+    command -v musl-gcc >/dev/null 2>&1 || die "musl-gcc still missing after installing musl-tools"
+    export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}"
+  fi
+}
+
+ensure_rust_target
+ensure_musl_cc
+
+log "building $BIN (release, $TARGET)"
+cargo build --locked --release --target "$TARGET" --bin "$BIN"
+built="$target_dir/$TARGET/release/$BIN"
+[[ -f $built ]] || die "build produced no $built"
+
+log "staging $APP"
+rm -rf "$APP"
+mkdir -p "$APP"
+install -m 0644 host.json "$APP/host.json"
+shopt -s nullglob
+functions=(function-apps/*/function.json)
+shopt -u nullglob
+((${#functions[@]} > 0)) || die "no function-apps/*/function.json found"
+for fj in "${functions[@]}"; do
+  name="$(basename "$(dirname "$fj")")"
+  install -d -m 0755 "$APP/$name"
+  install -m 0644 "$fj" "$APP/$name/function.json"
+done
+install -m 0755 "$built" "$APP/$BIN"
+
+log "writing $ZIP"
+python3 - "$APP" "$ZIP" "$BIN" <<'PY'
+"""Zip the staged app root deterministically, keeping unix modes (handler 0755)."""
+import os
+import stat
+import struct
+import sys
+import time
+import zipfile
+
+app, out, binary = sys.argv[1], sys.argv[2], sys.argv[3]
+
+# Check the binary first: x86-64 ELF with no PT_INTERP (fully static).
+with open(os.path.join(app, binary), "rb") as f:
+    head = f.read(64)
+    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        sys.exit(f"package: error: {binary} is not a 64-bit little-endian ELF file")
+    (e_machine,) = struct.unpack_from("<H", head, 18)
+    if e_machine != 62:
+        sys.exit(f"package: error: {binary} is not x86-64 (e_machine={e_machine})")
+    e_phoff, = struct.unpack_from("<Q", head, 32)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", head, 54)
+    f.seek(e_phoff)
+    phdrs = f.read(e_phentsize * e_phnum)
+    PT_INTERP = 3
+    types = [struct.unpack_from("<I", phdrs, i * e_phentsize)[0] for i in range(e_phnum)]
+    if PT_INTERP in types:
+        sys.exit(f"package: error: {binary} is dynamically linked (has PT_INTERP); expected a static musl build")
+
+epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "315964800"))  # default 1980-01-06
+date_time = time.gmtime(max(epoch, 315532800))[:6]
+
+files = []
+for root, dirs, names in os.walk(app):
+    dirs.sort()
+    for name in names:
+        path = os.path.join(root, name)
+        files.append((os.path.relpath(path, app).replace(os.sep, "/"), path))
+files.sort(key=lambda item: (item[0] != "host.json", item[0] != binary, item[0]))
+
+if any(arc == "local.settings.json" or arc.endswith("/local.settings.json") for arc, _ in files):
+    sys.exit("package: error: refusing to package local.settings.json")
+
+tmp = out + ".tmp"
+with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+    for arc, path in files:
+        mode = 0o755 if arc == binary else 0o644
+        info = zipfile.ZipInfo(arc, date_time=date_time)
+        info.create_system = 3  # unix: external_attr carries st_mode
+        info.external_attr = (stat.S_IFREG | mode) << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with open(path, "rb") as src:
+            zf.writestr(info, src.read())
+os.replace(tmp, out)
+PY
+
+size=$(stat -c %s "$ZIP")
+printf '%s\n' "$ZIP"
+python3 - "$ZIP" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    for i in zf.infolist():
+        print(f"  {i.external_attr >> 16:o} {i.file_size:>10} {i.compress_size:>10}  {i.filename}")
+PY
+printf 'size: %s bytes (%s KiB)\n' "$size" "$((size / 1024))"

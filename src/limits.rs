@@ -1,0 +1,112 @@
+//! Resource limits: what one request, one slow client or a flood of requests may cost.
+//!
+//! **What it owns.** The limit values (each an app setting with a safe default) and the middleware
+//! that enforces the per-request ones before any handler runs:
+//! - URL longer than `MAX_URL_BYTES` → 414;
+//! - a declared body longer than `MAX_BODY_BYTES` (default 0: these are GET routes) → 413;
+//! - more than `MAX_CONCURRENT_REQUESTS` in flight → 503 with `Retry-After`, at once, instead of
+//!   queueing without bound.
+//!
+//! The connection-level limits are applied by the HTTP server in `startup`: request head larger
+//! than `MAX_REQUEST_HEADER_BYTES` → 431 (answered by hyper itself), request head not received
+//! within `REQUEST_HEADER_TIMEOUT_SECONDS` → connection closed, and `SHUTDOWN_GRACE_SECONDS` bounds
+//! the drain on SIGTERM/SIGINT.
+//!
+//! **What it trusts.** Nothing from the request; the `Content-Length` it reads is only compared.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+
+/// The limits, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_REQUEST_HEADER_BYTES`: the request line plus headers.
+    pub max_header_bytes: usize,
+    /// `MAX_URL_BYTES`: path plus query.
+    pub max_url_bytes: usize,
+    /// `MAX_BODY_BYTES`: a declared `Content-Length` above this is refused.
+    pub max_body_bytes: u64,
+    /// `REQUEST_HEADER_TIMEOUT_SECONDS`: time to receive a request's head.
+    pub header_read_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS`: requests in flight before new ones get 503.
+    pub max_concurrent_requests: usize,
+    /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    /// Defaults sized for this service: the Functions host forwards headers such as
+    /// `X-ARR-ClientCert` and a bearer token, so 32 KiB of head; App Service itself refuses URLs
+    /// over 8 KiB; the routes are GETs, so no body.
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_url_bytes: 8 * 1024,
+            max_body_bytes: 0,
+            header_read_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The state the per-request middleware needs: the limits and the in-flight permits.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    max_url_bytes: usize,
+    max_body_bytes: u64,
+    in_flight: Arc<Semaphore>,
+}
+
+impl RequestLimits {
+    /// The per-request part of `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            max_url_bytes: limits.max_url_bytes,
+            max_body_bytes: limits.max_body_bytes,
+            in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+        }
+    }
+}
+
+/// Middleware: refuse over-long URLs, declared bodies over the cap, and requests beyond the
+/// concurrency cap; otherwise run the request holding one permit.
+pub async fn enforce(
+    State(limits): State<RequestLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let uri = request.uri();
+    let url_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if url_len > limits.max_url_bytes {
+        return ApiError::UriTooLong.into_response();
+    }
+    let declared_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+    match declared_body {
+        // hyper has already refused a malformed Content-Length; be strict anyway.
+        Some(None) => return ApiError::PayloadTooLarge.into_response(),
+        Some(Some(len)) if len > limits.max_body_bytes => {
+            return ApiError::PayloadTooLarge.into_response();
+        }
+        _ => {}
+    }
+    // A chunked body has no declared length: with no body allowed, refuse it up front.
+    if limits.max_body_bytes == 0 && request.headers().contains_key(header::TRANSFER_ENCODING) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    let Ok(_permit) = limits.in_flight.try_acquire() else {
+        return ApiError::Overloaded.into_response();
+    };
+    next.run(request).await
+}

@@ -1,0 +1,750 @@
+//! The signing key from Key Vault, read with the managed identity: what an operator and a caller
+//! can observe. Every test starts its own identity and vault stand-ins (see `stand_ins`) and the
+//! real `handler` binary configured to use them, so the tests run in parallel.
+//!
+//! Time: refresh intervals are the minimum the handler accepts, 10 s; a test that waits for a
+//! refresh polls (it does not sleep a fixed time) and fails if it takes longer than the
+//! interval plus a small margin.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::task::JoinSet;
+
+use crate::helpers::{HOSTNAME, POLICY, SasToken, TestApp, assert_problem, encode, token_path};
+use crate::stand_ins::{Auth, Outage, StandIns};
+
+/// The secret's name in the vault (`IOTHUB_POLICY_KEY_SECRET`).
+const SECRET: &str = "iothub-policy-key";
+/// `KEYVAULT_REFRESH_SECONDS` for tests that watch a refresh: the handler's minimum.
+const REFRESH_SECONDS: u64 = 10;
+/// How long after the interval a refresh may still be in flight (fetch time, scheduling).
+const REFRESH_MARGIN: Duration = Duration::from_secs(4);
+/// How long a request waits for the first key before the 503 (the handler's `FIRST_KEY_WAIT`).
+const FIRST_KEY_WAIT: Duration = Duration::from_secs(5);
+
+/// A fresh random policy key: 32 bytes, base64.
+fn random_key() -> String {
+    let bytes: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+    BASE64.encode(bytes)
+}
+
+/// The handler's settings for Key Vault mode: the stand-ins' environment, the secret's name,
+/// 127.0.0.1 allowed, then `overrides` (replacing or adding; an empty value removes).
+fn vault_settings(stand_ins: &StandIns, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = stand_ins
+        .environment()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for (name, value) in [
+        ("IOTHUB_POLICY_KEY_SECRET", SECRET),
+        ("IOTHUB_HOSTNAME", HOSTNAME),
+        ("IOTHUB_POLICY_NAME", POLICY),
+        ("ALLOWED_IPS", "127.0.0.1"),
+    ] {
+        settings.push((name.to_owned(), value.to_owned()));
+    }
+    for (name, value) in overrides {
+        settings.retain(|(existing, _)| existing != name);
+        if !value.is_empty() {
+            settings.push(((*name).to_owned(), (*value).to_owned()));
+        }
+    }
+    settings
+}
+
+/// Starts the handler against `stand_ins`.
+fn spawn_handler(stand_ins: &StandIns, overrides: &[(&str, &str)]) -> TestApp {
+    let settings = vault_settings(stand_ins, overrides);
+    let borrowed: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    TestApp::spawn(&borrowed)
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+async fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the async `condition` every 200 ms until it holds; returns how long that took.
+async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `token`'s `sig` is HMAC-SHA256 over `sr + "\n" + se` with the base64 `key`.
+fn signed_with(token: &SasToken, key: &str) -> bool {
+    let key = BASE64.decode(key).expect("test keys are base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(format!("{}\n{}", token.sr, token.se).as_bytes());
+    let expected = BASE64.encode(mac.finalize().into_bytes());
+    let actual = percent_decode_str(&token.sig)
+        .decode_utf8()
+        .expect("sig decodes to UTF-8");
+    actual == expected
+}
+
+/// Issues a token for `dev-1` and returns it, asserting a 200.
+async fn issue(app: &TestApp) -> SasToken {
+    app.issue(&token_path("dev-1", None)).await.token
+}
+
+/// Asserts `token` is for `hub`'s `dev-1`, under `policy`, signed with `key`.
+fn assert_token(token: &SasToken, hub: &str, policy: &str, key: &str, context: &str) {
+    assert_eq!(
+        token.sr,
+        encode(&format!("{hub}/devices/dev-1")),
+        "{context}: sr"
+    );
+    assert_eq!(token.skn, encode(policy), "{context}: skn");
+    assert!(
+        signed_with(token, key),
+        "{context}: the token is not signed with the vault's key: {}",
+        token.raw
+    );
+}
+
+/// Asserts a token request is answered 503 problem+json with a `Retry-After` of whole seconds;
+/// returns how long the answer took.
+async fn assert_unavailable(app: &TestApp, context: &str) -> Duration {
+    let started = Instant::now();
+    let response = app.get_sas_token("dev-1", None).await;
+    let took = started.elapsed();
+    let (headers, _body) = assert_problem(response, 503, context).await;
+    let retry_after = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("{context}: a 503 carries Retry-After"));
+    assert!(
+        retry_after.parse::<u32>().is_ok_and(|s| s >= 1),
+        "{context}: Retry-After must be whole seconds, got {retry_after:?}"
+    );
+    took
+}
+
+/// The handler's stdout JSON lines at level WARN or ERROR.
+fn problems_logged(app: &TestApp) -> Vec<Value> {
+    app.stdout()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| matches!(line["level"].as_str(), Some("WARN" | "ERROR")))
+        .collect()
+}
+
+/// Waits for a WARN/ERROR line that names the secret and whose `error` says `contains`.
+async fn assert_logged_failure(app: &TestApp, contains: &str, context: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = problems_logged(app).into_iter().find(|line| {
+            line.to_string().contains(SECRET)
+                && line["error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains(contains))
+        });
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: no WARN/ERROR line names the secret `{SECRET}` with an `error` that says \
+             {contains:?}\n{}",
+            app.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts nothing the handler printed contains any of `secrets` (nor their percent-encoding).
+fn assert_never_printed(app: &TestApp, secrets: &[&str], context: &str) {
+    let output = app.output();
+    for secret in secrets {
+        for form in [(*secret).to_owned(), encode(secret)] {
+            assert!(
+                !output.contains(&form),
+                "{context}: the handler printed a secret ({form})\n{output}"
+            );
+        }
+    }
+}
+
+// ----- Reading the key -----
+
+#[tokio::test]
+async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() {
+    // Arrange
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    let refresh = REFRESH_SECONDS.to_string();
+    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+
+    // Act: 50 requests, then one refresh, then more requests.
+    for n in 0..50 {
+        let token = issue(&app).await;
+        assert_token(&token, HOSTNAME, POLICY, &key, &format!("request {n}"));
+    }
+    let vault = &stand_ins.key_vault;
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "the first refresh",
+        || vault.authorized_reads() >= 2,
+    )
+    .await;
+    let token = issue(&app).await;
+
+    // Assert
+    assert_token(&token, HOSTNAME, POLICY, &key, "after the refresh");
+    assert_eq!(
+        vault.authorized_reads(),
+        2,
+        "one read at start, one refresh"
+    );
+    assert_eq!(
+        vault.challenges(),
+        1,
+        "the challenge is answered once per client"
+    );
+    assert_eq!(vault.rejected_tokens(), 0);
+    assert_eq!(
+        stand_ins.identity.request_count(),
+        1,
+        "one identity token serves every read within its lifetime: {:?}",
+        stand_ins.identity.requests()
+    );
+    let asked = &stand_ins.identity.requests()[0];
+    assert_eq!(asked.client_id, None, "system-assigned identity");
+    assert_eq!(asked.status, 200);
+    assert_never_printed(&app, &[&key, stand_ins.identity.header_secret()], "signing");
+}
+
+#[tokio::test]
+async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
+    // Arrange: tokens that expire 303 s after issue. The SDK renews a token within 300 s of its
+    // expiry, so the one fetched at start is due for renewal by the first refresh.
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    stand_ins.identity.set_token_lifetime(303);
+    let refresh = REFRESH_SECONDS.to_string();
+    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "first key");
+
+    // Act
+    let vault = &stand_ins.key_vault;
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "the first refresh",
+        || vault.authorized_reads() >= 2,
+    )
+    .await;
+
+    // Assert
+    assert_eq!(
+        stand_ins.identity.tokens_issued(),
+        2,
+        "one token per lifetime: {:?}",
+        stand_ins.identity.requests()
+    );
+    assert_eq!(vault.rejected_tokens(), 0, "no expired token is ever sent");
+    let tokens: Vec<Auth> = vault
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| r.auth)
+        .collect();
+    assert_eq!(tokens.len(), 2);
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
+    // Arrange: a slow vault, so every request arrives while the first read is in flight.
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    stand_ins.key_vault.set_delay(Duration::from_millis(1_500));
+    let app = spawn_handler(&stand_ins, &[]);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a reqwest client builds");
+
+    // Act
+    let url = app.url(&token_path("dev-1", None));
+    let mut requests = JoinSet::new();
+    for _ in 0..1_000 {
+        let request = client.get(&url).send();
+        requests.spawn(async move {
+            let response = request.await.expect("the handler answers");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            (status, body)
+        });
+    }
+    let answers = requests.join_all().await;
+
+    // Assert
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        let token = SasToken::parse(body["sastoken"].as_str().unwrap_or_default());
+        assert!(signed_with(&token, &key), "{}", token.raw);
+    }
+    assert_eq!(answers.len(), 1_000);
+    assert_eq!(
+        stand_ins.key_vault.authorized_reads(),
+        1,
+        "requests read memory, never the vault: {:?}",
+        stand_ins.key_vault.requests()
+    );
+    assert_eq!(stand_ins.identity.request_count(), 1);
+    assert_never_printed(&app, &[&key], "1,000 requests");
+}
+
+#[tokio::test]
+async fn a_request_during_the_first_read_waits_for_it_instead_of_failing() {
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    stand_ins.key_vault.set_delay(Duration::from_secs(2));
+
+    // The port opens before the key is read: spawning returns at once.
+    let started = Instant::now();
+    let app = spawn_handler(&stand_ins, &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the handler must listen before the first read completes (took {:?})",
+        started.elapsed()
+    );
+    let token = issue(&app).await;
+
+    assert_token(&token, HOSTNAME, POLICY, &key, "first request");
+    assert_eq!(stand_ins.key_vault.authorized_reads(), 1);
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart() {
+    // Arrange
+    let stand_ins = StandIns::start();
+    let old_key = random_key();
+    let new_key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &old_key);
+    let refresh = REFRESH_SECONDS.to_string();
+    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let before = issue(&app).await;
+    assert_token(&before, HOSTNAME, POLICY, &old_key, "before rotation");
+
+    // Act
+    let new_version = stand_ins.key_vault.set_secret(SECRET, &new_key);
+    let took = wait_until_async(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "tokens signed with the rotated key",
+        || async {
+            let token = issue(&app).await;
+            if signed_with(&token, &new_key) {
+                true
+            } else {
+                assert!(signed_with(&token, &old_key), "{}", token.raw);
+                false
+            }
+        },
+    )
+    .await;
+
+    // Assert
+    assert!(took <= Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN);
+    assert!(app.is_running(), "no restart");
+    let loaded: Vec<Value> = app
+        .stdout()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["secret"] == SECRET && line["version"] == new_version.as_str())
+        .collect();
+    assert_eq!(
+        loaded.len(),
+        1,
+        "one log line names the new version\n{}",
+        app.stdout()
+    );
+    assert_never_printed(&app, &[&old_key, &new_key], "rotation");
+}
+
+#[tokio::test]
+async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_set() {
+    // Arrange
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    let connection_string = format!(
+        "HostName=cs-hub.azure-devices.net;SharedAccessKeyName=registryReadWrite;SharedAccessKey={key}"
+    );
+    stand_ins.key_vault.set_secret(SECRET, &connection_string);
+
+    // Act
+    let from_secret = spawn_handler(
+        &stand_ins,
+        &[("IOTHUB_HOSTNAME", ""), ("IOTHUB_POLICY_NAME", "")],
+    );
+    let from_settings = spawn_handler(&stand_ins, &[]);
+
+    // Assert
+    let token = issue(&from_secret).await;
+    assert_token(
+        &token,
+        "cs-hub.azure-devices.net",
+        "registryReadWrite",
+        &key,
+        "host and policy from the connection string",
+    );
+    let token = issue(&from_settings).await;
+    assert_token(
+        &token,
+        HOSTNAME,
+        POLICY,
+        &key,
+        "IOTHUB_HOSTNAME and IOTHUB_POLICY_NAME win",
+    );
+    for app in [&from_secret, &from_settings] {
+        assert_never_printed(app, &[&key, &connection_string], "connection string");
+    }
+}
+
+#[tokio::test]
+async fn azure_client_id_is_passed_to_the_identity_endpoint_as_client_id() {
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (client_id, _object_id) = stand_ins.identity.add_user_assigned();
+
+    let app = spawn_handler(&stand_ins, &[("AZURE_CLIENT_ID", &client_id)]);
+    let token = issue(&app).await;
+
+    assert_token(&token, HOSTNAME, POLICY, &key, "user-assigned identity");
+    let asked = stand_ins.identity.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(asked[0].object_id, None);
+    let read_as: Vec<Auth> = stand_ins
+        .key_vault
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| r.auth)
+        .collect();
+    assert_eq!(read_as, vec![Auth::Valid(client_id)]);
+}
+
+// ----- Outages -----
+
+#[tokio::test]
+async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_own() {
+    // Arrange
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    stand_ins.key_vault.go_down(Outage::ServiceUnavailable);
+    let refresh = REFRESH_SECONDS.to_string();
+    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+
+    // Act / Assert: no key yet.
+    let took = assert_unavailable(&app, "vault down at start").await;
+    assert!(
+        took >= FIRST_KEY_WAIT - Duration::from_millis(500) && took < FIRST_KEY_WAIT * 2,
+        "a request waits about {FIRST_KEY_WAIT:?} for the first key, took {took:?}"
+    );
+    let line = assert_logged_failure(&app, "temporarily unavailable", "vault down at start").await;
+    assert_eq!(line["level"], "ERROR", "no key at all is an error: {line}");
+    let failed_reads = stand_ins.key_vault.failed_by_outage();
+    assert!(failed_reads >= 2, "the handler retries: {failed_reads}");
+
+    // The vault comes back: the handler recovers by itself within its back-off (≤ refresh).
+    stand_ins.key_vault.come_back();
+    let took = wait_until_async(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "recovery after the vault came back",
+        || async { app.get_sas_token("dev-1", None).await.status() == 200 },
+    )
+    .await;
+    let token = issue(&app).await;
+    assert_token(&token, HOSTNAME, POLICY, &key, "after recovery");
+    assert!(app.is_running());
+    assert!(took <= Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN);
+    assert_never_printed(&app, &[&key], "vault down at start");
+}
+
+#[tokio::test]
+async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
+    // Arrange
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    let refresh = REFRESH_SECONDS.to_string();
+    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
+
+    // Act: the vault drops every connection when the refresh comes.
+    let vault = &stand_ins.key_vault;
+    vault.go_down(Outage::DropConnections);
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "a refresh that meets the outage",
+        || vault.failed_by_outage() >= 1,
+    )
+    .await;
+
+    // Assert
+    let token = issue(&app).await;
+    assert_token(&token, HOSTNAME, POLICY, &key, "during the outage");
+    let line = assert_logged_failure(&app, "connection", "vault down later").await;
+    assert!(
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("last good key")),
+        "{line}"
+    );
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(app.is_running());
+
+    // And once it is back, the next (backed-off) read picks up a rotation.
+    let new_key = random_key();
+    vault.set_secret(SECRET, &new_key);
+    vault.come_back();
+    wait_until_async(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "the rotated key after the outage",
+        || async { signed_with(&issue(&app).await, &new_key) },
+    )
+    .await;
+    assert_never_printed(&app, &[&key, &new_key], "vault down later");
+}
+
+// ----- Identity and secret failures: 503, a clear log line, no crash -----
+
+/// One way the first read can fail.
+struct Failure {
+    description: &'static str,
+    stand_ins: StandIns,
+    overrides: Vec<(&'static str, String)>,
+    /// Text the log line's `error` must contain: the cause, in words an operator can act on.
+    cause: &'static str,
+    /// Values that must never be printed.
+    secrets: Vec<String>,
+}
+
+fn failure_cases() -> Vec<Failure> {
+    let mut cases = Vec::new();
+    let case = |description, secret: Option<&str>| {
+        let stand_ins = StandIns::start();
+        if let Some(value) = secret {
+            stand_ins.key_vault.set_secret(SECRET, value);
+        }
+        (description, stand_ins)
+    };
+
+    let key = random_key();
+    let (description, stand_ins) = case("identity endpoint answers 500", Some(&key));
+    stand_ins.identity.set_failing(true);
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![],
+        cause: "ManagedIdentityCredential",
+        secrets: vec![key],
+    });
+
+    let key = random_key();
+    let (description, stand_ins) = case("wrong IDENTITY_HEADER", Some(&key));
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![("IDENTITY_HEADER", "not-the-platform-secret".to_owned())],
+        cause: "X-IDENTITY-HEADER",
+        secrets: vec![key],
+    });
+
+    let key = random_key();
+    let (description, stand_ins) = case("unassigned AZURE_CLIENT_ID", Some(&key));
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![(
+            "AZURE_CLIENT_ID",
+            "00000000-0000-0000-0000-000000000000".to_owned(),
+        )],
+        cause: "not been assigned",
+        secrets: vec![key],
+    });
+
+    let value = "sup3r-s3cret-not-base64!";
+    let (description, stand_ins) = case("a secret that is not base64", Some(value));
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![],
+        cause: "base64",
+        secrets: vec![value.to_owned()],
+    });
+
+    let key = random_key();
+    let value = format!("HostName=cs-hub.azure-devices.net;SharedAccessKey={key}");
+    let (description, stand_ins) = case(
+        "a connection string without SharedAccessKeyName",
+        Some(&value),
+    );
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![
+            ("IOTHUB_HOSTNAME", String::new()),
+            ("IOTHUB_POLICY_NAME", String::new()),
+        ],
+        cause: "SharedAccessKeyName",
+        secrets: vec![key, value],
+    });
+
+    let key = random_key();
+    let value = format!("HostName=;SharedAccessKeyName=device;SharedAccessKey={key};junk");
+    let (description, stand_ins) = case("a connection string with bad syntax", Some(&value));
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![
+            ("IOTHUB_HOSTNAME", String::new()),
+            ("IOTHUB_POLICY_NAME", String::new()),
+        ],
+        cause: "connection string",
+        secrets: vec![key, value],
+    });
+
+    let (description, stand_ins) = case("no such secret", None);
+    cases.push(Failure {
+        description,
+        stand_ins,
+        overrides: vec![],
+        cause: "not found",
+        secrets: vec![],
+    });
+    cases
+}
+
+/// Starts the handler for `case`; expects a 503 with `Retry-After`, an ERROR line naming the
+/// secret and its cause, a running process, and none of the case's secrets (nor the identity
+/// header) in the output.
+async fn assert_no_key_but_alive(case: Failure) {
+    let Failure {
+        description,
+        stand_ins,
+        overrides,
+        cause,
+        mut secrets,
+    } = case;
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let mut app = spawn_handler(&stand_ins, &overrides);
+    assert_unavailable(&app, description).await;
+    let line = assert_logged_failure(&app, cause, description).await;
+    assert_eq!(line["level"], "ERROR", "{description}: {line}");
+    assert!(app.is_running(), "{description}: the handler must not exit");
+    secrets.push(stand_ins.identity.header_secret().to_owned());
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    assert_never_printed(&app, &secrets, description);
+}
+
+#[tokio::test]
+async fn identity_and_secret_failures_mean_503_an_error_line_and_no_crash() {
+    // The cases run side by side: each waits out the handler's first-key bound.
+    let mut running = JoinSet::new();
+    for case in failure_cases() {
+        running.spawn(assert_no_key_but_alive(case));
+    }
+    while let Some(finished) = running.join_next().await {
+        if let Err(failed) = finished {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_handler_recovers_once_the_identity_endpoint_works_again() {
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    stand_ins.identity.set_failing(true);
+    let app = spawn_handler(&stand_ins, &[]);
+    assert_logged_failure(&app, "ManagedIdentityCredential", "identity endpoint 500").await;
+
+    stand_ins.identity.set_failing(false);
+    wait_until_async(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "recovery once the identity endpoint works",
+        || async { app.get_sas_token("dev-1", None).await.status() == 200 },
+    )
+    .await;
+
+    assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "after recovery");
+    assert_eq!(
+        stand_ins.identity.tokens_issued(),
+        1,
+        "failures are not cached, and the token is"
+    );
+}
+
+// ----- Nothing secret in the output, even at the most verbose log level -----
+
+#[tokio::test]
+async fn neither_the_key_nor_the_access_token_is_printed_even_at_trace_level() {
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    let connection_string = format!(
+        "HostName=cs-hub.azure-devices.net;SharedAccessKeyName=device;SharedAccessKey={key}"
+    );
+    stand_ins.key_vault.set_secret(SECRET, &connection_string);
+
+    let app = spawn_handler(&stand_ins, &[("RUST_LOG", "trace")]);
+    let token = issue(&app).await;
+
+    assert!(signed_with(&token, &key));
+    let verbose = app
+        .stdout()
+        .lines()
+        .filter(|line| line.contains(r#""level":"TRACE""#) || line.contains(r#""level":"DEBUG""#))
+        .count();
+    assert!(
+        verbose > 0,
+        "RUST_LOG=trace must make the SDK and HTTP stack log\n{}",
+        app.output()
+    );
+    let issued_token = stand_ins
+        .identity
+        .issued_tokens()
+        .pop()
+        .expect("the handler got an access token");
+    assert_never_printed(
+        &app,
+        &[&key, &connection_string, &issued_token],
+        "RUST_LOG=trace",
+    );
+}

@@ -1,0 +1,196 @@
+//! Request logs: one JSON line per request with route template, status, latency, caller and
+//! device; and nothing secret (key, signature, `code`, `x-functions-key`) anywhere in the output.
+
+use percent_encoding::percent_decode_str;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{
+    KEY, LEGACY_ROUTE, TOKEN_ROUTE, TestApp, log_text, settings_with, token_path,
+};
+
+#[tokio::test]
+async fn each_request_logs_one_json_line_with_route_status_latency_caller_and_device() {
+    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "127.0.0.1,203.0.113.7")]));
+    // (description, path, X-Forwarded-For, route, status, caller, device)
+    let requests = [
+        (
+            "issued through a proxy",
+            token_path("dev-1", None),
+            Some("6.6.6.6, 203.0.113.7:5555"),
+            TOKEN_ROUTE,
+            200,
+            "203.0.113.7",
+            Some("dev-1"),
+        ),
+        (
+            "issued on the legacy route to the peer",
+            format!("{LEGACY_ROUTE}?deviceid=dev-2"),
+            None,
+            LEGACY_ROUTE,
+            200,
+            "127.0.0.1",
+            Some("dev-2"),
+        ),
+        (
+            "invalid ttl",
+            format!("{LEGACY_ROUTE}?deviceid=dev-3&ttl=abc"),
+            None,
+            LEGACY_ROUTE,
+            400,
+            "127.0.0.1",
+            None,
+        ),
+        (
+            "denied caller",
+            token_path("dev-4", None),
+            Some("6.6.6.6"),
+            TOKEN_ROUTE,
+            403,
+            "6.6.6.6",
+            None,
+        ),
+    ];
+
+    for (description, path, xff, _, status, _, _) in &requests {
+        let headers: Vec<(&str, &str)> = xff.iter().map(|v| ("X-Forwarded-For", *v)).collect();
+        let response = app.get(path, &headers).await;
+        assert_eq!(response.status().as_u16(), *status, "{description}");
+    }
+    let lines = app.request_log_lines(requests.len()).await;
+
+    let stdout = app.stdout();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok_and(|v| v.is_object()),
+            "every stdout line must be a JSON object: {line}"
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        requests.len(),
+        "one request line per request; stdout:\n{stdout}"
+    );
+    for ((description, _, _, route, status, caller, device), line) in requests.iter().zip(&lines) {
+        let text = |name: &str| log_text(line, name);
+        assert_eq!(
+            text("route").as_deref(),
+            Some(*route),
+            "{description}: route in {line}"
+        );
+        assert_eq!(
+            text("status"),
+            Some(status.to_string()),
+            "{description}: status in {line}"
+        );
+        assert!(
+            text("latency_us").is_some_and(|v| v.parse::<u64>().is_ok()),
+            "{description}: latency_us must be whole microseconds in {line}"
+        );
+        assert_eq!(
+            text("caller_ip").as_deref(),
+            Some(*caller),
+            "{description}: caller_ip in {line}"
+        );
+        if let Some(device) = device {
+            assert_eq!(
+                text("device_id").as_deref(),
+                Some(*device),
+                "{description}: device_id in {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_key_signature_function_key_or_code_ever_reaches_the_output() {
+    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "127.0.0.1")]));
+    let fn_key = ("x-functions-key", "SECRETFNKEY456");
+    let requests = [
+        (
+            Method::GET,
+            token_path("dev-1", Some("code=SECRETCODE123")),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("{LEGACY_ROUTE}?code=SECRETCODE123&deviceid=dev-2"),
+            None,
+        ),
+        (
+            Method::GET,
+            token_path("dev-3", Some("code=SECRETCODE123&ttl=abc")),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("{LEGACY_ROUTE}?code=SECRETCODE123"),
+            None,
+        ),
+        (
+            Method::GET,
+            token_path("dev-5", Some("code=SECRETCODE123")),
+            Some("6.6.6.6"),
+        ),
+        (Method::GET, "/api/nope?code=SECRETCODE123".to_owned(), None),
+        (
+            Method::POST,
+            token_path("dev-6", Some("code=SECRETCODE123")),
+            None,
+        ),
+    ];
+
+    let mut signatures = Vec::new();
+    for (method, path, xff) in requests {
+        let mut headers = vec![fn_key];
+        headers.extend(xff.map(|v| ("X-Forwarded-For", v)));
+        let response = app.request(method, &path, &headers).await;
+        if response.status().as_u16() == 200 {
+            let body: Value = response.json().await.expect("a 200 body is JSON");
+            let token = body["sastoken"]
+                .as_str()
+                .expect("sastoken is a string")
+                .to_owned();
+            let sig = token
+                .split('&')
+                .find_map(|field| field.strip_prefix("sig="))
+                .expect("the token has a sig")
+                .to_owned();
+            signatures.push(token);
+            signatures.push(
+                percent_decode_str(&sig)
+                    .decode_utf8()
+                    .expect("sig decodes to base64 text")
+                    .into_owned(),
+            );
+            signatures.push(sig);
+        }
+    }
+    assert_eq!(signatures.len(), 6, "both token requests must succeed");
+    // The five token-route requests above must all have been logged before we look.
+    let logged = app.request_log_lines(5).await;
+    assert!(
+        logged.len() >= 5,
+        "expected request log lines, got {logged:?}"
+    );
+
+    let output = app.output();
+    let unpadded_key = KEY.trim_end_matches('=');
+    for (what, secret) in [
+        ("policy key", KEY),
+        ("policy key without padding", unpadded_key),
+        ("code query parameter", "SECRETCODE123"),
+        ("x-functions-key header", "SECRETFNKEY456"),
+    ]
+    .into_iter()
+    .chain(
+        signatures
+            .iter()
+            .map(|s| ("token or signature", s.as_str())),
+    ) {
+        assert!(
+            !output.contains(secret),
+            "the {what} {secret:?} appears in the handler output:\n{output}"
+        );
+    }
+}

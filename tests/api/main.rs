@@ -1,0 +1,12 @@
+//! Black-box tests of the `handler` binary: each test spawns it on port 0 and talks HTTP.
+mod bad_settings;
+mod caller_ip;
+mod errors;
+mod helpers;
+mod key_vault;
+mod lifecycle;
+mod limits;
+mod logs;
+mod stand_ins;
+mod stand_ins_sdk;
+mod tokens;
