@@ -109,10 +109,10 @@ impl VaultSecret {
         let response = tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
             .map_err(|_| FetchError::TimedOut(FETCH_TIMEOUT))?
-            .map_err(|e| FetchError::Sdk(error_chain(&e)))?;
+            .map_err(|e| FetchError::Sdk(describe_sdk_error(&e)))?;
         let secret = response
             .into_model()
-            .map_err(|e| FetchError::Sdk(error_chain(&e)))?;
+            .map_err(|e| FetchError::Sdk(describe_sdk_error(&e)))?;
         let version = secret
             .id
             .as_deref()
@@ -306,6 +306,21 @@ pub fn parse_secret(
     Ok(Signer::new(hub, policy, &key))
 }
 
+/// An SDK error for the log: the HTTP status and service error code when there is a response (a
+/// gateway's 503 or 429 may have an empty body), then the whole cause chain.
+fn describe_sdk_error(error: &azure_core::Error) -> String {
+    let chain = error_chain(error);
+    match error.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => format!(
+            "HTTP {status} ({}): {chain}",
+            error_code.as_deref().unwrap_or("no error code")
+        ),
+        _ => chain,
+    }
+}
+
 /// An error and all its causes, outermost first: the SDK's `Display` shows only the outermost
 /// message, which is rarely the one that explains the failure.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -313,7 +328,8 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
+        // The SDK often repeats its cause inside its own message; say each thing once.
+        if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
         }
