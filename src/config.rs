@@ -13,6 +13,8 @@
 use std::time::Duration;
 
 use crate::allow_list::AllowList;
+use crate::auth::bearer::BearerSettings;
+use crate::auth::client_cert::Thumbprints;
 use crate::client_ip::XffDepth;
 use crate::limits::Limits;
 use crate::params::Ttl;
@@ -37,6 +39,10 @@ pub struct Config {
     pub log_filter: String,
     /// Request, connection and shutdown limits.
     pub limits: Limits,
+    /// `AUTH_*`: the bearer-token layer, when `AUTH_TENANT_ID` is set.
+    pub bearer: Option<BearerSettings>,
+    /// `CLIENT_CERT_THUMBPRINTS`: the client-certificate layer, when set.
+    pub client_cert: Option<Thumbprints>,
 }
 
 /// Where the IoT Hub policy key comes from.
@@ -184,6 +190,14 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
 
         let limits = limits(&settings)?;
+        let bearer = bearer(&settings)?;
+        let client_cert = settings
+            .get("CLIENT_CERT_THUMBPRINTS")
+            .map(|text| {
+                Thumbprints::parse(&text)
+                    .map_err(|e| ConfigError::new("CLIENT_CERT_THUMBPRINTS", e.to_string()))
+            })
+            .transpose()?;
 
         Ok(Self {
             key_source,
@@ -194,8 +208,89 @@ impl Config {
             port,
             log_filter,
             limits,
+            bearer,
+            client_cert,
         })
     }
+}
+
+/// The bearer-token layer: on when `AUTH_TENANT_ID` is set, and then complete or refused.
+fn bearer(settings: &Settings<'_>) -> Result<Option<BearerSettings>, ConfigError> {
+    let Some(tenant_id) = settings.get("AUTH_TENANT_ID") else {
+        for dependent in [
+            "AUTH_AUDIENCE",
+            "AUTH_ALLOWED_CALLERS",
+            "AUTH_REQUIRED_ROLE",
+        ] {
+            if settings.get(dependent).is_some() {
+                return Err(ConfigError::new(
+                    "AUTH_TENANT_ID",
+                    format!("is required when {dependent} is set"),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let tenant_id = tenant_id.trim().to_ascii_lowercase();
+    if !is_guid(&tenant_id) {
+        return Err(ConfigError::new(
+            "AUTH_TENANT_ID",
+            "must be the tenant's id (a GUID), as it appears in the token's issuer",
+        ));
+    }
+    let list = |setting: &'static str| -> Result<Vec<String>, ConfigError> {
+        let items: Vec<String> = settings
+            .get(setting)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if items.is_empty() {
+            Err(ConfigError::new(
+                setting,
+                "is required when AUTH_TENANT_ID is set (a comma-separated list)",
+            ))
+        } else {
+            Ok(items)
+        }
+    };
+    let audiences = list("AUTH_AUDIENCE")?;
+    let allowed_callers = list("AUTH_ALLOWED_CALLERS")?;
+    let openid_config_url = settings.get("AUTH_OPENID_CONFIG_URL").unwrap_or_else(|| {
+        format!(
+            "https://login.microsoftonline.com/{tenant_id}/v2.0/.well-known/openid-configuration"
+        )
+    });
+    if !openid_config_url.starts_with("https://") || openid_config_url.len() <= "https://".len() {
+        return Err(ConfigError::new(
+            "AUTH_OPENID_CONFIG_URL",
+            "must be an https URL",
+        ));
+    }
+    let jwks_refetch =
+        Duration::from_secs(settings.number("AUTH_JWKS_REFETCH_SECONDS", 60, 1, 3_600)?);
+    Ok(Some(BearerSettings {
+        tenant_id,
+        audiences,
+        allowed_callers,
+        required_role: settings
+            .get("AUTH_REQUIRED_ROLE")
+            .map(|r| r.trim().to_owned()),
+        openid_config_url,
+        jwks_refetch,
+    }))
+}
+
+/// `8-4-4-4-12` hex digits.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn limits(settings: &Settings<'_>) -> Result<Limits, ConfigError> {
@@ -414,6 +509,7 @@ mod tests {
     use std::collections::HashMap;
 
     const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=";
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs
@@ -457,6 +553,30 @@ mod tests {
         assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
         assert!(matches!(config.key_source, KeySource::Static(_)));
         assert_eq!(config.limits, Limits::default());
+        assert!(config.bearer.is_none() && config.client_cert.is_none());
+    }
+
+    #[test]
+    fn the_bearer_layer_is_complete_when_on() {
+        let config = config(&with(&[
+            ("AUTH_TENANT_ID", "72F988BF-86F1-41AF-91AB-2D7CD011DB47"),
+            (
+                "AUTH_AUDIENCE",
+                "api://sas, 11111111-2222-3333-4444-555555555555",
+            ),
+            ("AUTH_ALLOWED_CALLERS", "apim-oid"),
+        ]))
+        .expect("valid bearer settings");
+        let bearer = config.bearer.expect("layer on");
+        assert_eq!(bearer.tenant_id, TENANT);
+        assert_eq!(bearer.audiences.len(), 2);
+        assert_eq!(
+            bearer.openid_config_url,
+            format!(
+                "https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration"
+            )
+        );
+        assert_eq!(bearer.jwks_refetch, Duration::from_secs(60));
     }
 
     #[test]

@@ -34,6 +34,16 @@ pub enum ApiError {
     /// Return `503 Service Unavailable` with `Retry-After`: no signing key is available yet.
     #[error("signing key unavailable")]
     KeyUnavailable,
+    /// Return `401 Unauthorized` with `WWW-Authenticate: Bearer`: no bearer token.
+    #[error("bearer token missing")]
+    MissingToken,
+    /// Return `401 Unauthorized` with `WWW-Authenticate: Bearer error="invalid_token"`: the token
+    /// failed a check (which one is not said).
+    #[error("bearer token invalid")]
+    InvalidToken,
+    /// Return `503 Service Unavailable` with `Retry-After`: the token issuer's keys are unavailable.
+    #[error("token signing keys unavailable")]
+    AuthKeysUnavailable,
     /// Return `414 URI Too Long`: the URL exceeds `MAX_URL_BYTES`.
     #[error("URI too long")]
     UriTooLong,
@@ -70,7 +80,10 @@ impl ApiError {
             }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::KeyUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeyUnavailable | Self::Overloaded | Self::AuthKeysUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -95,6 +108,18 @@ impl ApiError {
                 "urn:iothub-sas:problem:key-unavailable",
                 "Signing key unavailable",
             ),
+            Self::MissingToken => (
+                "urn:iothub-sas:problem:token-missing",
+                "Bearer token required",
+            ),
+            Self::InvalidToken => (
+                "urn:iothub-sas:problem:token-invalid",
+                "Bearer token invalid",
+            ),
+            Self::AuthKeysUnavailable => (
+                "urn:iothub-sas:problem:auth-keys-unavailable",
+                "Token signing keys unavailable",
+            ),
             Self::Overloaded => (
                 "urn:iothub-sas:problem:overloaded",
                 "Too many requests in flight",
@@ -111,6 +136,11 @@ impl ApiError {
             Self::MethodNotAllowed => "Only GET is supported.".to_owned(),
             Self::KeyUnavailable => {
                 "The signing key is not available yet; retry shortly.".to_owned()
+            }
+            Self::MissingToken => "An Authorization: Bearer token is required.".to_owned(),
+            Self::InvalidToken => "The bearer token is not valid.".to_owned(),
+            Self::AuthKeysUnavailable => {
+                "The token issuer's signing keys are not available yet; retry shortly.".to_owned()
             }
             Self::Overloaded => {
                 "The handler is at its concurrency limit; retry shortly.".to_owned()
@@ -146,8 +176,17 @@ impl IntoResponse for ApiError {
             Self::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             }
-            Self::KeyUnavailable => {
+            Self::KeyUnavailable | Self::AuthKeysUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            Self::MissingToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
             }
             Self::Overloaded => {
                 headers.insert(
@@ -176,6 +215,9 @@ mod tests {
             (ApiError::MethodNotAllowed, 405),
             (ApiError::KeyUnavailable, 503),
             (ApiError::Overloaded, 503),
+            (ApiError::MissingToken, 401),
+            (ApiError::InvalidToken, 401),
+            (ApiError::AuthKeysUnavailable, 503),
             (ApiError::UriTooLong, 414),
             (ApiError::PayloadTooLarge, 413),
         ];

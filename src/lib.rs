@@ -6,6 +6,7 @@
 //! - [`routes`]: the two token routes, 404/405, the order of checks, the request log line.
 //! - [`client_ip`]: the caller's address from `X-Forwarded-For` (`XFF_DEPTH` from the right).
 //! - [`allow_list`]: `ALLOWED_IPS` as sorted ranges; `contains(ip)`.
+//! - [`auth`]: optional client-certificate and Entra ID bearer-token layers.
 //! - [`params`]: `DeviceId`, `Ttl` and the query string, parsed once.
 //! - [`sas`]: the signing key, the prepared signer and the token format.
 //! - [`secrets`]: the current key, read from memory on the request path.
@@ -23,6 +24,7 @@
 //! `x-functions-key`.
 
 pub mod allow_list;
+pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod error;

@@ -1,7 +1,8 @@
 //! The HTTP surface: two token routes, the 404 and 405 answers, and the per-request log line.
 //!
 //! **What it owns.** Routing and the order of checks on every token request:
-//! 1. caller IP against the allow list (403),
+//! 1. caller IP against the allow list (403), then — when configured — the client certificate
+//!    (403) and the bearer token (401/403),
 //! 2. input: device id, `ttl`, query shape (400),
 //! 3. the current key (503 if none yet),
 //! 4. sign and answer 200 with `Cache-Control: no-store`.
@@ -30,6 +31,8 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::allow_list::AllowList;
+use crate::auth::bearer::{BearerAuth, BearerRejection};
+use crate::auth::client_cert::Thumbprints;
 use crate::client_ip::{CallerIpError, XffDepth, caller_ip};
 use crate::error::ApiError;
 use crate::limits::{self, RequestLimits};
@@ -43,33 +46,31 @@ pub const LEGACY_ROUTE: &str = "/api/getSASTokenByDeviceID";
 
 /// Everything a request needs, shared by all requests; cloning is one `Arc` increment.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<RequestPolicy>);
 
+/// What every token request is checked against, and the key it is signed with.
 #[derive(Debug)]
-struct Shared {
-    allow_list: AllowList,
-    xff_depth: XffDepth,
-    default_ttl: Ttl,
-    max_ttl: Ttl,
-    keys: KeyHandle,
+pub struct RequestPolicy {
+    /// `ALLOWED_IPS`.
+    pub allow_list: AllowList,
+    /// `XFF_DEPTH`.
+    pub xff_depth: XffDepth,
+    /// `TOKEN_TTL_SECONDS`.
+    pub default_ttl: Ttl,
+    /// `TOKEN_MAX_TTL_SECONDS`.
+    pub max_ttl: Ttl,
+    /// The current signing key.
+    pub keys: KeyHandle,
+    /// `CLIENT_CERT_THUMBPRINTS`, when the client-certificate layer is on.
+    pub client_cert: Option<Thumbprints>,
+    /// The bearer-token layer, when `AUTH_TENANT_ID` is set.
+    pub bearer: Option<BearerAuth>,
 }
 
 impl AppState {
-    /// Bundle the request-time configuration and the key handle.
-    pub fn new(
-        allow_list: AllowList,
-        xff_depth: XffDepth,
-        default_ttl: Ttl,
-        max_ttl: Ttl,
-        keys: KeyHandle,
-    ) -> Self {
-        Self(Arc::new(Shared {
-            allow_list,
-            xff_depth,
-            default_ttl,
-            max_ttl,
-            keys,
-        }))
+    /// Share `policy` between all requests.
+    pub fn new(policy: RequestPolicy) -> Self {
+        Self(Arc::new(policy))
     }
 }
 
@@ -146,8 +147,14 @@ struct TokenResponse<'a> {
 struct RequestOutcome {
     caller_ip: Option<IpAddr>,
     device_id: Option<DeviceId>,
-    /// Why the caller was denied, when it was.
+    /// Why the caller was denied by the IP layer, when it was.
     denied: Option<&'static str>,
+    /// The client-certificate layer's verdict, when the layer is on.
+    client_cert: Option<&'static str>,
+    /// The bearer-token layer's verdict, when the layer is on.
+    auth: Option<&'static str>,
+    /// The authenticated caller's object id.
+    caller_oid: Option<String>,
 }
 
 impl AppState {
@@ -174,7 +181,7 @@ impl AppState {
     ) -> Result<Response, ApiError> {
         let app = &self.0;
 
-        // 1. Caller.
+        // 1. Caller: address, then certificate and token when those layers are on.
         let peer = request
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -192,6 +199,30 @@ impl AppState {
         if !app.allow_list.contains(caller) {
             outcome.denied = Some("caller not in ALLOWED_IPS");
             return Err(ApiError::CallerNotAllowed);
+        }
+        if let Some(pins) = &app.client_cert {
+            let verdict = pins.check(request.headers.get("x-arr-clientcert"), SystemTime::now());
+            outcome.client_cert = Some(verdict.map_or_else(|r| r.as_str(), |()| "ok"));
+            verdict.map_err(|_| ApiError::CallerNotAllowed)?;
+        }
+        if let Some(bearer) = &app.bearer {
+            match bearer.authenticate(&request.headers).await {
+                Ok(oid) => {
+                    outcome.auth = Some("ok");
+                    outcome.caller_oid = Some(oid);
+                }
+                Err(rejection) => {
+                    outcome.auth = Some(rejection.as_str());
+                    return Err(match rejection {
+                        BearerRejection::Missing => ApiError::MissingToken,
+                        BearerRejection::Invalid => ApiError::InvalidToken,
+                        BearerRejection::CallerNotAllowed | BearerRejection::RoleMissing => {
+                            ApiError::CallerNotAllowed
+                        }
+                        BearerRejection::KeysUnavailable => ApiError::AuthKeysUnavailable,
+                    });
+                }
+            }
         }
 
         // 2. Input.
@@ -253,6 +284,9 @@ async fn log_request(request: Request, next: Next) -> Response {
         caller_ip = outcome.and_then(|o| o.caller_ip).map(tracing::field::display),
         device_id = outcome.and_then(|o| o.device_id.as_ref()).map(DeviceId::as_str),
         denied = outcome.and_then(|o| o.denied),
+        client_cert = outcome.and_then(|o| o.client_cert),
+        auth = outcome.and_then(|o| o.auth),
+        caller_oid = outcome.and_then(|o| o.caller_oid.as_deref()),
         "request"
     );
     response

@@ -18,9 +18,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
+use crate::auth::bearer::BearerAuth;
 use crate::config::{Config, KeySource};
 use crate::limits::{Limits, RequestLimits};
-use crate::routes::{AppState, router};
+use crate::routes::{AppState, RequestPolicy, router};
 use crate::secrets::key_vault::{VaultSecret, keep_fresh};
 use crate::secrets::{FIRST_KEY_WAIT, KeyHandle};
 
@@ -54,13 +55,26 @@ impl Application {
                 keys
             }
         };
-        let state = AppState::new(
-            config.allow_list,
-            config.xff_depth,
-            config.default_ttl,
-            config.max_ttl,
+        let bearer = match &config.bearer {
+            None => None,
+            Some(settings) => {
+                let bearer = BearerAuth::new(settings).map_err(|e| {
+                    std::io::Error::other(format!("cannot set up bearer-token checks: {e}"))
+                })?;
+                // Load the issuer's keys now, so the first request does not wait for them.
+                tokio::spawn(bearer.jwks().clone().keep_fresh());
+                Some(bearer)
+            }
+        };
+        let state = AppState::new(RequestPolicy {
+            allow_list: config.allow_list,
+            xff_depth: config.xff_depth,
+            default_ttl: config.default_ttl,
+            max_ttl: config.max_ttl,
             keys,
-        );
+            client_cert: config.client_cert,
+            bearer,
+        });
         let router = router(state, RequestLimits::new(&config.limits));
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port)).await?;
         Ok(Self {

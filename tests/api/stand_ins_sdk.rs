@@ -62,7 +62,9 @@ fn run_child(
     for (name, value) in extra {
         command.env(name, value);
     }
-    let output = command.output().expect("the test binary runs as a child");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("the test binary cannot run itself as a child: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -322,8 +324,7 @@ fn vault_client(stand_ins: &StandIns) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(stand_ins.key_vault.ca_pem().as_bytes())
         .expect("the stand-in CA is PEM");
     reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
+        .tls_certs_only([ca])
         .proxy(
             reqwest::Proxy::https(stand_ins.key_vault.proxy_url()).expect("the proxy URL parses"),
         )

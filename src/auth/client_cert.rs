@@ -1,0 +1,196 @@
+//! The client certificate layer: `X-ARR-ClientCert` must carry a certificate, valid now, whose
+//! thumbprint is in `CLIENT_CERT_THUMBPRINTS`.
+//!
+//! **What it trusts.** App Service forwards the TLS client certificate as base64 DER in
+//! `X-ARR-ClientCert` and does no validation of its own (chain, expiry and thumbprint are the
+//! app's job). Whether App Service strips a client-supplied header of that name when no certificate
+//! was presented is undocumented, so this layer is a pin on *which* certificate, not proof of
+//! possession: pair it with the platform's client-certificate mode `Required`.
+//!
+//! **How it fails.** Closed: missing, unparsable, outside its validity period or unknown → denied.
+//! Thumbprints are compared in constant time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderValue;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
+
+/// The accepted thumbprints (SHA-1 or SHA-256 of the DER certificate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbprints {
+    sha1: Vec<[u8; 20]>,
+    sha256: Vec<[u8; 32]>,
+}
+
+/// Why `CLIENT_CERT_THUMBPRINTS` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThumbprintError {
+    /// No entries.
+    #[error("no thumbprints given")]
+    Empty,
+    /// Not 40 (SHA-1) or 64 (SHA-256) hex digits.
+    #[error("`{0}` is not a 40- or 64-digit hex thumbprint")]
+    Malformed(String),
+}
+
+/// Why a request's certificate was refused; the log says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRejection {
+    /// No `X-ARR-ClientCert` header.
+    Missing,
+    /// Not base64 DER X.509.
+    Unparsable,
+    /// Outside its validity period.
+    Expired,
+    /// Valid, but not one of ours.
+    UnknownThumbprint,
+}
+
+impl CertRejection {
+    /// The value of the log line's `client_cert` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Unparsable => "unparsable",
+            Self::Expired => "expired",
+            Self::UnknownThumbprint => "unknown_thumbprint",
+        }
+    }
+}
+
+impl Thumbprints {
+    /// Parse comma-separated hex thumbprints (case-insensitive; spaces and colons inside a
+    /// thumbprint, as some tools print them, are ignored).
+    pub fn parse(text: &str) -> Result<Self, ThumbprintError> {
+        let mut thumbprints = Self {
+            sha1: Vec::new(),
+            sha256: Vec::new(),
+        };
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let hex: String = entry.chars().filter(|c| *c != ':' && *c != ' ').collect();
+            let malformed = || ThumbprintError::Malformed(entry.to_owned());
+            let bytes = decode_hex(&hex).ok_or_else(malformed)?;
+            match bytes.len() {
+                20 => thumbprints
+                    .sha1
+                    .push(bytes.try_into().map_err(|_| malformed())?),
+                32 => thumbprints
+                    .sha256
+                    .push(bytes.try_into().map_err(|_| malformed())?),
+                _ => return Err(malformed()),
+            }
+        }
+        if thumbprints.sha1.is_empty() && thumbprints.sha256.is_empty() {
+            return Err(ThumbprintError::Empty);
+        }
+        Ok(thumbprints)
+    }
+
+    /// Check the forwarded certificate at time `now`.
+    pub fn check(
+        &self,
+        header: Option<&HeaderValue>,
+        now: SystemTime,
+    ) -> Result<(), CertRejection> {
+        let header = header.ok_or(CertRejection::Missing)?;
+        let der = BASE64
+            .decode(header.as_bytes().trim_ascii())
+            .map_err(|_| CertRejection::Unparsable)?;
+        let (rest, certificate) =
+            X509Certificate::from_der(&der).map_err(|_| CertRejection::Unparsable)?;
+        if !rest.is_empty() {
+            return Err(CertRejection::Unparsable);
+        }
+        let seconds = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = ASN1Time::from_timestamp(seconds).map_err(|_| CertRejection::Expired)?;
+        if !certificate.validity().is_valid_at(now) {
+            return Err(CertRejection::Expired);
+        }
+        if self.matches(&der) {
+            Ok(())
+        } else {
+            Err(CertRejection::UnknownThumbprint)
+        }
+    }
+
+    /// Whether `der` hashes to one of the thumbprints; every entry is compared, in constant time.
+    fn matches(&self, der: &[u8]) -> bool {
+        let sha1: [u8; 20] = Sha1::digest(der).into();
+        let sha256: [u8; 32] = Sha256::digest(der).into();
+        let mut found = subtle::Choice::from(0);
+        for candidate in &self.sha1 {
+            found |= candidate.ct_eq(&sha1);
+        }
+        for candidate in &self.sha256 {
+            found |= candidate.ct_eq(&sha256);
+        }
+        found.into()
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprints_parse_in_both_lengths_and_any_case() {
+        let sha1 = "A1B2C3D4E5F60718293A4B5C6D7E8F9001122334";
+        let sha256 = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let parsed = Thumbprints::parse(&format!("{sha1}, {sha256}")).expect("valid thumbprints");
+        assert_eq!((parsed.sha1.len(), parsed.sha256.len()), (1, 1));
+        assert!(
+            Thumbprints::parse("a1:b2:c3:d4:e5:f6:07:18:29:3a:4b:5c:6d:7e:8f:90:01:12:23:34")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn malformed_thumbprints_are_refused() {
+        assert_eq!(Thumbprints::parse(" , "), Err(ThumbprintError::Empty));
+        for bad in [
+            "abc",
+            "zz".repeat(20).as_str(),
+            &"ab".repeat(21),
+            &"ab".repeat(31),
+        ] {
+            assert!(
+                matches!(Thumbprints::parse(bad), Err(ThumbprintError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_garbage_certificates_are_rejected() {
+        let pins = Thumbprints::parse(&"ab".repeat(20)).expect("valid thumbprint");
+        let now = SystemTime::now();
+        assert_eq!(pins.check(None, now), Err(CertRejection::Missing));
+        let garbage = HeaderValue::from_static("bm90IGEgY2VydGlmaWNhdGU=");
+        assert_eq!(
+            pins.check(Some(&garbage), now),
+            Err(CertRejection::Unparsable)
+        );
+        let not_base64 = HeaderValue::from_static("%%%");
+        assert_eq!(
+            pins.check(Some(&not_base64), now),
+            Err(CertRejection::Unparsable)
+        );
+    }
+}
