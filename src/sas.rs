@@ -9,11 +9,12 @@
 //! **What it trusts.** Its inputs are already validated ([`DeviceId`], an expiry chosen by the
 //! caller of [`Signer::sign`]); it touches no clock. The key is decoded and keyed into HMAC once,
 //! when the [`Signer`] is built; signing a token clones the prepared HMAC state (no key schedule
-//! per request). Neither [`SigningKey`] nor [`Signer`] can print the key.
+//! per request). Neither [`SigningKey`] nor [`Signer`] can print the key, and both wipe their key
+//! material (the decoded bytes, the prepared HMAC state) when dropped.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -62,6 +63,14 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+// The prepared HMAC state is as good as the key: it must be wiped when dropped too. `Hmac` keeps
+// two SHA-256 cores (inner and outer, keyed); with `sha2`'s `zeroize` feature each core wipes its
+// state on drop. This fails to compile if that ever stops being true.
+const _: fn() = || {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+};
+
 /// Everything needed to sign a device token for one hub and policy, prepared once.
 #[derive(Clone)]
 pub struct Signer {
@@ -70,7 +79,7 @@ pub struct Signer {
     resource_prefix: String,
     /// `percent-encode(policy name)`.
     policy: String,
-    /// HMAC-SHA256 keyed with the policy key; cloned per token.
+    /// HMAC-SHA256 keyed with the policy key; cloned per token. Zeroed on drop, like each clone.
     mac: Hmac<Sha256>,
 }
 
@@ -103,7 +112,7 @@ impl std::fmt::Debug for SasToken {
 impl Signer {
     /// Prepare a signer for `hub` (e.g. `contoso.azure-devices.net`) and `policy`.
     pub fn new(hub: &str, policy: &str, key: &SigningKey) -> Self {
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0)
             .expect("HMAC-SHA256 accepts keys of any length");
         Self {
             resource_prefix: encode(&format!("{hub}/devices/")).to_string(),
