@@ -132,6 +132,9 @@ fn handler_command(settings: &[(&str, &str)]) -> Command {
         command.env("PATH", path);
     }
     command.env("FUNCTIONS_CUSTOMHANDLER_PORT", "0");
+    // Every scenario runs at the most verbose level unless a test says otherwise, and every
+    // TestApp checks on drop that nothing secret was printed (see `SecretWatch`).
+    command.env("RUST_LOG", "trace");
     for (name, value) in settings {
         command.env(name, value);
     }
@@ -167,6 +170,63 @@ pub(crate) struct TestApp {
     stdout: Captured,
     stderr: Captured,
     client: reqwest::Client,
+    secrets: SecretWatch,
+}
+
+/// Values that must never appear in anything the handler prints: the key settings, and every
+/// `code` query value, `x-functions-key` and `Authorization` header a test sent through
+/// [`TestApp::request`]. Checked when the `TestApp` is dropped, for every test in the suite.
+#[derive(Default)]
+struct SecretWatch(Mutex<Vec<String>>);
+
+/// Settings whose values are secrets.
+const SECRET_SETTINGS: &[&str] = &["IOTHUB_POLICY_KEY", "keyvalue", "IDENTITY_HEADER"];
+
+impl SecretWatch {
+    fn add(&self, value: &str) {
+        if value.len() >= 4 {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(value.to_owned());
+        }
+    }
+
+    fn add_request(&self, path_and_query: &str, headers: &[(&str, &str)]) {
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("x-functions-key")
+                || name.eq_ignore_ascii_case("authorization")
+            {
+                self.add(value);
+            }
+        }
+        let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+        for pair in query.split('&') {
+            if let Some(("code", value)) = pair.split_once('=') {
+                self.add(value);
+            }
+        }
+    }
+
+    /// Panics if `output` holds a watched value or any SAS token.
+    fn assert_absent_from(&self, output: &str) {
+        assert!(
+            !output.contains("SharedAccessSignature"),
+            "the handler printed a SAS token:\n{output}"
+        );
+        for secret in self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            assert!(
+                !output.contains(secret.as_str()),
+                "the handler printed a secret value ({} chars) in:\n{output}",
+                secret.len()
+            );
+        }
+    }
 }
 
 impl TestApp {
@@ -215,11 +275,18 @@ impl TestApp {
                 }
             }
         };
+        let secrets = SecretWatch::default();
+        for (name, value) in settings {
+            if SECRET_SETTINGS.contains(name) {
+                secrets.add(value);
+            }
+        }
         let app = TestApp {
             address,
             child,
             stdout,
             stderr,
+            secrets,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
@@ -251,6 +318,7 @@ impl TestApp {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Response {
+        self.secrets.add_request(path_and_query, headers);
         let mut request = self.client.request(method, self.url(path_and_query));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -414,6 +482,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            self.secrets.assert_absent_from(&self.output());
+        }
     }
 }
 
@@ -476,6 +547,38 @@ pub(crate) fn spawn_expecting_failure(settings: &[(&str, &str)]) -> StartupFailu
         status,
         stdout: stdout.text(),
         stderr: stderr.text(),
+    }
+}
+
+impl StartupFailure {
+    /// Everything wrong with this failure for a bad `setting`: it must exit non-zero before
+    /// `listening`, with exactly one stderr line `configuration error: <setting>: <problem>`.
+    /// Empty when it is right.
+    pub(crate) fn problems_naming(&self, setting: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.status.success() {
+            problems.push(format!("exited successfully ({})", self.status));
+        }
+        if self.stdout.contains("listening") {
+            problems.push("printed a `listening` line".to_owned());
+        }
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        if lines.len() != 1 {
+            problems.push(format!("wrote {} stderr lines, not one", lines.len()));
+        }
+        let prefix = format!("configuration error: {setting}: ");
+        match lines.first() {
+            Some(line) if line.starts_with(&prefix) && line.len() > prefix.len() => {}
+            Some(line) => {
+                problems.push(format!("stderr line is not `{prefix}<problem>`: {line:?}"))
+            }
+            None => problems.push("wrote nothing to stderr".to_owned()),
+        }
+        problems
     }
 }
 
