@@ -206,23 +206,17 @@ impl AppState {
             verdict.map_err(|_| ApiError::CallerNotAllowed)?;
         }
         if let Some(bearer) = &app.bearer {
-            match bearer.authenticate(&request.headers).await {
-                Ok(oid) => {
-                    outcome.auth = Some("ok");
-                    outcome.caller_oid = Some(oid);
+            let verdict = bearer.authenticate(&request.headers).await;
+            outcome.caller_oid = verdict.caller;
+            outcome.auth = Some(verdict.result.map_or_else(|r| r.as_str(), |()| "ok"));
+            verdict.result.map_err(|rejection| match rejection {
+                BearerRejection::Missing => ApiError::MissingToken,
+                BearerRejection::Invalid => ApiError::InvalidToken,
+                BearerRejection::CallerNotAllowed | BearerRejection::RoleMissing => {
+                    ApiError::CallerNotAllowed
                 }
-                Err(rejection) => {
-                    outcome.auth = Some(rejection.as_str());
-                    return Err(match rejection {
-                        BearerRejection::Missing => ApiError::MissingToken,
-                        BearerRejection::Invalid => ApiError::InvalidToken,
-                        BearerRejection::CallerNotAllowed | BearerRejection::RoleMissing => {
-                            ApiError::CallerNotAllowed
-                        }
-                        BearerRejection::KeysUnavailable => ApiError::AuthKeysUnavailable,
-                    });
-                }
-            }
+                BearerRejection::KeysUnavailable => ApiError::AuthKeysUnavailable,
+            })?;
         }
 
         // 2. Input.

@@ -78,6 +78,15 @@ impl BearerRejection {
     }
 }
 
+/// The outcome of [`BearerAuth::authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allowed, or why not.
+    pub result: Result<(), BearerRejection>,
+    /// The caller's object id (or client id), when the token was valid.
+    pub caller: Option<String>,
+}
+
 /// The claims we read; everything else in the token is ignored.
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -118,9 +127,31 @@ impl BearerAuth {
         &self.jwks
     }
 
-    /// Check the request's bearer token; on success, the caller's object id (or client id when a
-    /// token carries no `oid`).
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<String, BearerRejection> {
+    /// Check the request's bearer token. The verdict carries the caller's object id (or client id
+    /// when the token has no `oid`) whenever the token itself was valid — also when that caller is
+    /// then refused, so the log can say who was refused.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Verdict {
+        match self.validate(headers).await {
+            Ok(claims) => {
+                let caller = claims
+                    .oid
+                    .clone()
+                    .or_else(|| claims.appid.clone())
+                    .or_else(|| claims.azp.clone());
+                Verdict {
+                    result: self.authorize(&claims),
+                    caller,
+                }
+            }
+            Err(rejection) => Verdict {
+                result: Err(rejection),
+                caller: None,
+            },
+        }
+    }
+
+    /// The token's claims, if it passes every check of the token itself.
+    async fn validate(&self, headers: &HeaderMap) -> Result<Claims, BearerRejection> {
         let token = bearer_token(headers)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerRejection::Invalid)?;
         if header.alg != Algorithm::RS256 {
@@ -133,26 +164,26 @@ impl BearerAuth {
             .await
             .map_err(|KeysUnavailable| BearerRejection::KeysUnavailable)?
             .ok_or(BearerRejection::Invalid)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map_err(|_| BearerRejection::Invalid)?
-            .claims;
-        let caller = [&claims.oid, &claims.appid, &claims.azp]
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| BearerRejection::Invalid)
+    }
+
+    /// Whether a valid token's caller may ask for tokens.
+    fn authorize(&self, claims: &Claims) -> Result<(), BearerRejection> {
+        let allowed = [&claims.oid, &claims.appid, &claims.azp]
             .into_iter()
             .flatten()
-            .find(|id| self.allowed_callers.contains(id.as_str()));
-        let Some(_) = caller else {
+            .any(|id| self.allowed_callers.contains(id.as_str()));
+        if !allowed {
             return Err(BearerRejection::CallerNotAllowed);
-        };
+        }
         if let Some(role) = &self.required_role
             && !claims.roles.iter().any(|r| r == role)
         {
             return Err(BearerRejection::RoleMissing);
         }
-        Ok(claims
-            .oid
-            .or(claims.appid)
-            .or(claims.azp)
-            .unwrap_or_default())
+        Ok(())
     }
 }
 

@@ -45,8 +45,10 @@ pub enum CertRejection {
     Missing,
     /// Not base64 DER X.509.
     Unparsable,
-    /// Outside its validity period.
+    /// Past its `notAfter`.
     Expired,
+    /// Before its `notBefore`.
+    NotYetValid,
     /// Valid, but not one of ours.
     UnknownThumbprint,
 }
@@ -58,6 +60,7 @@ impl CertRejection {
             Self::Missing => "missing",
             Self::Unparsable => "unparsable",
             Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
             Self::UnknownThumbprint => "unknown_thumbprint",
         }
     }
@@ -110,7 +113,11 @@ impl Thumbprints {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let now = ASN1Time::from_timestamp(seconds).map_err(|_| CertRejection::Expired)?;
-        if !certificate.validity().is_valid_at(now) {
+        let validity = certificate.validity();
+        if now < validity.not_before {
+            return Err(CertRejection::NotYetValid);
+        }
+        if now > validity.not_after {
             return Err(CertRejection::Expired);
         }
         if self.matches(&der) {

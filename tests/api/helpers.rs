@@ -420,6 +420,11 @@ impl TestApp {
             .ok_or_else(|| format!("no status line (write: {write_result:?}); got {status_line:?}"))
     }
 
+    /// The process id (for /proc readings).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`"TERM"`, `"INT"`) to the process.
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")

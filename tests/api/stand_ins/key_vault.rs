@@ -225,6 +225,15 @@ impl KeyVault {
         id
     }
 
+    /// Every value of every version of every secret ever stored (for "never printed" checks).
+    pub(crate) fn secret_values(&self) -> Vec<String> {
+        lock(&self.state.secrets)
+            .values()
+            .flatten()
+            .map(|version| version.value.clone())
+            .collect()
+    }
+
     /// Deletes every version of `secret`.
     pub(crate) fn delete_secret(&self, secret: &str) {
         lock(&self.state.secrets).remove(secret);
@@ -483,6 +492,7 @@ fn tls_for(host: &str) -> (String, TlsAcceptor) {
 async fn run_proxy(listener: TcpListener, state: Arc<State>, tls_address: SocketAddr) {
     loop {
         let Ok((client, _peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         tokio::spawn(tunnel(client, Arc::clone(&state), tls_address));

@@ -12,11 +12,16 @@
 //!   for the vault's host name by a CA generated per stand-in, which the client trusts through
 //!   `SSL_CERT_FILE`.
 //!
+//! A third, [`issuer::Issuer`], stands in for Entra ID as the issuer of the bearer tokens API
+//! Management sends (OpenID metadata and JWKS over HTTPS): a child process around the
+//! `oauth2-mock-server` npm package, started by each bearer-token test on its own.
+//!
 //! [`StandIns`] starts both on a runtime of their own: they keep answering while the test thread
 //! blocks (for instance in `TestApp::spawn`), and they stop when it is dropped. Each test starts
 //! its own, on ports picked by the system, so tests run in parallel.
 
 pub(crate) mod identity;
+pub(crate) mod issuer;
 pub(crate) mod key_vault;
 
 use std::collections::HashMap;
@@ -199,6 +204,8 @@ where
     tokio::spawn(async move {
         loop {
             let Ok((stream, _peer)) = listener.accept().await else {
+                // Out of descriptors, say: wait instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             let answer = answer.clone();
