@@ -740,3 +740,87 @@ async fn neither_the_key_nor_the_access_token_is_printed_even_at_trace_level() {
     );
     assert_no_secret_printed(&app, &stand_ins, &[&key], "RUST_LOG=trace");
 }
+
+// ----- Faults: a slow vault never blocks requests past their bound -----
+
+/// The handler's bound on one secret read (`FETCH_TIMEOUT`).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_key_serves() {
+    // Arrange: a key is loaded, then the vault starts taking longer than the read bound.
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    let refresh = REFRESH_SECONDS.to_string();
+    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
+    let vault = &stand_ins.key_vault;
+    vault.set_delay(FETCH_TIMEOUT + Duration::from_secs(5));
+
+    // Act: the refresh is due after REFRESH_SECONDS and then hangs; requests keep coming.
+    tokio::time::sleep(Duration::from_secs(REFRESH_SECONDS + 1)).await;
+    for attempt in 0..10 {
+        let started = Instant::now();
+        let token = issue(&app).await;
+        let took = started.elapsed();
+        // Assert: answered from memory, with the last good key, at once.
+        assert!(
+            took < Duration::from_secs(1),
+            "request {attempt} during the slow read took {took:?}"
+        );
+        assert_token(&token, HOSTNAME, POLICY, &key, "during the slow read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_logged_failure(&app, "no answer from Key Vault", "slow vault").await;
+
+    // Recovery needs no restart: the vault speeds up and a rotation is picked up.
+    let new_key = random_key();
+    vault.set_secret(SECRET, &new_key);
+    vault.set_delay(Duration::ZERO);
+    wait_until_async(
+        FETCH_TIMEOUT + Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "the rotated key once the vault is fast again",
+        || async { signed_with(&issue(&app).await, &new_key) },
+    )
+    .await;
+    assert_no_secret_printed(&app, &stand_ins, &[], "slow vault");
+}
+
+#[tokio::test]
+async fn a_slow_first_read_answers_503_at_the_bound_then_serves_when_the_key_arrives() {
+    // Arrange: the first read takes about 6 s (two answers — the challenge and the secret — of 3 s
+    // each): longer than a request may wait, shorter than the bound on the read itself.
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    stand_ins.key_vault.set_delay(Duration::from_secs(3));
+    let app = spawn_handler(&stand_ins, &[]);
+
+    // Act + Assert: the early request is answered 503 after the first-key wait, not later.
+    let took = assert_unavailable(&app, "before the slow first read completes").await;
+    assert!(
+        took >= FIRST_KEY_WAIT - Duration::from_millis(500)
+            && took < FIRST_KEY_WAIT + Duration::from_secs(2),
+        "the early request took {took:?}; the bound is {FIRST_KEY_WAIT:?}"
+    );
+    // The same read completes and is used without a restart.
+    wait_until_async(
+        Duration::from_secs(10),
+        "a token once the slow first read completes",
+        || async { app.get_sas_token("dev-1", None).await.status().as_u16() == 200 },
+    )
+    .await;
+    assert_token(
+        &issue(&app).await,
+        HOSTNAME,
+        POLICY,
+        &key,
+        "after the slow read",
+    );
+    assert_eq!(
+        stand_ins.key_vault.authorized_reads(),
+        1,
+        "one read served the waiting and the later requests"
+    );
+}
