@@ -74,6 +74,50 @@ pub struct KeyVaultSettings {
     pub managed_identity: bool,
 }
 
+/// Every app setting an operator sets (or may set) for this handler, as the README documents
+/// them. The platform's own variables that the handler also reads (`FUNCTIONS_CUSTOMHANDLER_PORT`,
+/// `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` via the SDK, `WEBSITE_SITE_NAME`, `SSL_CERT_FILE`,
+/// `RUST_LOG`) and the seed's fallback names are in [`PLATFORM_SETTINGS`] and [`SEED_SETTINGS`].
+/// A unit test checks that these lists are exactly what [`Config::from_lookup`] asks for.
+pub const SETTINGS: &[&str] = &[
+    "IOTHUB_HOSTNAME",
+    "IOTHUB_POLICY_NAME",
+    "IOTHUB_POLICY_KEY",
+    "ALLOWED_IPS",
+    "XFF_DEPTH",
+    "TOKEN_TTL_SECONDS",
+    "TOKEN_MAX_TTL_SECONDS",
+    "KEYVAULT_URI",
+    "IOTHUB_POLICY_KEY_SECRET",
+    "KEYVAULT_REFRESH_SECONDS",
+    "AZURE_CLIENT_ID",
+    "AUTH_TENANT_ID",
+    "AUTH_AUDIENCE",
+    "AUTH_ALLOWED_CALLERS",
+    "AUTH_REQUIRED_ROLE",
+    "AUTH_OPENID_CONFIG_URL",
+    "AUTH_JWKS_REFETCH_SECONDS",
+    "CLIENT_CERT_THUMBPRINTS",
+    "MAX_URL_BYTES",
+    "MAX_REQUEST_HEADER_BYTES",
+    "MAX_BODY_BYTES",
+    "REQUEST_HEADER_TIMEOUT_SECONDS",
+    "MAX_CONCURRENT_REQUESTS",
+    "SHUTDOWN_GRACE_SECONDS",
+];
+
+/// Variables set by the platform or the process environment rather than by the operator.
+pub const PLATFORM_SETTINGS: &[&str] = &[
+    "FUNCTIONS_CUSTOMHANDLER_PORT",
+    "IDENTITY_ENDPOINT",
+    "WEBSITE_SITE_NAME",
+    "SSL_CERT_FILE",
+    "RUST_LOG",
+];
+
+/// The seed function's setting names, read when the new name is unset.
+pub const SEED_SETTINGS: &[&str] = &["iothubhostname", "keyname", "keyvalue", "allowedip"];
+
 /// A setting that is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting}: {problem}")]
@@ -577,6 +621,42 @@ mod tests {
             )
         );
         assert_eq!(bearer.jwks_refetch, Duration::from_secs(60));
+    }
+
+    /// Every name `from_lookup` asks for, with every layer configured, is in exactly one of the
+    /// published lists, and every listed name is asked for.
+    #[test]
+    fn the_published_setting_lists_are_what_the_handler_reads() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let config = Config::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            // Unset new names so the seed fallbacks are asked for too; Key Vault on; all layers on.
+            match name {
+                "iothubhostname" => Some("h.azure-devices.net".into()),
+                "keyname" => Some("device".into()),
+                "allowedip" => Some("10.0.0.1".into()),
+                "KEYVAULT_URI" => Some("https://kv.vault.azure.net/".into()),
+                "IOTHUB_POLICY_KEY_SECRET" => Some("s".into()),
+                "AUTH_TENANT_ID" => Some(TENANT.into()),
+                "AUTH_AUDIENCE" | "AUTH_ALLOWED_CALLERS" => Some("x".into()),
+                "CLIENT_CERT_THUMBPRINTS" => Some("ab".repeat(20)),
+                _ => None,
+            }
+        });
+        assert!(config.is_ok(), "{config:?}");
+        let asked = asked.into_inner();
+        let published: std::collections::BTreeSet<String> = SETTINGS
+            .iter()
+            .chain(PLATFORM_SETTINGS)
+            .chain(SEED_SETTINGS)
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(asked, published);
+        assert_eq!(
+            published.len(),
+            SETTINGS.len() + PLATFORM_SETTINGS.len() + SEED_SETTINGS.len(),
+            "no name is in two lists"
+        );
     }
 
     #[test]
