@@ -9,7 +9,7 @@ PYTHON      := $(VENV)/bin/python
 NODE_ORACLE := tests/oracles/node
 RUN_PORT    := 7071
 
-.PHONY: help run test lint oracles package bench clean
+.PHONY: help run test lint oracles package bench fuzz supply-chain soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ help: ## list the targets
 run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
 	@scripts/run-local.sh $(RUN_PORT)
 
-test: oracles lint package ## everything CI runs
+test: oracles lint supply-chain package ## everything CI runs
 	cargo test --locked --all-targets
 
 lint: ## fmt, clippy and rustdoc with warnings denied
@@ -42,6 +42,24 @@ package: ## dist/handler.zip for zip deploy (static x86_64 Linux binary)
 bench: ## benchmark the handler against the seed function and the loopback floor (docs/benchmarks.md)
 	@bench/run.sh
 
+fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60) on nightly; prints executions reached (docs/security.md)
+	@fuzz/run.sh
+
+supply-chain: ## cargo-deny: licences, duplicate crates, bans, sources, RustSec advisories from ../shared (offline)
+	@scripts/supply-chain.sh
+
+soak: ## 60 s, 256 connections of mixed requests against the release binary: no 5xx, no drops, flat memory
+	SOAK_SECONDS=$${SOAK_SECONDS:-60} SOAK_CONNECTIONS=$${SOAK_CONNECTIONS:-256} \
+	  cargo test --release --locked --test api soak -- --nocapture
+
 clean: ## remove build outputs and installed oracles
 	cargo clean
-	rm -rf $(VENV) $(NODE_ORACLE)/node_modules dist
+	rm -rf $(VENV) $(NODE_ORACLE)/node_modules dist fuzz/target
+
+.PHONY: infra-check deploy
+
+infra-check: ## infra/ + openapi/: checkov, Bicep references, app settings vs the handler, policy XML, schemathesis vs the handler
+	@infra/check.sh
+
+deploy: package ## deploy infra/main.bicep and dist/handler.zip with the Azure CLI (an operator's machine, never CI; infra/README.md)
+	@infra/deploy.sh

@@ -97,8 +97,10 @@ impl Ttl {
             return Err(TtlError::NotAnInteger);
         }
         // All digits: the only way to fail is overflow, which is simply too long.
-        let seconds = text.parse::<u32>().unwrap_or(u32::MAX);
-        Self::new(seconds, max)
+        match text.parse::<u32>() {
+            Ok(seconds) => Self::new(seconds, max),
+            Err(_) => Err(TtlError::TooLong { max: max.0 }),
+        }
     }
 
     /// A lifetime within `[MIN, max]`.
@@ -221,6 +223,12 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(Ttl::parse(text, max), Err(want), "ttl {text:?}");
         }
+        // Overflow is too long even at the widest bound, never saturated into range.
+        let widest = Ttl::bound(u32::MAX).expect("u32::MAX is a valid bound");
+        assert_eq!(
+            Ttl::parse("99999999999999999999", widest),
+            Err(TtlError::TooLong { max: u32::MAX })
+        );
     }
 
     #[test]
