@@ -17,7 +17,7 @@ help: ## list the targets
 run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
 	@scripts/run-local.sh $(RUN_PORT)
 
-test: oracles lint supply-chain package ## everything CI runs
+test: oracles lint supply-chain package infra-check ## everything CI runs
 	cargo test --locked --all-targets
 
 lint: ## fmt, clippy and rustdoc with warnings denied
@@ -54,7 +54,7 @@ soak: ## 60 s, 256 connections of mixed requests against the release binary: no 
 
 clean: ## remove build outputs and installed oracles
 	cargo clean
-	rm -rf $(VENV) $(NODE_ORACLE)/node_modules dist fuzz/target
+	rm -rf $(VENV) .venv-infra $(NODE_ORACLE)/node_modules dist fuzz/target
 
 .PHONY: infra-check deploy
 

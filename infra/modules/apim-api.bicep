@@ -1,0 +1,108 @@
+// The API in API Management: imported from openapi/sas-token.yaml, subscription required, in a
+// product that needs approval, with the policy in infra/policies/. The policy file is chosen by
+// tier: rate-limit-by-key (per subscription id) is not available on Consumption, which gets
+// rate-limit (also per subscription; available on every tier). Named values: the function key
+// (Key Vault-backed, versionless secret reference) and the token audience.
+
+@description('API Management service name.')
+param apimName string
+
+@description('API Management pricing tier (selects the policy file).')
+param apimSku string
+
+@description('Function App host name, e.g. <app>.azurewebsites.net.')
+param functionHostName string
+
+@description('Application ID URI of the Function App\'s registration (the managed-identity token\'s resource).')
+param functionAppIdUri string
+
+@description('Versionless Key Vault secret URI of the function key.')
+param functionKeySecretUri string
+
+@description('URL suffix of the API on the gateway, e.g. iothub-sas -> https://<apim>.azure-api.net/iothub-sas/...')
+param apiPath string = 'iothub-sas'
+
+var consumptionPolicy = loadTextContent('../policies/sas-token-api.consumption.xml')
+var dedicatedPolicy = loadTextContent('../policies/sas-token-api.xml')
+var policy = apimSku == 'Consumption' ? consumptionPolicy : dedicatedPolicy
+
+resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
+  name: apimName
+}
+
+resource audience 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
+  parent: apim
+  name: 'iothub-sas-audience'
+  properties: {
+    displayName: 'iothub-sas-audience'
+    value: functionAppIdUri
+    secret: false
+  }
+}
+
+resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
+  parent: apim
+  name: 'iothub-sas-function-key'
+  properties: {
+    displayName: 'iothub-sas-function-key'
+    secret: true
+    keyVault: {
+      // No identityClientId: the service's system-assigned identity reads the secret.
+      secretIdentifier: functionKeySecretUri
+    }
+  }
+}
+
+resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'iothub-sas'
+  properties: {
+    displayName: 'IoT Hub SAS tokens'
+    apiType: 'http'
+    path: apiPath
+    protocols: [
+      'https'
+    ]
+    subscriptionRequired: true
+    subscriptionKeyParameterNames: {
+      header: 'Ocp-Apim-Subscription-Key'
+      query: 'subscription-key'
+    }
+    format: 'openapi'
+    value: loadTextContent('../../openapi/sas-token.yaml')
+    serviceUrl: 'https://${functionHostName}/api'
+  }
+}
+
+resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: api
+  name: 'policy'
+  properties: {
+    format: 'rawxml'
+    value: policy
+  }
+  dependsOn: [
+    audience
+    functionKey
+  ]
+}
+
+resource product 'Microsoft.ApiManagement/service/products@2024-05-01' = {
+  parent: apim
+  name: 'iothub-sas'
+  properties: {
+    displayName: 'IoT Hub SAS tokens'
+    description: 'Device SAS tokens. Subscriptions need approval.'
+    subscriptionRequired: true
+    approvalRequired: true
+    subscriptionsLimit: 1
+    state: 'published'
+  }
+}
+
+resource productApi 'Microsoft.ApiManagement/service/products/apis@2024-05-01' = {
+  parent: product
+  name: api.name
+}
+
+output apiUrl string = '${apim.properties.gatewayUrl}/${apiPath}'
