@@ -4,6 +4,11 @@
 
 use std::process::ExitCode;
 
+/// musl's own allocator costs twice the CPU per request under load (docs/benchmarks.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use iothub_sas_handler::config::Config;
 use iothub_sas_handler::startup::Application;
 use iothub_sas_handler::telemetry;
@@ -20,7 +25,12 @@ fn main() -> ExitCode {
         eprintln!("configuration error: RUST_LOG: {error}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread does everything. Chosen by measurement (docs/benchmarks.md, "Runtime flavour"):
+    // a request costs ~10 µs of CPU, so one core serves far more than the Functions host forwards
+    // to an instance; on 1 vCPU (Consumption) the multi-thread runtime only adds wake-ups between
+    // threads, and on 2 vCPUs it spent more CPU per request for no more throughput. Fewer threads
+    // also mean less memory and no dependence on how many CPUs the sandbox reports.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
