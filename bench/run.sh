@@ -7,14 +7,14 @@
 #   - installs the seed peer's npm dependencies from its lock file (npm ci);
 #   - builds the release handler for the host (glibc), the shipped static musl handler and
 #     dist/handler.zip (scripts/package.sh, as `make package`), the floor (bench/floor), the
-#     variants (bench/flavours: runtime chosen at start-up; musl with its own malloc) and the criterion
-#     micro-benchmarks (benches/core.rs);
+#     variants (bench/flavours: runtime chosen at start-up; musl with its own malloc) and the
+#     criterion micro-benchmarks (benches/core.rs);
 #   - runs the micro-benchmarks, then bench/measure.py, which starts the servers on 127.0.0.1,
 #     loads them with wrk and prints the table.
 # Measuring takes about 6 minutes (plus the builds: about 10 more on a fresh machine, 2–3 after a
 # change to the handler). Extra arguments go to bench/measure.py, e.g.
 #   bench/run.sh --duration 3 --rounds 1 --starts 3 --skip doc     a quick look, docs untouched
-#   bench/run.sh --skip flavours --skip 1cpu                       only the headline table
+#   bench/run.sh --skip variants --skip 1cpu                       only the headline table
 # Every server it starts is killed on exit, however it exits.
 set -euo pipefail
 
