@@ -18,7 +18,8 @@ run: ## serve the app on http://127.0.0.1:7071 with local settings (func start w
 	@scripts/run-local.sh $(RUN_PORT)
 
 test: oracles lint supply-chain package infra-check ## everything CI runs
-	cargo test --locked --all-targets
+	cargo test --locked --benches
+	cargo test --locked --lib --bins --tests
 
 lint: ## fmt, clippy and rustdoc with warnings denied
 	cargo fmt --all -- --check
