@@ -119,11 +119,10 @@ def inclusive(path):
 
 ALLOC = ("malloc", "free", "realloc", "calloc")
 PARTS = [
-    ("request log line (tracing JSON event)",
-     r"tracing_subscriber::fmt::Subscriber<N,E,F,W> as tracing_core::subscriber::Subscriber>::event$"),
-    ("  of which its timestamp", r"DateTime as core::fmt::Display>::fmt$"),
+    ("request log line (request_log::write, with its write to stdout)",
+     r"^iothub_sas_handler::request_log::write$"),
     ("Signer::sign (software SHA-256 here)", r"^iothub_sas_handler::sas::Signer::sign$"),
-    ("response body (serde_json::to_vec)", r"^serde_json::ser::to_vec$"),
+    ("response body (serde_json::to_writer)", r"^serde_json::ser::to_writer$"),
     ("expiresOn (humantime)", r"Rfc3339Timestamp as core::fmt::Display>::fmt$"),
     ("query string (RawQuery::parse)", r"RawQuery.*::parse$"),
     ("caller (client_ip::caller_ip)", r"^iothub_sas_handler::client_ip::caller_ip$"),

@@ -13,6 +13,7 @@
 //! - [`error`]: every error as RFC 9457 problem+json.
 //! - [`limits`]: URL, body, header and concurrency limits; the shutdown grace period.
 //! - [`telemetry`]: JSON log lines on stdout.
+//! - [`request_log`]: the per-request line, in the same format, written without `tracing`.
 //!
 //! # One request
 //! The Functions host forwards `GET /api/devices/dev-1/sas-token` to `127.0.0.1:{port}`.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod params;
+pub mod request_log;
 pub mod routes;
 pub mod sas;
 pub mod secrets;

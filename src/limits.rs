@@ -1,7 +1,8 @@
 //! Resource limits: what one request, one slow client or a flood of requests may cost.
 //!
-//! **What it owns.** The limit values (each an app setting with a safe default) and the middleware
-//! that enforces the per-request ones before any handler runs:
+//! **What it owns.** The limit values (each an app setting with a safe default) and the check of the
+//! per-request ones, [`RequestLimits::admit`], which the router's one middleware runs before any
+//! handler:
 //! - URL longer than `MAX_URL_BYTES` → 414;
 //! - a declared body longer than `MAX_BODY_BYTES` (default 0: these are GET routes) → 413;
 //! - more than `MAX_CONCURRENT_REQUESTS` in flight → 503 with `Retry-After`, at once, instead of
@@ -17,11 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use axum::http::{Request, header};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
 
@@ -58,7 +56,7 @@ impl Default for Limits {
     }
 }
 
-/// The state the per-request middleware needs: the limits and the in-flight permits.
+/// The per-request limits and the in-flight permits.
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
     max_url_bytes: usize,
@@ -77,36 +75,32 @@ impl RequestLimits {
     }
 }
 
-/// Middleware: refuse over-long URLs, declared bodies over the cap, and requests beyond the
-/// concurrency cap; otherwise run the request holding one permit.
-pub async fn enforce(
-    State(limits): State<RequestLimits>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let uri = request.uri();
-    let url_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
-    if url_len > limits.max_url_bytes {
-        return ApiError::UriTooLong.into_response();
-    }
-    let declared_body = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
-    match declared_body {
-        // hyper has already refused a malformed Content-Length; be strict anyway.
-        Some(None) => return ApiError::PayloadTooLarge.into_response(),
-        Some(Some(len)) if len > limits.max_body_bytes => {
-            return ApiError::PayloadTooLarge.into_response();
+impl RequestLimits {
+    /// Admit `request`, or say which limit it breaks: an over-long URL (414), a declared or
+    /// chunked body over the cap (413), or the concurrency cap reached (503). The permit must be
+    /// held until the response is ready; it frees its slot when dropped.
+    pub fn admit<B>(&self, request: &Request<B>) -> Result<SemaphorePermit<'_>, ApiError> {
+        let uri = request.uri();
+        let url_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+        if url_len > self.max_url_bytes {
+            return Err(ApiError::UriTooLong);
         }
-        _ => {}
+        let declared_body = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+        match declared_body {
+            // hyper has already refused a malformed Content-Length; be strict anyway.
+            Some(None) => return Err(ApiError::PayloadTooLarge),
+            Some(Some(len)) if len > self.max_body_bytes => return Err(ApiError::PayloadTooLarge),
+            _ => {}
+        }
+        // A chunked body has no declared length: with no body allowed, refuse it up front.
+        if self.max_body_bytes == 0 && request.headers().contains_key(header::TRANSFER_ENCODING) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        self.in_flight
+            .try_acquire()
+            .map_err(|_| ApiError::Overloaded)
     }
-    // A chunked body has no declared length: with no body allowed, refuse it up front.
-    if limits.max_body_bytes == 0 && request.headers().contains_key(header::TRANSFER_ENCODING) {
-        return ApiError::PayloadTooLarge.into_response();
-    }
-    let Ok(_permit) = limits.in_flight.try_acquire() else {
-        return ApiError::Overloaded.into_response();
-    };
-    next.run(request).await
 }

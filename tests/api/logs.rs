@@ -1,6 +1,8 @@
 //! Request logs: one JSON line per request with route template, status, latency, caller and
 //! device; and nothing secret (key, signature, `code`, `x-functions-key`) anywhere in the output.
 
+use std::time::Duration;
+
 use percent_encoding::percent_decode_str;
 use reqwest::Method;
 use serde_json::Value;
@@ -191,6 +193,50 @@ async fn no_key_signature_function_key_or_code_ever_reaches_the_output() {
         assert!(
             !output.contains(secret),
             "the {what} {secret:?} appears in the handler output:\n{output}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rust_log_turns_the_request_line_off_and_on() {
+    // (RUST_LOG, request lines expected)
+    let filters = [
+        ("info", true),
+        ("warn,handler=info,request=info", true),
+        ("info,request=off", false),
+        ("info,request=warn", false),
+    ];
+    for (filter, expected) in filters {
+        let settings = settings_with(&[("ALLOWED_IPS", "127.0.0.1"), ("RUST_LOG", filter)]);
+        let mut app = TestApp::spawn(&settings);
+        for path in [
+            token_path("dev-1", None),
+            format!("{LEGACY_ROUTE}?deviceid=dev-2"),
+            "/api/nope".to_owned(),
+        ] {
+            app.get(&path, &[("X-Forwarded-For", "127.0.0.1")]).await;
+        }
+        // The line is written before the response is sent; stopping the handler and waiting
+        // for its last line ("shutting down", also info) makes sure all output has been read.
+        app.signal("TERM");
+        assert!(
+            app.wait_exit(Duration::from_secs(10)).is_some(),
+            "RUST_LOG={filter}: the handler must exit on SIGTERM"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !app.stdout().contains("\"shutting down\"") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stdout = app.stdout();
+        assert!(
+            stdout.contains("\"shutting down\""),
+            "RUST_LOG={filter}: other info lines must still be written:\n{stdout}"
+        );
+        let lines = app.request_log_lines(0).await;
+        assert_eq!(
+            lines.len(),
+            if expected { 3 } else { 0 },
+            "RUST_LOG={filter}: request lines in\n{stdout}"
         );
     }
 }

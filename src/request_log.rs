@@ -1,0 +1,329 @@
+//! The request log line: one JSON object on stdout per request, written without `tracing`.
+//!
+//! **What it owns.** The line's format and writing it. The format is exactly that of the JSON
+//! lines [`telemetry`](crate::telemetry) writes for every other event — `timestamp` (RFC 3339,
+//! microseconds, UTC), `level`, `message`, the fields, `target` — so one query in Application
+//! Insights reads them all:
+//!
+//! ```text
+//! {"timestamp":"2026-11-23T08:37:55.486186Z","level":"INFO","message":"request","route":"/api/devices/{deviceId}/sas-token","status":200,"latency_us":34,"caller_ip":"127.0.0.1","device_id":"dev-1","target":"request"}
+//! ```
+//!
+//! Fields without a value are left out, as `tracing` leaves out an empty `Option`.
+//!
+//! **Why by hand.** The line is written for every request, and through `tracing`'s JSON formatter
+//! it was the largest part of a request's user-space cost (about 17,000 instructions and a dozen
+//! allocations of ~62,000 and 44; `bench/profile.sh`, docs/benchmarks.md). Here it is built in one
+//! buffer reused by the thread, the date and time to the second are formatted once per second,
+//! and it reaches stdout in one `write` — the same locked, line-buffered stdout the other events
+//! use, so lines never interleave. `RUST_LOG` still decides: the line is written when the target
+//! `request` is enabled at `info` (`RUST_LOG=warn` or `request=off` turns it off).
+//!
+//! **What it trusts.** Its caller to pass only fields that are safe to log: a route template, the
+//! caller's address, a validated device id, fixed verdict strings, an object id — never a key, a
+//! token, the URI or a header. Strings are JSON-escaped here whatever they contain.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What one request's line records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestRecord<'a> {
+    /// The route template (`unmatched` when no route matched).
+    pub route: &'static str,
+    /// The response status.
+    pub status: u16,
+    /// Time from the request reaching the router to the response leaving it.
+    pub latency_us: u64,
+    /// The caller's address as the allow list saw it.
+    pub caller_ip: Option<IpAddr>,
+    /// The validated device id.
+    pub device_id: Option<&'a str>,
+    /// Why the IP layer denied the caller.
+    pub denied: Option<&'static str>,
+    /// The client-certificate layer's verdict.
+    pub client_cert: Option<&'static str>,
+    /// The bearer-token layer's verdict.
+    pub auth: Option<&'static str>,
+    /// The authenticated caller's object id.
+    pub caller_oid: Option<&'a str>,
+}
+
+/// Whether `RUST_LOG` lets request lines through (target `request`, level `info`). Cheap: after
+/// the first call it is a cached answer of the installed filter.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "request", tracing::Level::INFO)
+}
+
+/// Write `record` as one line on stdout, if request lines are enabled. A failed write (stdout
+/// closed) is ignored: a request is never failed for its log line. Not inlined, so profiles
+/// (`bench/profile.sh`) can name its cost.
+#[inline(never)]
+pub fn write(record: &RequestRecord<'_>) {
+    if !enabled() {
+        return;
+    }
+    LINE.with_borrow_mut(|line| {
+        line.format(record, SystemTime::now());
+        let _ = std::io::stdout().lock().write_all(&line.bytes);
+    });
+}
+
+thread_local! {
+    static LINE: RefCell<LineBuffer> = RefCell::new(LineBuffer::default());
+}
+
+/// The thread's line buffer, overwritten by each line, and the `YYYY-MM-DDTHH:MM:SS` text of
+/// the second the last line was written in.
+#[derive(Debug, Default)]
+struct LineBuffer {
+    bytes: Vec<u8>,
+    second: Option<u64>,
+    second_text: [u8; 19],
+}
+
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 can write (and `humantime` formats).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+impl LineBuffer {
+    /// Replace the buffer's contents with `record`'s line, stamped `now`, ending in `\n`.
+    fn format(&mut self, record: &RequestRecord<'_>, now: SystemTime) {
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let second = since_epoch.as_secs().min(LAST_RFC3339_SECOND);
+        if self.second != Some(second) {
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second))
+                .to_string();
+            // "YYYY-MM-DDTHH:MM:SSZ": keep all but the `Z`; the microseconds go before it.
+            self.second_text.copy_from_slice(&text.as_bytes()[..19]);
+            self.second = Some(second);
+        }
+        let out = &mut self.bytes;
+        out.clear();
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(&self.second_text);
+        out.push(b'.');
+        push_micros(out, since_epoch.subsec_micros());
+        out.extend_from_slice(b"Z\",\"level\":\"INFO\",\"message\":\"request\",\"route\":");
+        push_json_string(out, record.route);
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(record.status).as_bytes());
+        out.extend_from_slice(b",\"latency_us\":");
+        out.extend_from_slice(itoa::Buffer::new().format(record.latency_us).as_bytes());
+        if let Some(ip) = record.caller_ip {
+            // An address's text is digits, hex, `.` and `:`: nothing to escape.
+            out.extend_from_slice(b",\"caller_ip\":\"");
+            let _ = write!(out, "{ip}");
+            out.push(b'"');
+        }
+        let optional = [
+            ("device_id", record.device_id),
+            ("denied", record.denied),
+            ("client_cert", record.client_cert),
+            ("auth", record.auth),
+            ("caller_oid", record.caller_oid),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+                push_json_string(out, value);
+            }
+        }
+        out.extend_from_slice(b",\"target\":\"request\"}\n");
+    }
+}
+
+/// `micros` (0–999,999) as exactly six digits.
+fn push_micros(out: &mut Vec<u8>, micros: u32) {
+    let mut digits = [b'0'; 6];
+    let mut rest = micros.min(999_999);
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// `value` as a JSON string, quotes included (serde_json's escaping).
+fn push_json_string(out: &mut Vec<u8>, value: &str) {
+    // Writing a `&str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn line_at(record: &RequestRecord<'_>, now: SystemTime) -> String {
+        let mut buffer = LineBuffer::default();
+        buffer.format(record, now);
+        String::from_utf8(buffer.bytes).expect("the line is UTF-8")
+    }
+
+    fn parse(line: &str) -> Value {
+        assert!(
+            line.ends_with('\n'),
+            "one line, newline-terminated: {line:?}"
+        );
+        assert_eq!(line.matches('\n').count(), 1, "exactly one line: {line:?}");
+        serde_json::from_str(line).expect("the line is JSON")
+    }
+
+    #[test]
+    fn a_full_record_is_one_json_object_with_the_telemetry_keys_in_order() {
+        let now = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
+        let line = line_at(
+            &RequestRecord {
+                route: "/api/devices/{deviceId}/sas-token",
+                status: 200,
+                latency_us: 34,
+                caller_ip: Some("2001:db8::7".parse().expect("an address")),
+                device_id: Some("dev-1"),
+                denied: Some("caller not in ALLOWED_IPS"),
+                client_cert: Some("ok"),
+                auth: Some("ok"),
+                caller_oid: Some("11111111-2222-3333-4444-555555555555"),
+            },
+            now,
+        );
+        let expected_timestamp = humantime::format_rfc3339_micros(now).to_string();
+        assert_eq!(
+            parse(&line),
+            json!({
+                "timestamp": expected_timestamp,
+                "level": "INFO",
+                "message": "request",
+                "route": "/api/devices/{deviceId}/sas-token",
+                "status": 200,
+                "latency_us": 34,
+                "caller_ip": "2001:db8::7",
+                "device_id": "dev-1",
+                "denied": "caller not in ALLOWED_IPS",
+                "client_cert": "ok",
+                "auth": "ok",
+                "caller_oid": "11111111-2222-3333-4444-555555555555",
+                "target": "request",
+            })
+        );
+        // The order `tracing`'s JSON lines use: timestamp, level, message, fields, target.
+        let keys: Vec<&str> = [
+            "timestamp",
+            "level",
+            "message",
+            "route",
+            "status",
+            "latency_us",
+            "caller_ip",
+            "device_id",
+            "denied",
+            "client_cert",
+            "auth",
+            "caller_oid",
+            "target",
+        ]
+        .to_vec();
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|key| line.find(&format!("\"{key}\":")).expect("key present"))
+            .collect();
+        assert!(positions.is_sorted(), "keys out of order: {line}");
+    }
+
+    #[test]
+    fn empty_fields_are_left_out() {
+        let line = line_at(
+            &RequestRecord {
+                route: "unmatched",
+                status: 404,
+                latency_us: 8,
+                ..RequestRecord::default()
+            },
+            SystemTime::now(),
+        );
+        let value = parse(&line);
+        let keys: Vec<&String> = value.as_object().expect("an object").keys().collect();
+        assert_eq!(
+            keys.len(),
+            7,
+            "timestamp, level, message, route, status, latency_us, target: {line}"
+        );
+        assert_eq!(value["route"], "unmatched");
+        assert_eq!(value["status"], 404);
+    }
+
+    #[test]
+    fn strings_are_escaped_whatever_they_contain() {
+        let hostile = "a\"b\\c\nd\u{1}e</script>é";
+        let line = line_at(
+            &RequestRecord {
+                route: "r",
+                device_id: Some(hostile),
+                caller_oid: Some(hostile),
+                ..RequestRecord::default()
+            },
+            SystemTime::now(),
+        );
+        let value = parse(&line);
+        assert_eq!(value["device_id"], hostile);
+        assert_eq!(value["caller_oid"], hostile);
+    }
+
+    #[test]
+    fn the_timestamp_matches_humantime_to_the_microsecond_across_seconds_and_days() {
+        // One buffer across instants, so the once-per-second cache must be refreshed correctly.
+        let mut buffer = LineBuffer::default();
+        let instants = [
+            0,
+            999_999,
+            1_000_000,
+            1_795_000_000_000_000,
+            1_795_000_000_999_999,
+            1_795_000_001_000_000,
+            1_795_000_001_000_001,
+            1_795_049_999_500_000, // next day
+            951_782_400_000_000,   // 2000-02-29
+            253_402_300_799_999_999,
+        ];
+        for micros in instants {
+            let now = UNIX_EPOCH + Duration::from_micros(micros);
+            buffer.format(&RequestRecord::default(), now);
+            let value: Value = serde_json::from_slice(&buffer.bytes).expect("JSON");
+            assert_eq!(
+                value["timestamp"],
+                humantime::format_rfc3339_micros(now).to_string(),
+                "at {micros} µs since the epoch"
+            );
+        }
+    }
+
+    #[test]
+    fn instants_outside_rfc3339_do_not_panic() {
+        for now in [
+            UNIX_EPOCH - Duration::from_secs(1),
+            UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND + 10),
+        ] {
+            let line = line_at(&RequestRecord::default(), now);
+            let value = parse(&line);
+            assert!(value["timestamp"].as_str().is_some_and(|t| t.len() == 27));
+        }
+    }
+
+    #[test]
+    fn extreme_numbers_are_written_in_full() {
+        let line = line_at(
+            &RequestRecord {
+                status: u16::MAX,
+                latency_us: u64::MAX,
+                ..RequestRecord::default()
+            },
+            SystemTime::now(),
+        );
+        let value = parse(&line);
+        assert_eq!(value["status"], u16::MAX);
+        assert_eq!(value["latency_us"], u64::MAX);
+    }
+}
