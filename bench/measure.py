@@ -605,11 +605,15 @@ def report(args, facts, facts_after, sections, startup, main_specs, sizes, micro
 
     w("### Targets")
     w("")
-    w("| target | measured | |")
-    w("|---|---|---|")
+    w("*issue*: a target of the performance issue, on this 2-vCPU machine. *added*: a stricter "
+      "check this benchmark adds (the fastest floor, the shipped build, the 1-vCPU emulation).")
+    w("")
+    w("| target | from | measured | |")
+    w("|---|---|---|---|")
 
-    def target(name, value, ok):
-        w(f"| {name} | {value} | {'met' if ok else '**missed**'} |")
+    def target(name, value, ok, source="issue", note=""):
+        verdict = "met" if ok else "**missed**"
+        w(f"| {name} | {source} | {value} | {verdict}{' — ' + note if note else ''} |")
 
     target("req/s ≥ 75% of the floor's", f"{h['rps'] / f['rps']:.0%}", h["rps"] >= 0.75 * f["rps"])
     if "variants" in sections:
@@ -620,29 +624,38 @@ def report(args, facts, facts_after, sections, startup, main_specs, sizes, micro
             hv = v["current" if args.shipped_runtime == "current" else "multi2"]
             target("req/s ≥ 75% of the fastest floor's (multi-thread floor, variants table)",
                    f"{hv['rps'] / v['floor-multi']['rps']:.0%}",
-                   hv["rps"] >= 0.75 * v["floor-multi"]["rps"])
-    target("req/s ≥ 4× the seed's", f"{h['rps'] / s['rps']:.2f}×", h["rps"] >= 4 * s["rps"])
+                   hv["rps"] >= 0.75 * v["floor-multi"]["rps"], source="added")
+    target("req/s ≥ 4× the seed's", f"{h['rps'] / s['rps']:.2f}×", h["rps"] >= 4 * s["rps"],
+           note=f"the floor itself answers {f['rps'] / s['rps']:.2f}× the seed's requests here"
+           if f["rps"] < 4 * s["rps"] else "")
     target("CPU per request ≤ 1.5× the floor's",
            f"{h['cpu_us_per_req'] / f['cpu_us_per_req']:.2f}×",
            h["cpu_us_per_req"] <= 1.5 * f["cpu_us_per_req"])
+    if m is not None:
+        target("CPU per request ≤ 1.5× the floor's (shipped musl)",
+               f"{m['cpu_us_per_req'] / f['cpu_us_per_req']:.2f}×",
+               m["cpu_us_per_req"] <= 1.5 * f["cpu_us_per_req"], source="added")
     target("p99 ≤ 1.25× the floor's", f"{h['p99_ms'] / f['p99_ms']:.2f}×",
            h["p99_ms"] <= 1.25 * f["p99_ms"])
     if "1cpu" in sections:
         one = sections["1cpu"][0]
         target("p99 ≤ 1.25× the floor's, 1 vCPU",
                f"{one['handler']['p99_ms'] / one['floor']['p99_ms']:.2f}×",
-               one["handler"]["p99_ms"] <= 1.25 * one["floor"]["p99_ms"])
+               one["handler"]["p99_ms"] <= 1.25 * one["floor"]["p99_ms"], source="added")
     for label, r in (("handler", h), ("shipped musl handler", m)):
         if r is None:
             continue
+        source = "issue" if label == "handler" else "added"
         target(f"idle RSS ≤ 6 MB ({label})", f"{r['idle_rss_kib'] * 1024 / 1e6:.1f} MB",
-               r["idle_rss_kib"] * 1024 <= 6e6)
+               r["idle_rss_kib"] * 1024 <= 6e6, source=source)
         target(f"peak RSS ≤ 10 MB under load ({label})",
-               f"{r['peak_rss_kib'] * 1024 / 1e6:.1f} MB", r["peak_rss_kib"] * 1024 <= 10e6)
+               f"{r['peak_rss_kib'] * 1024 / 1e6:.1f} MB", r["peak_rss_kib"] * 1024 <= 10e6,
+               source=source)
     for key in ("handler", "handler-musl"):
         if key in startup:
             target(f"spawn → first token ≤ 10 ms, median ({key})",
-                   f"{startup[key]['token_ms']:.1f} ms", startup[key]["token_ms"] <= 10)
+                   f"{startup[key]['token_ms']:.1f} ms", startup[key]["token_ms"] <= 10,
+                   source="issue" if key == "handler" else "added")
     allow = [x for x in micro if x[0] == "caller_ip+allow_list/contains_miss/1000"]
     if allow:
         target("allow-list match ≤ 1 µs with 1,000 entries", f"{allow[0][1]:.1f} ns",

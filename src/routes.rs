@@ -1,4 +1,5 @@
-//! The HTTP surface: two token routes, the 404 and 405 answers, and the per-request log line.
+//! The HTTP surface: two token routes, the 404 and 405 answers, the limits middleware, and what
+//! the per-request log line records (the line itself is [`request_log`]'s).
 //!
 //! **What it owns.** Routing and the order of checks on every token request:
 //! 1. caller IP against the allow list (403), then — when configured — the client certificate

@@ -1,4 +1,6 @@
-//! Logs: JSON lines on stdout, one per event.
+//! Logs: JSON lines on stdout, one per event. The per-request line is written in the same format
+//! by [`request_log`](crate::request_log), without going through `tracing`'s formatter; the filter
+//! installed here still decides whether it is written.
 //!
 //! **Why stdout.** The Functions host turns each stdout line of a custom handler into an
 //! Information log (and each stderr line into an Error), and both reach Application Insights. So
