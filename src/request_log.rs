@@ -28,27 +28,25 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What one request's line records.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestRecord<'a> {
-    /// The route template (`unmatched` when no route matched).
-    pub route: &'static str,
-    /// The response status.
-    pub status: u16,
-    /// Time from the request reaching the router to the response leaving it.
-    pub latency_us: u64,
+use crate::params::DeviceId;
+
+/// What the checks found out about one request: the handler fills it in as it goes and leaves
+/// it in the response's extensions; the middleware hands it to [`write()`]. Empty for requests that
+/// reached no handler (404, 405, refused by a limit).
+#[derive(Debug, Clone, Default)]
+pub struct RequestOutcome {
     /// The caller's address as the allow list saw it.
     pub caller_ip: Option<IpAddr>,
     /// The validated device id.
-    pub device_id: Option<&'a str>,
-    /// Why the IP layer denied the caller.
+    pub device_id: Option<DeviceId>,
+    /// Why the IP layer denied the caller, when it did.
     pub denied: Option<&'static str>,
-    /// The client-certificate layer's verdict.
+    /// The client-certificate layer's verdict, when the layer is on.
     pub client_cert: Option<&'static str>,
-    /// The bearer-token layer's verdict.
+    /// The bearer-token layer's verdict, when the layer is on.
     pub auth: Option<&'static str>,
     /// The authenticated caller's object id.
-    pub caller_oid: Option<&'a str>,
+    pub caller_oid: Option<String>,
 }
 
 /// Whether `RUST_LOG` lets request lines through (target `request`, level `info`). Cheap: after
@@ -57,16 +55,17 @@ pub fn enabled() -> bool {
     tracing::enabled!(target: "request", tracing::Level::INFO)
 }
 
-/// Write `record` as one line on stdout, if request lines are enabled. A failed write (stdout
-/// closed) is ignored: a request is never failed for its log line. Not inlined, so profiles
-/// (`bench/profile.sh`) can name its cost.
+/// Write one request's line on stdout, if request lines are enabled: its route template (or
+/// `unmatched`), status, latency from reaching the router to leaving it, and `outcome`. A failed
+/// write (stdout closed) is ignored: a request is never failed for its log line. Not inlined, so
+/// profiles (`bench/profile.sh`) can name its cost.
 #[inline(never)]
-pub fn write(record: &RequestRecord<'_>) {
+pub fn write(route: &'static str, status: u16, latency_us: u64, outcome: &RequestOutcome) {
     if !enabled() {
         return;
     }
     LINE.with_borrow_mut(|line| {
-        line.format(record, SystemTime::now());
+        line.format(route, status, latency_us, outcome, SystemTime::now());
         let _ = std::io::stdout().lock().write_all(&line.bytes);
     });
 }
@@ -88,8 +87,15 @@ struct LineBuffer {
 const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
 
 impl LineBuffer {
-    /// Replace the buffer's contents with `record`'s line, stamped `now`, ending in `\n`.
-    fn format(&mut self, record: &RequestRecord<'_>, now: SystemTime) {
+    /// Replace the buffer's contents with one request's line, stamped `now`, ending in `\n`.
+    fn format(
+        &mut self,
+        route: &'static str,
+        status: u16,
+        latency_us: u64,
+        outcome: &RequestOutcome,
+        now: SystemTime,
+    ) {
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let second = since_epoch.as_secs().min(LAST_RFC3339_SECOND);
         if self.second != Some(second) {
@@ -106,23 +112,26 @@ impl LineBuffer {
         out.push(b'.');
         push_micros(out, since_epoch.subsec_micros());
         out.extend_from_slice(b"Z\",\"level\":\"INFO\",\"message\":\"request\",\"route\":");
-        push_json_string(out, record.route);
+        push_json_string(out, route);
         out.extend_from_slice(b",\"status\":");
-        out.extend_from_slice(itoa::Buffer::new().format(record.status).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
         out.extend_from_slice(b",\"latency_us\":");
-        out.extend_from_slice(itoa::Buffer::new().format(record.latency_us).as_bytes());
-        if let Some(ip) = record.caller_ip {
+        out.extend_from_slice(itoa::Buffer::new().format(latency_us).as_bytes());
+        if let Some(ip) = outcome.caller_ip {
             // An address's text is digits, hex, `.` and `:`: nothing to escape.
             out.extend_from_slice(b",\"caller_ip\":\"");
             let _ = write!(out, "{ip}");
             out.push(b'"');
         }
         let optional = [
-            ("device_id", record.device_id),
-            ("denied", record.denied),
-            ("client_cert", record.client_cert),
-            ("auth", record.auth),
-            ("caller_oid", record.caller_oid),
+            (
+                "device_id",
+                outcome.device_id.as_ref().map(DeviceId::as_str),
+            ),
+            ("denied", outcome.denied),
+            ("client_cert", outcome.client_cert),
+            ("auth", outcome.auth),
+            ("caller_oid", outcome.caller_oid.as_deref()),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -158,9 +167,15 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn line_at(record: &RequestRecord<'_>, now: SystemTime) -> String {
+    fn line_at(
+        route: &'static str,
+        status: u16,
+        latency_us: u64,
+        outcome: &RequestOutcome,
+        now: SystemTime,
+    ) -> String {
         let mut buffer = LineBuffer::default();
-        buffer.format(record, now);
+        buffer.format(route, status, latency_us, outcome, now);
         String::from_utf8(buffer.bytes).expect("the line is UTF-8")
     }
 
@@ -174,22 +189,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_record_is_one_json_object_with_the_telemetry_keys_in_order() {
+    fn a_full_line_is_one_json_object_with_the_telemetry_keys_in_order() {
         let now = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
-        let line = line_at(
-            &RequestRecord {
-                route: "/api/devices/{deviceId}/sas-token",
-                status: 200,
-                latency_us: 34,
-                caller_ip: Some("2001:db8::7".parse().expect("an address")),
-                device_id: Some("dev-1"),
-                denied: Some("caller not in ALLOWED_IPS"),
-                client_cert: Some("ok"),
-                auth: Some("ok"),
-                caller_oid: Some("11111111-2222-3333-4444-555555555555"),
-            },
-            now,
-        );
+        let outcome = RequestOutcome {
+            caller_ip: Some("2001:db8::7".parse().expect("an address")),
+            device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
+            denied: Some("caller not in ALLOWED_IPS"),
+            client_cert: Some("ok"),
+            auth: Some("ok"),
+            caller_oid: Some("11111111-2222-3333-4444-555555555555".to_owned()),
+        };
+        let line = line_at("/api/devices/{deviceId}/sas-token", 200, 34, &outcome, now);
         let expected_timestamp = humantime::format_rfc3339_micros(now).to_string();
         assert_eq!(
             parse(&line),
@@ -210,7 +220,7 @@ mod tests {
             })
         );
         // The order `tracing`'s JSON lines use: timestamp, level, message, fields, target.
-        let keys: Vec<&str> = [
+        let keys = [
             "timestamp",
             "level",
             "message",
@@ -224,8 +234,7 @@ mod tests {
             "auth",
             "caller_oid",
             "target",
-        ]
-        .to_vec();
+        ];
         let positions: Vec<usize> = keys
             .iter()
             .map(|key| line.find(&format!("\"{key}\":")).expect("key present"))
@@ -236,12 +245,10 @@ mod tests {
     #[test]
     fn empty_fields_are_left_out() {
         let line = line_at(
-            &RequestRecord {
-                route: "unmatched",
-                status: 404,
-                latency_us: 8,
-                ..RequestRecord::default()
-            },
+            "unmatched",
+            404,
+            8,
+            &RequestOutcome::default(),
             SystemTime::now(),
         );
         let value = parse(&line);
@@ -257,18 +264,13 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_whatever_they_contain() {
+        // The object id comes from a signed token, but is still the caller's text.
         let hostile = "a\"b\\c\nd\u{1}e</script>é";
-        let line = line_at(
-            &RequestRecord {
-                route: "r",
-                device_id: Some(hostile),
-                caller_oid: Some(hostile),
-                ..RequestRecord::default()
-            },
-            SystemTime::now(),
-        );
-        let value = parse(&line);
-        assert_eq!(value["device_id"], hostile);
+        let outcome = RequestOutcome {
+            caller_oid: Some(hostile.to_owned()),
+            ..RequestOutcome::default()
+        };
+        let value = parse(&line_at("r", 200, 1, &outcome, SystemTime::now()));
         assert_eq!(value["caller_oid"], hostile);
     }
 
@@ -290,7 +292,7 @@ mod tests {
         ];
         for micros in instants {
             let now = UNIX_EPOCH + Duration::from_micros(micros);
-            buffer.format(&RequestRecord::default(), now);
+            buffer.format("r", 200, 1, &RequestOutcome::default(), now);
             let value: Value = serde_json::from_slice(&buffer.bytes).expect("JSON");
             assert_eq!(
                 value["timestamp"],
@@ -306,8 +308,7 @@ mod tests {
             UNIX_EPOCH - Duration::from_secs(1),
             UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND + 10),
         ] {
-            let line = line_at(&RequestRecord::default(), now);
-            let value = parse(&line);
+            let value = parse(&line_at("r", 200, 1, &RequestOutcome::default(), now));
             assert!(value["timestamp"].as_str().is_some_and(|t| t.len() == 27));
         }
     }
@@ -315,11 +316,10 @@ mod tests {
     #[test]
     fn extreme_numbers_are_written_in_full() {
         let line = line_at(
-            &RequestRecord {
-                status: u16::MAX,
-                latency_us: u64::MAX,
-                ..RequestRecord::default()
-            },
+            "r",
+            u16::MAX,
+            u64::MAX,
+            &RequestOutcome::default(),
             SystemTime::now(),
         );
         let value = parse(&line);

@@ -17,7 +17,7 @@
 //! address and the validated device id — never the URI (it carries `code`) or any header.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,7 +38,7 @@ use crate::client_ip::{CallerIpError, XffDepth, caller_ip};
 use crate::error::ApiError;
 use crate::limits::RequestLimits;
 use crate::params::{DeviceId, DeviceIdError, RawQuery, Ttl};
-use crate::request_log::{self, RequestRecord};
+use crate::request_log::{self, RequestOutcome};
 use crate::secrets::KeyHandle;
 
 /// The route template of the REST-style function `GetSasToken`.
@@ -140,22 +140,6 @@ struct TokenResponse<'a> {
     device_id: &'a str,
     #[serde(rename = "expiresOn")]
     expires_on: String,
-}
-
-/// What the log line says about one request; the handler leaves it in the response extensions
-/// and [`limit_and_log`] writes it.
-#[derive(Debug, Clone, Default)]
-struct RequestOutcome {
-    caller_ip: Option<IpAddr>,
-    device_id: Option<DeviceId>,
-    /// Why the caller was denied by the IP layer, when it was.
-    denied: Option<&'static str>,
-    /// The client-certificate layer's verdict, when the layer is on.
-    client_cert: Option<&'static str>,
-    /// The bearer-token layer's verdict, when the layer is on.
-    auth: Option<&'static str>,
-    /// The authenticated caller's object id.
-    caller_oid: Option<String>,
 }
 
 impl AppState {
@@ -286,20 +270,10 @@ async fn limit_and_log(
         Ok(_permit) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
     };
-    let outcome = response.extensions().get::<RequestOutcome>();
-    request_log::write(&RequestRecord {
-        route,
-        status: response.status().as_u16(),
-        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        caller_ip: outcome.and_then(|o| o.caller_ip),
-        device_id: outcome
-            .and_then(|o| o.device_id.as_ref())
-            .map(DeviceId::as_str),
-        denied: outcome.and_then(|o| o.denied),
-        client_cert: outcome.and_then(|o| o.client_cert),
-        auth: outcome.and_then(|o| o.auth),
-        caller_oid: outcome.and_then(|o| o.caller_oid.as_deref()),
-    });
+    let no_outcome = RequestOutcome::default();
+    let outcome = response.extensions().get().unwrap_or(&no_outcome);
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    request_log::write(route, response.status().as_u16(), latency_us, outcome);
     response
 }
 
