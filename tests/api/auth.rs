@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    LEGACY_ROUTE, TestApp, assert_problem, log_text, media_type, settings_with,
-    spawn_expecting_failure, token_path, unix_now,
+    LEGACY_ROUTE, Refusal, TestApp, assert_problem, log_text, media_type, misrefused_startups,
+    settings_with, token_path, unix_now,
 };
 use crate::stand_ins::issuer::{
     Caller, Forgery, Issuer, Signer, Version, entra_claims, v1_issuer, v2_issuer,
@@ -897,36 +897,23 @@ fn bad_auth_settings_stop_the_binary_naming_the_setting() {
         ),
     ];
 
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let running: Vec<_> = cases
-            .iter()
-            .map(|(description, removed, set, setting)| {
-                scope.spawn(move || {
-                    let mut pairs: Vec<(&str, &str)> = on
-                        .iter()
-                        .filter(|(name, _)| {
-                            !removed.contains(name) && !set.iter().any(|(s, _)| s == name)
-                        })
-                        .copied()
-                        .collect();
-                    pairs.extend_from_slice(set);
-                    let failure = spawn_expecting_failure(&settings_with(&pairs));
-                    let problems = failure.problems_naming(setting);
-                    (!problems.is_empty()).then(|| {
-                        format!(
-                            "{description} (expected {setting}): {}\n    stderr: {:?}",
-                            problems.join("; "),
-                            failure.stderr
-                        )
-                    })
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("the startup check panicked"))
-            .collect()
-    });
+    let refusals: Vec<Refusal<'_>> = cases
+        .iter()
+        .map(|(description, removed, set, setting)| {
+            let mut layer: Vec<(&str, &str)> = on
+                .iter()
+                .filter(|(name, _)| !removed.contains(name) && !set.iter().any(|(s, _)| s == name))
+                .copied()
+                .collect();
+            layer.extend_from_slice(set);
+            Refusal {
+                description: (*description).to_owned(),
+                settings: settings_with(&layer),
+                setting,
+            }
+        })
+        .collect();
+    let failures = misrefused_startups(&refusals, |_| Vec::new());
     assert!(
         failures.is_empty(),
         "{} of {} bad auth settings misbehaved:\n{}",

@@ -1,9 +1,7 @@
 //! Each bad setting stops the binary before it binds: a non-zero exit, exactly one stderr line
 //! `configuration error: <SETTING>: <problem>` naming the setting it read, and never a key.
 
-use std::thread;
-
-use crate::helpers::{KEY, StartupFailure, settings_without, spawn_expecting_failure};
+use crate::helpers::{KEY, Refusal, StartupFailure, misrefused_startups, settings_without};
 
 /// A malformed key with a recognisable tail, so an echo of it is easy to spot.
 const BAD_KEY: &str = "not-base64!!secretvalue";
@@ -263,53 +261,27 @@ const CASES: &[Case] = &[
     ),
 ];
 
-/// Everything wrong with `failure` for `case`: the shared start-up checks, and the key never
-/// echoed. Empty when it is right.
-fn problems(case: &Case, failure: &StartupFailure) -> Vec<String> {
-    let mut problems = failure.problems_naming(case.setting);
+/// A start-up line that echoes a key value, however malformed, is wrong.
+fn echoed_keys(failure: &StartupFailure) -> Vec<String> {
     let output = format!("{}{}", failure.stdout, failure.stderr);
-    for secret in [KEY, BAD_KEY, "secretvalue"] {
-        if output.contains(secret) {
-            problems.push(format!("echoed the key value {secret:?}"));
-        }
-    }
-    problems
+    [KEY, BAD_KEY, "secretvalue"]
+        .into_iter()
+        .filter(|secret| output.contains(secret))
+        .map(|secret| format!("echoed the key value {secret:?}"))
+        .collect()
 }
 
 #[test]
 fn every_bad_setting_stops_startup_with_one_line_naming_it() {
-    // The binaries run side by side; each only has to parse its settings and exit.
-    let failures: Vec<(&Case, StartupFailure)> = thread::scope(|scope| {
-        let running: Vec<_> = CASES
-            .iter()
-            .map(|case| {
-                scope.spawn(move || {
-                    let settings = settings_without(case.removed, case.set);
-                    (case, spawn_expecting_failure(&settings))
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|handle| handle.join().expect("the startup check panicked"))
-            .collect()
-    });
-
-    let report: Vec<String> = failures
+    let cases: Vec<Refusal<'_>> = CASES
         .iter()
-        .filter_map(|(case, failure)| {
-            let problems = problems(case, failure);
-            (!problems.is_empty()).then(|| {
-                format!(
-                    "{} (expected {}): {}\n    stderr: {:?}",
-                    case.description,
-                    case.setting,
-                    problems.join("; "),
-                    failure.stderr
-                )
-            })
+        .map(|case| Refusal {
+            description: case.description.to_owned(),
+            settings: settings_without(case.removed, case.set),
+            setting: case.setting,
         })
         .collect();
+    let report = misrefused_startups(&cases, echoed_keys);
     assert!(
         report.is_empty(),
         "{} of {} bad settings misbehaved:\n{}",

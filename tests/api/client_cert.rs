@@ -17,7 +17,7 @@ use crate::auth::{
     assert_no_token, both_routes, ip_denial_body,
 };
 use crate::helpers::{
-    TestApp, assert_problem, log_text, settings_with, spawn_expecting_failure, token_path,
+    Refusal, TestApp, assert_problem, log_text, misrefused_startups, settings_with, token_path,
 };
 use crate::stand_ins::issuer::Version;
 
@@ -254,31 +254,15 @@ fn malformed_thumbprint_settings_stop_the_binary_naming_the_setting() {
         ("a good one and a bad one", format!("{sha1_hex},xyz")),
     ];
 
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let running: Vec<_> = cases
-            .iter()
-            .map(|(description, value)| {
-                scope.spawn(move || {
-                    let failure = spawn_expecting_failure(&settings_with(&[(
-                        "CLIENT_CERT_THUMBPRINTS",
-                        value,
-                    )]));
-                    let problems = failure.problems_naming("CLIENT_CERT_THUMBPRINTS");
-                    (!problems.is_empty()).then(|| {
-                        format!(
-                            "{description} ({value:?}): {}\n    stderr: {:?}",
-                            problems.join("; "),
-                            failure.stderr
-                        )
-                    })
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("the startup check panicked"))
-            .collect()
-    });
+    let refusals: Vec<Refusal<'_>> = cases
+        .iter()
+        .map(|(description, value)| Refusal {
+            description: format!("{description} ({value:?})"),
+            settings: settings_with(&[("CLIENT_CERT_THUMBPRINTS", value)]),
+            setting: "CLIENT_CERT_THUMBPRINTS",
+        })
+        .collect();
+    let failures = misrefused_startups(&refusals, |_| Vec::new());
     assert!(
         failures.is_empty(),
         "{} of {} malformed thumbprint lists misbehaved:\n{}",

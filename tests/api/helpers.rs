@@ -587,6 +587,49 @@ impl StartupFailure {
     }
 }
 
+/// One start-up that must be refused: what is wrong, the full settings, and the setting the one
+/// stderr line must name.
+pub(crate) struct Refusal<'a> {
+    pub(crate) description: String,
+    pub(crate) settings: Vec<(&'a str, &'a str)>,
+    pub(crate) setting: &'a str,
+}
+
+/// Starts the binary once per case, side by side (each only parses its settings and exits), and
+/// returns one report line per case that was not refused as [`StartupFailure::problems_naming`]
+/// requires or for which `also_wrong` finds something. Empty when every case is right.
+pub(crate) fn misrefused_startups(
+    cases: &[Refusal<'_>],
+    also_wrong: impl Fn(&StartupFailure) -> Vec<String> + Sync,
+) -> Vec<String> {
+    let also_wrong = &also_wrong;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = cases
+            .iter()
+            .map(|case| {
+                scope.spawn(move || {
+                    let failure = spawn_expecting_failure(&case.settings);
+                    let mut problems = failure.problems_naming(case.setting);
+                    problems.extend(also_wrong(&failure));
+                    (!problems.is_empty()).then(|| {
+                        format!(
+                            "{} (expected {}): {}\n    stderr: {:?}",
+                            case.description,
+                            case.setting,
+                            problems.join("; "),
+                            failure.stderr
+                        )
+                    })
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|handle| handle.join().expect("the startup check panicked"))
+            .collect()
+    })
+}
+
 /// A `200` answer from either token route.
 pub(crate) struct Issued {
     pub(crate) token: SasToken,
