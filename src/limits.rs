@@ -1,6 +1,7 @@
 //! Resource limits: what one request, one slow client or a flood of requests may cost.
 //!
-//! **What it owns.** The limit values (each an app setting with a safe default) and the check of the
+//! **What it owns.** The limit values (each an app setting with a safe default, read by
+//! [`Limits::from_lookup`]) and the check of the
 //! per-request ones, [`RequestLimits::admit`], which the router's one middleware runs before any
 //! handler:
 //! - URL longer than `MAX_URL_BYTES` → 414;
@@ -22,6 +23,7 @@ use axum::http::{Request, header};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
+use crate::settings::{Lookup, SettingError};
 
 /// The limits, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,54 @@ impl Default for Limits {
             max_concurrent_requests: 1024,
             shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+impl Limits {
+    /// `MAX_REQUEST_HEADER_BYTES`, `MAX_URL_BYTES`, `MAX_BODY_BYTES`,
+    /// `REQUEST_HEADER_TIMEOUT_SECONDS`, `MAX_CONCURRENT_REQUESTS`, `SHUTDOWN_GRACE_SECONDS`; each
+    /// defaults to [`Limits::default`] and must lie within its range.
+    pub fn from_lookup(settings: &Lookup<'_>) -> Result<Self, SettingError> {
+        let default = Self::default();
+        Ok(Self {
+            // Below 8 KiB ordinary forwarded requests (certificates, bearer tokens) would not fit.
+            max_header_bytes: settings.number(
+                "MAX_REQUEST_HEADER_BYTES",
+                default.max_header_bytes,
+                8 * 1024,
+                1024 * 1024,
+            )?,
+            max_url_bytes: settings.number(
+                "MAX_URL_BYTES",
+                default.max_url_bytes,
+                256,
+                64 * 1024,
+            )?,
+            max_body_bytes: settings.number(
+                "MAX_BODY_BYTES",
+                default.max_body_bytes,
+                0,
+                1024 * 1024,
+            )?,
+            header_read_timeout: Duration::from_secs(settings.number(
+                "REQUEST_HEADER_TIMEOUT_SECONDS",
+                default.header_read_timeout.as_secs(),
+                1,
+                300,
+            )?),
+            max_concurrent_requests: settings.number(
+                "MAX_CONCURRENT_REQUESTS",
+                default.max_concurrent_requests,
+                1,
+                65_536,
+            )?,
+            shutdown_grace: Duration::from_secs(settings.number(
+                "SHUTDOWN_GRACE_SECONDS",
+                default.shutdown_grace.as_secs(),
+                0,
+                120,
+            )?),
+        })
     }
 }
 

@@ -10,49 +10,46 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use iothub_sas_handler::config::Config;
-use iothub_sas_handler::startup::Application;
+use iothub_sas_handler::startup::{Application, StartupError};
+use iothub_sas_handler::tasks::TaskFailure;
 use iothub_sas_handler::telemetry;
 
 fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("configuration error: {error}");
-            return ExitCode::FAILURE;
+    match run() {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        // Why it stopped was logged as it happened; stderr says it once more for the host.
+        Ok(Err(stopped)) => {
+            eprintln!("stopped: {stopped}");
+            ExitCode::FAILURE
         }
-    };
-    if let Err(error) = telemetry::init(&config.log_filter) {
-        eprintln!("configuration error: RUST_LOG: {error}");
-        return ExitCode::FAILURE;
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// Start, then serve until stopped. `Err`: the process could not start; `Ok(Err)`: a background
+/// task stopped (tasks.rs explains why the process must then exit non-zero).
+fn run() -> Result<Result<(), TaskFailure>, StartupError> {
+    let config = Config::from_env()?;
+    telemetry::init(&config.log_filter).map_err(StartupError::LogFilter)?;
     // One thread does everything. Chosen by measurement (docs/benchmarks.md, "Runtime flavour"):
     // a request costs ~10 µs of CPU, so one core serves far more than the Functions host forwards
     // to an instance; on 1 vCPU (Consumption) the multi-thread runtime only adds wake-ups between
     // threads, and on 2 vCPUs it spent more CPU per request for no more throughput. Fewer threads
     // also mean less memory and no dependence on how many CPUs the sandbox reports.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("startup error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let port = config.port;
-    let served = runtime.block_on(async move {
+        .map_err(StartupError::Runtime)?;
+    runtime.block_on(async move {
         let app = Application::build(config).await?;
-        tracing::info!(address = %app.local_addr()?, "listening");
-        app.run_until_stopped(shutdown_signal()).await
-    });
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("startup error: cannot serve on 127.0.0.1:{port}: {error}");
-            ExitCode::FAILURE
+        if let Ok(address) = app.local_addr() {
+            tracing::info!(address = %address, "listening");
         }
-    }
+        Ok(app.run_until_stopped(shutdown_signal()).await)
+    })
 }
 
 /// Completes on Ctrl+C (SIGINT) or SIGTERM. The Functions host itself kills the process outright,

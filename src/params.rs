@@ -1,7 +1,8 @@
 //! The request's inputs, parsed once into types that cannot hold an invalid value.
 //!
 //! **What it owns.** [`DeviceId`] (IoT Hub's device-id rules), [`Ttl`] (an integer number of
-//! seconds within the configured bounds) and [`RawQuery`] (the query string of the seed function's `?deviceid=`
+//! seconds within the configured bounds, [`TokenLifetimes`]: `TOKEN_TTL_SECONDS`,
+//! `TOKEN_MAX_TTL_SECONDS`) and [`RawQuery`] (the query string of the seed function's `?deviceid=`
 //! query). A handler holding a `DeviceId` never checks it again.
 //!
 //! **What it trusts.** Nothing: every byte here comes from the caller. Query keys are matched
@@ -12,6 +13,8 @@
 use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
+
+use crate::settings::{Lookup, SettingError};
 
 /// Longest device id IoT Hub accepts.
 pub const DEVICE_ID_MAX_LEN: usize = 128;
@@ -122,6 +125,48 @@ impl Ttl {
     /// The lifetime in seconds.
     pub fn seconds(self) -> u32 {
         self.0
+    }
+}
+
+/// How long tokens live: the default, and the longest a request may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    /// `TOKEN_TTL_SECONDS`: the lifetime when the request names none.
+    pub default: Ttl,
+    /// `TOKEN_MAX_TTL_SECONDS`: the longest lifetime a request may ask for.
+    pub max: Ttl,
+}
+
+impl TokenLifetimes {
+    /// Default `TOKEN_TTL_SECONDS`: an hour, as the device SDKs use.
+    const DEFAULT_SECONDS: u32 = 3_600;
+    /// Default `TOKEN_MAX_TTL_SECONDS`: a day.
+    const DEFAULT_MAX_SECONDS: u32 = 86_400;
+    /// The longest `TOKEN_MAX_TTL_SECONDS` accepted: a year. Device credentials should be
+    /// short-lived; SDKs misbehave with very long expiries.
+    const MAX_MAX_SECONDS: u32 = 31_536_000;
+
+    /// `TOKEN_MAX_TTL_SECONDS` (60 … a year) and `TOKEN_TTL_SECONDS` (60 … that maximum).
+    pub fn from_lookup(settings: &Lookup<'_>) -> Result<Self, SettingError> {
+        let max = settings.number(
+            "TOKEN_MAX_TTL_SECONDS",
+            Self::DEFAULT_MAX_SECONDS,
+            Ttl::MIN,
+            Self::MAX_MAX_SECONDS,
+        )?;
+        let default = settings.number("TOKEN_TTL_SECONDS", Self::DEFAULT_SECONDS, Ttl::MIN, max)?;
+        Ok(Self {
+            default: Ttl::bound(default).expect("bounded below by Ttl::MIN"),
+            max: Ttl::bound(max).expect("bounded below by Ttl::MIN"),
+        })
+    }
+
+    /// The lifetime a request asked for (`ttl`, unparsed), or the default.
+    pub fn choose(&self, requested: Option<&str>) -> Result<Ttl, TtlError> {
+        match requested {
+            Some(text) => Ttl::parse(text, self.max),
+            None => Ok(self.default),
+        }
     }
 }
 

@@ -30,22 +30,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::params::DeviceId;
 
-/// What the checks found out about one request: the handler fills it in as it goes and leaves
-/// it in the response's extensions; the middleware hands it to [`write()`]. Empty for requests that
-/// reached no handler (404, 405, refused by a limit).
+/// What one request's line records besides its route, status and latency. Built by the token
+/// pipeline from what each step returned and left in the response's extensions; the middleware
+/// hands it to [`write()`]. Empty for requests that reached no handler (404, 405, refused by a
+/// limit).
 #[derive(Debug, Clone, Default)]
 pub struct RequestOutcome {
-    /// The caller's address as the allow list saw it.
-    pub caller_ip: Option<IpAddr>,
+    /// What the caller layers decided.
+    pub caller: CallerFacts,
     /// The validated device id.
     pub device_id: Option<DeviceId>,
+}
+
+/// What the caller layers decided about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerFacts {
+    /// The caller's address as the allow list saw it.
+    pub ip: Option<IpAddr>,
     /// Why the IP layer denied the caller, when it did.
     pub denied: Option<&'static str>,
     /// The client-certificate layer's verdict, when the layer is on.
     pub client_cert: Option<&'static str>,
     /// The bearer-token layer's verdict, when the layer is on.
     pub auth: Option<&'static str>,
-    /// The authenticated caller's object id.
+    /// The token's caller (object id, else client id), when the token was valid.
     pub caller_oid: Option<String>,
 }
 
@@ -117,7 +125,7 @@ impl LineBuffer {
         out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
         out.extend_from_slice(b",\"latency_us\":");
         out.extend_from_slice(itoa::Buffer::new().format(latency_us).as_bytes());
-        if let Some(ip) = outcome.caller_ip {
+        if let Some(ip) = outcome.caller.ip {
             // An address's text is digits, hex, `.` and `:`: nothing to escape.
             out.extend_from_slice(b",\"caller_ip\":\"");
             let _ = write!(out, "{ip}");
@@ -128,10 +136,10 @@ impl LineBuffer {
                 "device_id",
                 outcome.device_id.as_ref().map(DeviceId::as_str),
             ),
-            ("denied", outcome.denied),
-            ("client_cert", outcome.client_cert),
-            ("auth", outcome.auth),
-            ("caller_oid", outcome.caller_oid.as_deref()),
+            ("denied", outcome.caller.denied),
+            ("client_cert", outcome.caller.client_cert),
+            ("auth", outcome.caller.auth),
+            ("caller_oid", outcome.caller.caller_oid.as_deref()),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -192,12 +200,14 @@ mod tests {
     fn a_full_line_is_one_json_object_with_the_telemetry_keys_in_order() {
         let now = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
         let outcome = RequestOutcome {
-            caller_ip: Some("2001:db8::7".parse().expect("an address")),
+            caller: CallerFacts {
+                ip: Some("2001:db8::7".parse().expect("an address")),
+                denied: Some("caller not in ALLOWED_IPS"),
+                client_cert: Some("ok"),
+                auth: Some("ok"),
+                caller_oid: Some("11111111-2222-3333-4444-555555555555".to_owned()),
+            },
             device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
-            denied: Some("caller not in ALLOWED_IPS"),
-            client_cert: Some("ok"),
-            auth: Some("ok"),
-            caller_oid: Some("11111111-2222-3333-4444-555555555555".to_owned()),
         };
         let line = line_at("/api/devices/{deviceId}/sas-token", 200, 34, &outcome, now);
         let expected_timestamp = humantime::format_rfc3339_micros(now).to_string();
@@ -267,7 +277,10 @@ mod tests {
         // The object id comes from a signed token, but is still the caller's text.
         let hostile = "a\"b\\c\nd\u{1}e</script>é";
         let outcome = RequestOutcome {
-            caller_oid: Some(hostile.to_owned()),
+            caller: CallerFacts {
+                caller_oid: Some(hostile.to_owned()),
+                ..CallerFacts::default()
+            },
             ..RequestOutcome::default()
         };
         let value = parse(&line_at("r", 200, 1, &outcome, SystemTime::now()));

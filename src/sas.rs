@@ -6,8 +6,11 @@
 //! integer Unix seconds, `sig` the percent-encoded base64 of HMAC-SHA256(key, `sr + "\n" + se`)
 //! and `skn` the percent-encoded policy name. Azure's Python device SDK produces the same bytes.
 //!
-//! **What it trusts.** Its inputs are already validated ([`DeviceId`], an expiry chosen by the
-//! caller of [`Signer::sign`]); it touches no clock. The key is decoded and keyed into HMAC once,
+//! It also owns the two names a token carries besides the device id: [`HubName`] (the `sr` host)
+//! and [`PolicyName`] (`skn`), parsed once from settings or a connection string.
+//!
+//! **What it trusts.** Its inputs are already validated ([`DeviceId`], [`HubName`],
+//! [`PolicyName`], an expiry chosen by the caller of [`Signer::sign`]); it touches no clock. The key is decoded and keyed into HMAC once,
 //! when the [`Signer`] is built; signing a token clones the prepared HMAC state (no key schedule
 //! per request). Neither [`SigningKey`] nor [`Signer`] can print the key, and both wipe their key
 //! material (the decoded bytes, the prepared HMAC state) when dropped.
@@ -27,6 +30,65 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// An IoT Hub host name, e.g. `contoso.azure-devices.net`: a bare DNS name, not a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubName(String);
+
+/// Why a hub name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be a host name like contoso.azure-devices.net (no scheme, port or path)")]
+pub struct HubNameError;
+
+impl HubName {
+    /// A DNS name of 1–63-character labels of letters, digits and inner dashes, ≤ 253 in all.
+    pub fn parse(text: &str) -> Result<Self, HubNameError> {
+        let is_label = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if text.len() <= 253 && text.split('.').all(is_label) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(HubNameError)
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A shared access policy name (`skn`): printable ASCII without spaces, as IoT Hub's own names
+/// (`iothubowner`, `device`, …) are; it is percent-encoded into the token either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyName(String);
+
+/// Why a policy name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be a shared access policy name (printable ASCII, no spaces)")]
+pub struct PolicyNameError;
+
+impl PolicyName {
+    /// At most 256 printable ASCII characters, no spaces.
+    pub fn parse(text: &str) -> Result<Self, PolicyNameError> {
+        if text.len() <= 256 && text.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(PolicyNameError)
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// A decoded IoT Hub shared access policy key. Zeroed on drop; `Debug` prints no bytes.
 pub struct SigningKey(Zeroizing<Vec<u8>>);
@@ -110,7 +172,8 @@ impl std::fmt::Debug for SasToken {
 }
 
 impl Signer {
-    /// Prepare a signer for `hub` (e.g. `contoso.azure-devices.net`) and `policy`.
+    /// Prepare a signer for `hub` (e.g. `contoso.azure-devices.net`) and `policy`. Any text is
+    /// encoded correctly; the handler passes the validated [`HubName`] and [`PolicyName`].
     pub fn new(hub: &str, policy: &str, key: &SigningKey) -> Self {
         let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0)
             .expect("HMAC-SHA256 accepts keys of any length");

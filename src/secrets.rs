@@ -1,7 +1,9 @@
 //! The current signing key, shared between the request path (many readers) and the one task that
 //! supplies keys (one writer).
 //!
-//! **What it owns.** [`KeyHandle`], the request path's only access to key material. Reading it is a
+//! **What it owns.** Where the key comes from ([`KeySource`]: the settings `IOTHUB_HOSTNAME`,
+//! `IOTHUB_POLICY_NAME`, `IOTHUB_POLICY_KEY` and the seed function's names for them, or Key Vault)
+//! and [`KeyHandle`], the request path's only access to key material. Reading it is a
 //! memory read: no I/O, no await when a key is known. Before the first key is known, a request
 //! waits for it up to a bound and then gives up (the caller answers 503 with `Retry-After`).
 //!
@@ -11,13 +13,71 @@
 //! half-updated signer.
 
 pub mod key_vault;
+pub mod refresh;
+pub mod secret_value;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::sas::Signer;
+use crate::sas::{HubName, PolicyName, Signer, SigningKey};
+use crate::secrets::key_vault::KeyVaultSettings;
+use crate::settings::{Lookup, Name, SettingError};
+
+/// `IOTHUB_HOSTNAME`, the seed's `iothubhostname`.
+pub const IOTHUB_HOSTNAME: Name = Name::with_seed("IOTHUB_HOSTNAME", "iothubhostname");
+/// `IOTHUB_POLICY_NAME`, the seed's `keyname`.
+pub const IOTHUB_POLICY_NAME: Name = Name::with_seed("IOTHUB_POLICY_NAME", "keyname");
+/// `IOTHUB_POLICY_KEY`, the seed's `keyvalue`.
+pub const IOTHUB_POLICY_KEY: Name = Name::with_seed("IOTHUB_POLICY_KEY", "keyvalue");
+
+/// Where the IoT Hub policy key comes from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// `IOTHUB_POLICY_KEY` in app settings: the signer is ready at start-up.
+    Static(Signer),
+    /// `KEYVAULT_URI`: the key is read from Key Vault with the app's managed identity.
+    KeyVault(KeyVaultSettings),
+}
+
+impl KeySource {
+    /// The key in app settings, or — when `KEYVAULT_URI` is set — the Key Vault secret that holds
+    /// it (and then the key setting must be unset).
+    pub fn from_lookup(settings: &Lookup<'_>) -> Result<Self, SettingError> {
+        let hub = settings
+            .optional(&IOTHUB_HOSTNAME)
+            .map(|(setting, hub)| {
+                HubName::parse(&hub).map_err(|e| SettingError::new(setting, e.to_string()))
+            })
+            .transpose()?;
+        let policy = settings
+            .optional(&IOTHUB_POLICY_NAME)
+            .map(|(setting, name)| {
+                PolicyName::parse(&name).map_err(|e| SettingError::new(setting, e.to_string()))
+            })
+            .transpose()?;
+        if !settings.is_set(key_vault::KEYVAULT_URI) {
+            let hub = hub.ok_or_else(|| IOTHUB_HOSTNAME.missing())?;
+            let policy = policy.ok_or_else(|| IOTHUB_POLICY_NAME.missing())?;
+            let (setting, key) = settings.required(&IOTHUB_POLICY_KEY)?;
+            let key = SigningKey::from_base64(&key)
+                .map_err(|e| SettingError::new(setting, e.to_string()))?;
+            return Ok(Self::Static(Signer::new(
+                hub.as_str(),
+                policy.as_str(),
+                &key,
+            )));
+        }
+        if let Some((setting, _)) = settings.optional(&IOTHUB_POLICY_KEY) {
+            return Err(SettingError::new(
+                setting,
+                "must be unset when KEYVAULT_URI is set (the key comes from Key Vault)",
+            ));
+        }
+        KeyVaultSettings::from_lookup(settings, hub, policy).map(Self::KeyVault)
+    }
+}
 
 /// How long a request waits for the first key before it is answered 503.
 pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(5);

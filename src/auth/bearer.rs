@@ -1,11 +1,13 @@
 //! The bearer-token layer: an Entra ID access token from an allowed caller (API Management's
 //! managed identity), checked in the handler even when App Service Authentication is off.
 //!
-//! **What it owns.** The validation policy: RS256 only; signature against the issuer's key named
+//! **What it owns.** Its settings ([`BearerSettings`], the `AUTH_*` app settings) and the
+//! validation policy: RS256 only; signature against the issuer's key named
 //! by `kid` ([`Jwks`]); `iss` exactly the tenant's v1 (`https://sts.windows.net/<tenant>/`) or v2
 //! (`https://login.microsoftonline.com/<tenant>/v2.0`) issuer; `aud` one of `AUTH_AUDIENCE`;
 //! `exp` required, `exp`/`nbf` with 5 minutes of leeway; then the caller (`oid`, or `appid`/`azp`)
-//! in `AUTH_ALLOWED_CALLERS` and, if configured, the role in `roles`.
+//! in `AUTH_ALLOWED_CALLERS` and, if configured, the role in `roles`. A token that passes is the
+//! caller's [`Principal`]: its ids and roles, for the layers after this one.
 //!
 //! **How it fails.** No token → [`BearerRejection::Missing`] (401 `Bearer`); any invalid token →
 //! [`BearerRejection::Invalid`] (401 `invalid_token`), one answer whichever check failed; a valid
@@ -20,6 +22,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 use crate::auth::jwks::{Jwks, KeysUnavailable};
+use crate::settings::{Lookup, SettingError};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(300);
@@ -39,6 +42,80 @@ pub struct BearerSettings {
     pub openid_config_url: String,
     /// `AUTH_JWKS_REFETCH_SECONDS`: the least time between key-set fetches for unknown `kid`s.
     pub jwks_refetch: Duration,
+}
+
+impl BearerSettings {
+    /// The layer is on when `AUTH_TENANT_ID` is set, and then it must be complete
+    /// (`AUTH_AUDIENCE`, `AUTH_ALLOWED_CALLERS`); its other settings without it are refused.
+    pub fn from_lookup(settings: &Lookup<'_>) -> Result<Option<Self>, SettingError> {
+        let Some(tenant_id) = settings.get("AUTH_TENANT_ID") else {
+            for dependent in [
+                "AUTH_AUDIENCE",
+                "AUTH_ALLOWED_CALLERS",
+                "AUTH_REQUIRED_ROLE",
+            ] {
+                if settings.is_set(dependent) {
+                    return Err(SettingError::new(
+                        "AUTH_TENANT_ID",
+                        format!("is required when {dependent} is set"),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let tenant_id = tenant_id.trim().to_ascii_lowercase();
+        if !is_guid(&tenant_id) {
+            return Err(SettingError::new(
+                "AUTH_TENANT_ID",
+                "must be the tenant's id (a GUID), as it appears in the token's issuer",
+            ));
+        }
+        let list = |setting: &'static str| -> Result<Vec<String>, SettingError> {
+            match settings.list(setting) {
+                Some(items) if !items.is_empty() => Ok(items),
+                _ => Err(SettingError::new(
+                    setting,
+                    "is required when AUTH_TENANT_ID is set (a comma-separated list)",
+                )),
+            }
+        };
+        let audiences = list("AUTH_AUDIENCE")?;
+        let allowed_callers = list("AUTH_ALLOWED_CALLERS")?;
+        let openid_config_url = settings.get("AUTH_OPENID_CONFIG_URL").unwrap_or_else(|| {
+            format!(
+                "https://login.microsoftonline.com/{tenant_id}/v2.0/.well-known/openid-configuration"
+            )
+        });
+        if !openid_config_url.starts_with("https://") || openid_config_url.len() <= "https://".len()
+        {
+            return Err(SettingError::new(
+                "AUTH_OPENID_CONFIG_URL",
+                "must be an https URL",
+            ));
+        }
+        let jwks_refetch =
+            Duration::from_secs(settings.number("AUTH_JWKS_REFETCH_SECONDS", 60, 1, 3_600)?);
+        Ok(Some(Self {
+            tenant_id,
+            audiences,
+            allowed_callers,
+            required_role: settings
+                .get("AUTH_REQUIRED_ROLE")
+                .map(|r| r.trim().to_owned()),
+            openid_config_url,
+            jwks_refetch,
+        }))
+    }
+}
+
+/// `8-4-4-4-12` hex digits.
+pub fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The prepared layer.
@@ -78,12 +155,46 @@ impl BearerRejection {
     }
 }
 
-/// The outcome of [`BearerAuth::authenticate`].
+/// Who a valid token says the caller is: the identity of an allowed caller, as Entra ID wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Principal {
+    /// `oid`: the caller's object (principal) id.
+    pub object_id: Option<String>,
+    /// `appid` (v1 tokens): the caller's client (application) id.
+    pub app_id: Option<String>,
+    /// `azp` (v2 tokens): the caller's client (application) id.
+    pub authorized_party: Option<String>,
+    /// `roles`: the app roles assigned to the caller.
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// Every id the caller may be known by: `oid`, `appid`, `azp` (those present).
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        [&self.object_id, &self.app_id, &self.authorized_party]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// The id the log line records: the object id, else the client id.
+    pub fn log_id(&self) -> Option<&str> {
+        self.ids().next()
+    }
+
+    /// Whether `roles` holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A request the layer did not let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Allowed, or why not.
-    pub result: Result<(), BearerRejection>,
-    /// The caller's object id (or client id), when the token was valid.
+pub struct Refusal {
+    /// Why.
+    pub reason: BearerRejection,
+    /// The caller's id when the token itself was valid (the caller was then not allowed), so the
+    /// log can say who was refused.
     pub caller: Option<String>,
 }
 
@@ -97,9 +208,21 @@ struct Claims {
     roles: Vec<String>,
 }
 
+impl From<Claims> for Principal {
+    fn from(claims: Claims) -> Self {
+        Self {
+            object_id: claims.oid,
+            app_id: claims.appid,
+            authorized_party: claims.azp,
+            roles: claims.roles,
+        }
+    }
+}
+
 impl BearerAuth {
     /// Prepare the layer; the key set is fetched by [`Jwks::keep_fresh`], started by the caller.
-    pub fn new(settings: &BearerSettings) -> Result<Self, String> {
+    /// Fails only if the https client cannot be built (e.g. no usable root certificates).
+    pub fn new(settings: &BearerSettings) -> Result<Self, reqwest::Error> {
         let jwks = Jwks::new(settings.openid_config_url.clone(), settings.jwks_refetch)?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY.as_secs();
@@ -127,26 +250,21 @@ impl BearerAuth {
         &self.jwks
     }
 
-    /// Check the request's bearer token. The verdict carries the caller's object id (or client id
-    /// when the token has no `oid`) whenever the token itself was valid — also when that caller is
-    /// then refused, so the log can say who was refused.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Verdict {
-        match self.validate(headers).await {
-            Ok(claims) => {
-                let caller = claims
-                    .oid
-                    .clone()
-                    .or_else(|| claims.appid.clone())
-                    .or_else(|| claims.azp.clone());
-                Verdict {
-                    result: self.authorize(&claims),
-                    caller,
-                }
-            }
-            Err(rejection) => Verdict {
-                result: Err(rejection),
+    /// Check the request's bearer token: the caller's [`Principal`] if the token is valid and the
+    /// caller allowed. A refusal of a valid token still names the caller, so the log can say who
+    /// was refused.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
+        let principal =
+            Principal::from(self.validate(headers).await.map_err(|reason| Refusal {
+                reason,
                 caller: None,
-            },
+            })?);
+        match self.authorize(&principal) {
+            Ok(()) => Ok(principal),
+            Err(reason) => Err(Refusal {
+                reason,
+                caller: principal.log_id().map(str::to_owned),
+            }),
         }
     }
 
@@ -170,16 +288,12 @@ impl BearerAuth {
     }
 
     /// Whether a valid token's caller may ask for tokens.
-    fn authorize(&self, claims: &Claims) -> Result<(), BearerRejection> {
-        let allowed = [&claims.oid, &claims.appid, &claims.azp]
-            .into_iter()
-            .flatten()
-            .any(|id| self.allowed_callers.contains(id.as_str()));
-        if !allowed {
+    fn authorize(&self, principal: &Principal) -> Result<(), BearerRejection> {
+        if !principal.ids().any(|id| self.allowed_callers.contains(id)) {
             return Err(BearerRejection::CallerNotAllowed);
         }
         if let Some(role) = &self.required_role
-            && !claims.roles.iter().any(|r| r == role)
+            && !principal.has_role(role)
         {
             return Err(BearerRejection::RoleMissing);
         }

@@ -7,6 +7,10 @@
 //! was presented is undocumented, so this layer is a pin on *which* certificate, not proof of
 //! possession: pair it with the platform's client-certificate mode `Required`.
 //!
+//! **What it owns.** `CLIENT_CERT_THUMBPRINTS` ([`Thumbprints::from_lookup`]) and the check. A
+//! certificate that passes is returned as its [`CertificateThumbprints`], for the layers after
+//! this one.
+//!
 //! **How it fails.** Closed: missing, unparsable, outside its validity period or unknown → denied.
 //! Thumbprints are compared in constant time.
 
@@ -20,11 +24,32 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
 
+use crate::settings::{Lookup, SettingError};
+
 /// The accepted thumbprints (SHA-1 or SHA-256 of the DER certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Thumbprints {
     sha1: Vec<[u8; 20]>,
     sha256: Vec<[u8; 32]>,
+}
+
+/// The SHA-1 and SHA-256 thumbprints of a certificate the layer accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateThumbprints {
+    /// SHA-1 of the DER certificate (what the Azure portal shows).
+    pub sha1: [u8; 20],
+    /// SHA-256 of the DER certificate.
+    pub sha256: [u8; 32],
+}
+
+impl CertificateThumbprints {
+    /// The thumbprints of the DER certificate `der`.
+    pub fn of(der: &[u8]) -> Self {
+        Self {
+            sha1: Sha1::digest(der).into(),
+            sha256: Sha256::digest(der).into(),
+        }
+    }
 }
 
 /// Why `CLIENT_CERT_THUMBPRINTS` was refused.
@@ -67,6 +92,17 @@ impl CertRejection {
 }
 
 impl Thumbprints {
+    /// `CLIENT_CERT_THUMBPRINTS`: the layer is on when it is set.
+    pub fn from_lookup(settings: &Lookup<'_>) -> Result<Option<Self>, SettingError> {
+        settings
+            .get("CLIENT_CERT_THUMBPRINTS")
+            .map(|text| {
+                Self::parse(&text)
+                    .map_err(|e| SettingError::new("CLIENT_CERT_THUMBPRINTS", e.to_string()))
+            })
+            .transpose()
+    }
+
     /// Parse comma-separated hex thumbprints (case-insensitive; spaces and colons inside a
     /// thumbprint, as some tools print them, are ignored).
     pub fn parse(text: &str) -> Result<Self, ThumbprintError> {
@@ -94,12 +130,12 @@ impl Thumbprints {
         Ok(thumbprints)
     }
 
-    /// Check the forwarded certificate at time `now`.
+    /// Check the forwarded certificate at time `now`; the accepted certificate's thumbprints.
     pub fn check(
         &self,
         header: Option<&HeaderValue>,
         now: SystemTime,
-    ) -> Result<(), CertRejection> {
+    ) -> Result<CertificateThumbprints, CertRejection> {
         let header = header.ok_or(CertRejection::Missing)?;
         let der = BASE64
             .decode(header.as_bytes().trim_ascii())
@@ -120,23 +156,22 @@ impl Thumbprints {
         if now > validity.not_after {
             return Err(CertRejection::Expired);
         }
-        if self.matches(&der) {
-            Ok(())
+        let presented = CertificateThumbprints::of(&der);
+        if self.matches(&presented) {
+            Ok(presented)
         } else {
             Err(CertRejection::UnknownThumbprint)
         }
     }
 
-    /// Whether `der` hashes to one of the thumbprints; every entry is compared, in constant time.
-    fn matches(&self, der: &[u8]) -> bool {
-        let sha1: [u8; 20] = Sha1::digest(der).into();
-        let sha256: [u8; 32] = Sha256::digest(der).into();
+    /// Whether `presented` is one of the thumbprints; every entry is compared, in constant time.
+    fn matches(&self, presented: &CertificateThumbprints) -> bool {
         let mut found = subtle::Choice::from(0);
         for candidate in &self.sha1 {
-            found |= candidate.ct_eq(&sha1);
+            found |= candidate.ct_eq(&presented.sha1);
         }
         for candidate in &self.sha256 {
-            found |= candidate.ct_eq(&sha256);
+            found |= candidate.ct_eq(&presented.sha256);
         }
         found.into()
     }

@@ -18,7 +18,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::secrets::key_vault::error_chain;
+use crate::telemetry::error_chain;
 
 /// The longest a metadata + key-set fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,13 +56,12 @@ pub struct KeysUnavailable;
 
 impl Jwks {
     /// A cache for the issuer described at `metadata_url`; nothing is fetched yet.
-    pub fn new(metadata_url: String, min_refetch: Duration) -> Result<Self, String> {
+    pub fn new(metadata_url: String, min_refetch: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .https_only(true)
-            .build()
-            .map_err(|e| error_chain(&e))?;
+            .build()?;
         Ok(Self(Arc::new(Inner {
             http,
             metadata_url,

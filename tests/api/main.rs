@@ -12,4 +12,5 @@ mod logs;
 mod soak;
 mod stand_ins;
 mod stand_ins_sdk;
+mod startup_errors;
 mod tokens;

@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 
 use iothub_sas_handler::config::Config;
-use iothub_sas_handler::startup::Application;
+use iothub_sas_handler::startup::{Application, StartupError};
 use iothub_sas_handler::telemetry;
 
 #[cfg(feature = "mimalloc")]
@@ -20,43 +20,31 @@ use iothub_sas_handler::telemetry;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("configuration error: {error}");
-            return ExitCode::FAILURE;
+            eprintln!("{error}");
+            ExitCode::FAILURE
         }
-    };
-    if let Err(error) = telemetry::init(&config.log_filter) {
-        eprintln!("configuration error: RUST_LOG: {error}");
-        return ExitCode::FAILURE;
     }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env().map_err(StartupError::from)?;
+    telemetry::init(&config.log_filter).map_err(StartupError::LogFilter)?;
     let flavour = std::env::var("BENCH_RUNTIME").unwrap_or_default();
     let mut builder = match flavour.as_str() {
         "current" => tokio::runtime::Builder::new_current_thread(),
         "multi" => tokio::runtime::Builder::new_multi_thread(),
-        _ => {
-            eprintln!("configuration error: BENCH_RUNTIME: expected `current` or `multi`");
-            return ExitCode::FAILURE;
-        }
+        _ => return Err("configuration error: BENCH_RUNTIME: expected `current` or `multi`".into()),
     };
-    let Ok(runtime) = builder.enable_all().build() else {
-        eprintln!("startup error: cannot start the async runtime");
-        return ExitCode::FAILURE;
-    };
-    let port = config.port;
-    let served = runtime.block_on(async move {
+    let runtime = builder.enable_all().build().map_err(StartupError::Runtime)?;
+    runtime.block_on(async move {
         let app = Application::build(config).await?;
         tracing::info!(address = %app.local_addr()?, "listening");
-        app.run_until_stopped(shutdown_signal()).await
-    });
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("startup error: cannot serve on 127.0.0.1:{port}: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        app.run_until_stopped(shutdown_signal()).await?;
+        Ok(())
+    })
 }
 
 async fn shutdown_signal() {
