@@ -3,7 +3,7 @@
 //! **What it owns.** Reading the process environment once, at start-up ([`Config::from_env`]),
 //! and calling each layer's own parser in turn: the caller layers ([`CallerSettings`]), token
 //! lifetimes ([`TokenLifetimes`]), the server ([`ServerSettings`]), the key source ([`KeySource`])
-//! and the log filter; and, when any of them makes https calls, `SSL_CERT_FILE`
+//! per-caller scoping ([`Scopes`]) and the log filter; and, when any of them makes https calls, `SSL_CERT_FILE`
 //! ([`https_roots`]). Each layer defines its settings' names, defaults and rules; this module
 //! defines none. It also publishes the list of every setting the handler reads ([`SETTINGS`],
 //! [`PLATFORM_SETTINGS`], [`SEED_SETTINGS`]), checked here against what the parsers ask for.
@@ -17,6 +17,7 @@
 use crate::caller::CallerSettings;
 use crate::https_roots;
 use crate::params::TokenLifetimes;
+use crate::scope::Scopes;
 use crate::secrets::KeySource;
 use crate::server::ServerSettings;
 use crate::settings::{Lookup, SettingError};
@@ -31,8 +32,10 @@ pub struct Config {
     pub lifetimes: TokenLifetimes,
     /// The port and the limits.
     pub server: ServerSettings,
-    /// Where the signing key comes from.
+    /// Where the signing key comes from, in which signing mode.
     pub key_source: KeySource,
+    /// `DEVICE_SCOPES`: which devices each caller may get tokens for; `None`: any device.
+    pub scopes: Option<Scopes>,
     /// `RUST_LOG`: the log filter.
     pub log_filter: String,
 }
@@ -46,6 +49,11 @@ pub const SETTINGS: &[&str] = &[
     "IOTHUB_HOSTNAME",
     "IOTHUB_POLICY_NAME",
     "IOTHUB_POLICY_KEY",
+    "SIGNING_MODE",
+    "ENROLLMENT_GROUP_KEY",
+    "ENROLLMENT_GROUP_KEY_SECRET",
+    "DPS_ID_SCOPE",
+    "DEVICE_SCOPES",
     "ALLOWED_IPS",
     "XFF_DEPTH",
     "TOKEN_TTL_SECONDS",
@@ -91,11 +99,18 @@ impl Config {
     /// An empty or all-whitespace value counts as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
         let settings = Lookup::new(&lookup);
+        let callers = CallerSettings::from_lookup(&settings)?;
+        let scopes = Scopes::from_lookup(
+            &settings,
+            callers.bearer.is_some(),
+            callers.client_cert.is_some(),
+        )?;
         let config = Self {
-            callers: CallerSettings::from_lookup(&settings)?,
+            callers,
             lifetimes: TokenLifetimes::from_lookup(&settings)?,
             server: ServerSettings::from_lookup(&settings)?,
             key_source: KeySource::from_lookup(&settings)?,
+            scopes,
             log_filter: telemetry::filter_from_lookup(&settings),
         };
         if config.uses_https() {
@@ -116,6 +131,7 @@ mod tests {
     use super::*;
     use crate::client_ip::XffDepth;
     use crate::limits::Limits;
+    use crate::secrets::secret_value::SecretUse;
     use crate::telemetry::DEFAULT_LOG_FILTER;
     use std::collections::HashMap;
     use std::time::Duration;
@@ -319,8 +335,11 @@ mod tests {
             panic!("expected Key Vault");
         };
         assert_eq!(kv.refresh, Duration::from_secs(300));
+        let SecretUse::HubPolicy { hub, .. } = &kv.secret_use else {
+            panic!("expected a hub policy secret");
+        };
         assert_eq!(
-            kv.hub.as_ref().map(|hub| hub.as_str()),
+            hub.as_ref().map(|hub| hub.as_str()),
             Some("contoso.azure-devices.net")
         );
 

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::params::{DeviceIdError, QueryError, TtlError};
+use crate::params::{DeviceIdError, ModuleIdError, QueryError, RegistrationIdError, TtlError};
 
 /// What went wrong with a request, from the caller's point of view.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +19,20 @@ pub enum ApiError {
     /// Return `400 Bad Request`: the device id breaks IoT Hub's rules.
     #[error(transparent)]
     InvalidDeviceId(#[from] DeviceIdError),
+    /// Return `400 Bad Request`: the module id breaks IoT Hub's rules.
+    #[error(transparent)]
+    InvalidModuleId(#[from] ModuleIdError),
+    /// Return `400 Bad Request`: the registration id breaks DPS's rules.
+    #[error(transparent)]
+    InvalidRegistrationId(#[from] RegistrationIdError),
+    /// Return `400 Bad Request`: in enrollment-group mode a device id is its DPS registration id,
+    /// and this one is not a valid registration id.
+    #[error("in enrollment-group mode the device id is its DPS registration id: {0}")]
+    DeviceIdNotRegistrationId(RegistrationIdError),
+    /// Return `404 Not Found`: module tokens are not available in enrollment-group mode (DPS
+    /// provisions device keys, not module keys).
+    #[error("module tokens unavailable")]
+    ModuleTokensUnavailable,
     /// Return `400 Bad Request`: `ttl` is not an integer within bounds.
     #[error(transparent)]
     InvalidTtl(#[from] TtlError),
@@ -75,10 +89,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::CallerNotAllowed => StatusCode::FORBIDDEN,
-            Self::InvalidDeviceId(_) | Self::InvalidTtl(_) | Self::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidDeviceId(_)
+            | Self::InvalidModuleId(_)
+            | Self::InvalidRegistrationId(_)
+            | Self::DeviceIdNotRegistrationId(_)
+            | Self::InvalidTtl(_)
+            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound | Self::ModuleTokensUnavailable => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::KeyUnavailable | Self::Overloaded | Self::AuthKeysUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -99,6 +116,22 @@ impl ApiError {
             Self::InvalidDeviceId(_) => (
                 "urn:iothub-sas:problem:invalid-device-id",
                 "Invalid device id",
+            ),
+            Self::InvalidModuleId(_) => (
+                "urn:iothub-sas:problem:invalid-module-id",
+                "Invalid module id",
+            ),
+            Self::InvalidRegistrationId(_) => (
+                "urn:iothub-sas:problem:invalid-registration-id",
+                "Invalid registration id",
+            ),
+            Self::DeviceIdNotRegistrationId(_) => (
+                "urn:iothub-sas:problem:invalid-device-id",
+                "Invalid device id",
+            ),
+            Self::ModuleTokensUnavailable => (
+                "urn:iothub-sas:problem:module-tokens-unavailable",
+                "Module tokens unavailable",
             ),
             Self::InvalidTtl(_) => ("urn:iothub-sas:problem:invalid-ttl", "Invalid ttl"),
             Self::InvalidQuery(_) => ("urn:iothub-sas:problem:invalid-query", "Invalid query"),
@@ -147,7 +180,15 @@ impl ApiError {
             }
             Self::UriTooLong => "The URL is longer than this service accepts.".to_owned(),
             Self::PayloadTooLarge => "These routes take no request body.".to_owned(),
+            Self::ModuleTokensUnavailable => {
+                "This function signs with a DPS enrollment group key: \
+                 DPS provisions device keys, not module keys, so it issues no module tokens."
+                    .to_owned()
+            }
             Self::InvalidDeviceId(e) => e.to_string(),
+            Self::InvalidModuleId(e) => e.to_string(),
+            Self::InvalidRegistrationId(e) => e.to_string(),
+            Self::DeviceIdNotRegistrationId(_) => self.to_string(),
             Self::InvalidTtl(e) => e.to_string(),
             Self::InvalidQuery(e) => e.to_string(),
         }
@@ -210,6 +251,16 @@ mod tests {
             (ApiError::CallerNotAllowed, 403),
             (ApiError::InvalidDeviceId(DeviceIdError::TooLong), 400),
             (ApiError::InvalidTtl(TtlError::TooShort), 400),
+            (ApiError::InvalidModuleId(ModuleIdError::Missing), 400),
+            (
+                ApiError::InvalidRegistrationId(RegistrationIdError::BadCharacter),
+                400,
+            ),
+            (
+                ApiError::DeviceIdNotRegistrationId(RegistrationIdError::BadCharacter),
+                400,
+            ),
+            (ApiError::ModuleTokensUnavailable, 404),
             (ApiError::InvalidQuery(QueryError::Repeated("ttl")), 400),
             (ApiError::NotFound, 404),
             (ApiError::MethodNotAllowed, 405),

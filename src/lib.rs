@@ -53,6 +53,7 @@ pub mod params;
 pub mod request_log;
 pub mod routes;
 pub mod sas;
+pub mod scope;
 pub mod secrets;
 pub mod server;
 pub mod settings;

@@ -1,6 +1,7 @@
 //! The request's inputs, parsed once into types that cannot hold an invalid value.
 //!
-//! **What it owns.** [`DeviceId`] (IoT Hub's device-id rules), [`Ttl`] (an integer number of
+//! **What it owns.** [`DeviceId`] and [`ModuleId`] (IoT Hub's identity rules),
+//! [`RegistrationId`] (DPS's rules, lower case only — see its doc), [`Ttl`] (an integer number of
 //! seconds within the configured bounds, [`TokenLifetimes`]: `TOKEN_TTL_SECONDS`,
 //! `TOKEN_MAX_TTL_SECONDS`) and [`RawQuery`] (the query string of the seed function's `?deviceid=`
 //! query). A handler holding a `DeviceId` never checks it again.
@@ -66,6 +67,95 @@ impl DeviceId {
 
 fn is_device_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b)
+}
+
+/// A module id IoT Hub accepts: the same rules as a device id (1–128 ASCII characters,
+/// alphanumerics plus `- . % _ * ? ! ( ) , : = @ $ '`). IoT Hub's table also lists `+` and `#` for
+/// modules, but the device SDKs do not support them, so neither does this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleId(String);
+
+/// Why a module id was refused; the text is safe to return to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleIdError {
+    /// An empty id.
+    #[error("a module id is required")]
+    Missing,
+    /// Longer than 128 characters.
+    #[error("the module id is longer than 128 characters")]
+    TooLong,
+    /// A character outside IoT Hub's set.
+    #[error(
+        "the module id may contain only ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
+    )]
+    BadCharacter,
+}
+
+impl ModuleId {
+    /// Validate an already percent-decoded id.
+    pub fn parse(id: &str) -> Result<Self, ModuleIdError> {
+        match DeviceId::parse(id) {
+            Ok(DeviceId(id)) => Ok(Self(id)),
+            Err(DeviceIdError::Missing) => Err(ModuleIdError::Missing),
+            Err(DeviceIdError::TooLong) => Err(ModuleIdError::TooLong),
+            Err(DeviceIdError::BadCharacter) => Err(ModuleIdError::BadCharacter),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A DPS registration id: 1–128 characters of lower-case ASCII letters, digits and `- . _ :`,
+/// ending in a letter, a digit or `-`.
+///
+/// **Why lower case only.** DPS documents registration ids as case-insensitive, but the service
+/// has been reported to refuse upper-case ones ("Invalid RegistrationId", azure-docs#52813,
+/// azure-iot-sdk-c#405) and the Python provisioning SDK documents them as lower-case. A device's
+/// key in an enrollment group is an HMAC of the id's exact bytes, so `Sensor-1` and `sensor-1`
+/// would get different keys for what DPS may treat as one registration: one id must have one
+/// spelling, and the one DPS is known to accept is lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationId(String);
+
+/// Why a registration id was refused; the text is safe to return to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationIdError {
+    /// An empty id.
+    #[error("a registration id is required")]
+    Missing,
+    /// Longer than 128 characters.
+    #[error("the registration id is longer than 128 characters")]
+    TooLong,
+    /// A character outside DPS's set, an upper-case letter, or a bad last character.
+    #[error(
+        "the registration id may contain only lower-case ASCII letters, digits and - . _ : and must end in a letter, a digit or -"
+    )]
+    BadCharacter,
+}
+
+impl RegistrationId {
+    /// Validate an already percent-decoded id.
+    pub fn parse(id: &str) -> Result<Self, RegistrationIdError> {
+        let Some(&last) = id.as_bytes().last() else {
+            return Err(RegistrationIdError::Missing);
+        };
+        if id.len() > DEVICE_ID_MAX_LEN {
+            return Err(RegistrationIdError::TooLong);
+        }
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._:".contains(&b);
+        if !id.bytes().all(allowed) || !(last.is_ascii_alphanumeric() || last == b'-') {
+            return Err(RegistrationIdError::BadCharacter);
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A token lifetime in seconds, within `[Ttl::MIN, max]`.
@@ -246,6 +336,56 @@ mod tests {
         ];
         for (id, want) in cases {
             assert_eq!(DeviceId::parse(id), Err(want), "id {id:?}");
+        }
+    }
+
+    #[test]
+    fn module_ids_follow_the_device_id_rules() {
+        assert_eq!(
+            ModuleId::parse("edge-agent.1").map(|m| m.as_str().to_owned()),
+            Ok("edge-agent.1".to_owned())
+        );
+        assert_eq!(ModuleId::parse(""), Err(ModuleIdError::Missing));
+        assert_eq!(
+            ModuleId::parse(&"m".repeat(129)),
+            Err(ModuleIdError::TooLong)
+        );
+        for bad in ["a/b", "a+b", "a#b", "a b"] {
+            assert_eq!(
+                ModuleId::parse(bad),
+                Err(ModuleIdError::BadCharacter),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn registration_ids_follow_dps_rules_in_lower_case() {
+        for ok in [
+            "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6",
+            "a",
+            "a.b_c:d-",
+            &"r".repeat(128),
+        ] {
+            assert!(
+                RegistrationId::parse(ok).is_ok(),
+                "{ok:?} should be accepted"
+            );
+        }
+        let cases = [
+            ("", RegistrationIdError::Missing),
+            (&*"r".repeat(129), RegistrationIdError::TooLong),
+            ("Sensor-1", RegistrationIdError::BadCharacter),
+            ("a.", RegistrationIdError::BadCharacter),
+            ("a_", RegistrationIdError::BadCharacter),
+            ("a:", RegistrationIdError::BadCharacter),
+            ("a*b", RegistrationIdError::BadCharacter),
+            ("a/b", RegistrationIdError::BadCharacter),
+            ("a%2Fb", RegistrationIdError::BadCharacter),
+            ("dévice", RegistrationIdError::BadCharacter),
+        ];
+        for (id, want) in cases {
+            assert_eq!(RegistrationId::parse(id), Err(want), "id {id:?}");
         }
     }
 

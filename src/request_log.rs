@@ -9,7 +9,10 @@
 //! {"timestamp":"2026-11-23T08:37:55.486186Z","level":"INFO","message":"request","route":"/api/devices/{deviceId}/sas-token","status":200,"latency_us":34,"caller_ip":"127.0.0.1","device_id":"dev-1","target":"request"}
 //! ```
 //!
-//! Fields without a value are left out, as `tracing` leaves out an empty `Option`.
+//! Fields without a value are left out, as `tracing` leaves out an empty `Option`. An issued
+//! token's line is its audit record: besides the ids it carries `scope` (the `DEVICE_SCOPES` key
+//! that allowed it), `signing_mode`, `key_version` (the Key Vault secret version) and
+//! `expires_on` — never the token or a key.
 //!
 //! **Why by hand.** The line is written for every request, and through `tracing`'s JSON formatter
 //! it was the largest part of a request's user-space cost (about 17,000 instructions and a dozen
@@ -20,15 +23,16 @@
 //! `request` is enabled at `info` (`RUST_LOG=warn` or `request=off` turns it off).
 //!
 //! **What it trusts.** Its caller to pass only fields that are safe to log: a route template, the
-//! caller's address, a validated device id, fixed verdict strings, an object id — never a key, a
-//! token, the URI or a header. Strings are JSON-escaped here whatever they contain.
+//! caller's address, validated ids, fixed verdict strings, an object id, a scope key, a secret
+//! version — never a key, a token, the URI or a header. Strings are JSON-escaped here whatever they contain.
 
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::params::DeviceId;
+use crate::params::{DeviceId, ModuleId, RegistrationId};
 
 /// What one request's line records besides its route, status and latency. Built by the token
 /// pipeline from what each step returned and left in the response's extensions; the middleware
@@ -40,6 +44,27 @@ pub struct RequestOutcome {
     pub caller: CallerFacts,
     /// The validated device id.
     pub device_id: Option<DeviceId>,
+    /// The validated module id.
+    pub module_id: Option<ModuleId>,
+    /// The validated registration id.
+    pub registration_id: Option<RegistrationId>,
+    /// Why a caller the layers let through was refused this device (`DEVICE_SCOPES`).
+    pub scope_denied: Option<&'static str>,
+    /// The audit record of an issued token.
+    pub issued: Option<IssuedFacts>,
+}
+
+/// What was issued: never the token or a key, only what an auditor needs to find it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedFacts {
+    /// The token's expiry (`se`), RFC 3339.
+    pub expires_on: String,
+    /// `hub-policy` or `enrollment-group`.
+    pub signing_mode: &'static str,
+    /// The `DEVICE_SCOPES` key whose rule allowed the device, when scoping is on.
+    pub scope: Option<Arc<str>>,
+    /// The Key Vault secret version the key came from, for a Key Vault key.
+    pub key_version: Option<Arc<str>>,
 }
 
 /// What the caller layers decided about one request.
@@ -131,15 +156,28 @@ impl LineBuffer {
             let _ = write!(out, "{ip}");
             out.push(b'"');
         }
+        let issued = outcome.issued.as_ref();
         let optional = [
             (
                 "device_id",
                 outcome.device_id.as_ref().map(DeviceId::as_str),
             ),
-            ("denied", outcome.caller.denied),
+            (
+                "module_id",
+                outcome.module_id.as_ref().map(ModuleId::as_str),
+            ),
+            (
+                "registration_id",
+                outcome.registration_id.as_ref().map(RegistrationId::as_str),
+            ),
+            ("denied", outcome.caller.denied.or(outcome.scope_denied)),
             ("client_cert", outcome.caller.client_cert),
             ("auth", outcome.caller.auth),
             ("caller_oid", outcome.caller.caller_oid.as_deref()),
+            ("scope", issued.and_then(|i| i.scope.as_deref())),
+            ("signing_mode", issued.map(|i| i.signing_mode)),
+            ("key_version", issued.and_then(|i| i.key_version.as_deref())),
+            ("expires_on", issued.map(|i| i.expires_on.as_str())),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -208,6 +246,7 @@ mod tests {
                 caller_oid: Some("11111111-2222-3333-4444-555555555555".to_owned()),
             },
             device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
+            ..RequestOutcome::default()
         };
         let line = line_at("/api/devices/{deviceId}/sas-token", 200, 34, &outcome, now);
         let expected_timestamp = humantime::format_rfc3339_micros(now).to_string();
@@ -250,6 +289,56 @@ mod tests {
             .map(|key| line.find(&format!("\"{key}\":")).expect("key present"))
             .collect();
         assert!(positions.is_sorted(), "keys out of order: {line}");
+    }
+
+    #[test]
+    fn an_issued_token_line_is_its_audit_record() {
+        let outcome = RequestOutcome {
+            device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
+            module_id: Some(ModuleId::parse("edge").expect("a valid id")),
+            registration_id: Some(RegistrationId::parse("reg-1").expect("a valid id")),
+            issued: Some(IssuedFacts {
+                expires_on: "2026-12-01T15:00:00Z".to_owned(),
+                signing_mode: "hub-policy",
+                scope: Some(Arc::from("role:Fleet.A")),
+                key_version: Some(Arc::from("0123456789abcdef0123456789abcdef")),
+            }),
+            ..RequestOutcome::default()
+        };
+        let line = line_at("r", 200, 1, &outcome, SystemTime::now());
+        let value = parse(&line);
+        for (key, want) in [
+            ("device_id", "dev-1"),
+            ("module_id", "edge"),
+            ("registration_id", "reg-1"),
+            ("scope", "role:Fleet.A"),
+            ("signing_mode", "hub-policy"),
+            ("key_version", "0123456789abcdef0123456789abcdef"),
+            ("expires_on", "2026-12-01T15:00:00Z"),
+        ] {
+            assert_eq!(value[key], want, "{key} in {line}");
+        }
+        let positions: Vec<usize> = [
+            "device_id",
+            "module_id",
+            "registration_id",
+            "scope",
+            "signing_mode",
+            "key_version",
+            "expires_on",
+            "target",
+        ]
+        .iter()
+        .map(|key| line.find(&format!("\"{key}\":")).expect("key present"))
+        .collect();
+        assert!(positions.is_sorted(), "keys out of order: {line}");
+
+        let refused = RequestOutcome {
+            scope_denied: Some("device outside the caller's DEVICE_SCOPES"),
+            ..RequestOutcome::default()
+        };
+        let value = parse(&line_at("r", 403, 1, &refused, SystemTime::now()));
+        assert_eq!(value["denied"], "device outside the caller's DEVICE_SCOPES");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the request log line).
 //!
 //! **What it owns.** [`Route`]: every route's template (which is also its name in the log line)
-//! and the Functions function that serves it; which raw inputs each route hands to
+//! and the Functions function that serves it; which routes are served (the DPS registration
+//! route only when registration tokens can be signed); which raw inputs each route hands to
 //! [`issuance`](crate::issuance); 405 with `Allow` for other methods on a route, 404 elsewhere.
 //! Paths are as the Functions host forwards them with `enableForwardingHttpRequest`: the full
 //! original path including the `api` route prefix.
@@ -17,12 +18,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::error::ApiError;
-use crate::issuance::{RawInputs, TokenService};
+use crate::issuance::{RawInputs, RawSubject, TokenService};
 use crate::limits::RequestLimits;
 use crate::params::{DeviceIdError, RawQuery};
 use crate::request_log::{self, RequestOutcome};
@@ -32,19 +34,30 @@ use crate::request_log::{self, RequestOutcome};
 pub enum Route {
     /// `GET /api/devices/{deviceId}/sas-token[?ttl=SECONDS]`.
     DeviceToken,
+    /// `GET /api/devices/{deviceId}/modules/{moduleId}/sas-token[?ttl=SECONDS]`.
+    ModuleToken,
+    /// `GET /api/registrations/{registrationId}/sas-token[?ttl=SECONDS]`: a DPS registration token.
+    RegistrationToken,
     /// `GET /api/getSASTokenByDeviceID?deviceid=ID[&ttl=SECONDS]`: the seed function's interface.
     LegacyDeviceToken,
 }
 
 impl Route {
     /// Every route, in the order the README lists them.
-    pub const ALL: [Route; 2] = [Route::DeviceToken, Route::LegacyDeviceToken];
+    pub const ALL: [Route; 4] = [
+        Route::DeviceToken,
+        Route::ModuleToken,
+        Route::RegistrationToken,
+        Route::LegacyDeviceToken,
+    ];
 
     /// The path template as the Functions host forwards it (route prefix `api` included), in
     /// axum's syntax, which is also the documented one.
     pub const fn template(self) -> &'static str {
         match self {
             Self::DeviceToken => "/api/devices/{deviceId}/sas-token",
+            Self::ModuleToken => "/api/devices/{deviceId}/modules/{moduleId}/sas-token",
+            Self::RegistrationToken => "/api/registrations/{registrationId}/sas-token",
             Self::LegacyDeviceToken => "/api/getSASTokenByDeviceID",
         }
     }
@@ -58,6 +71,8 @@ impl Route {
     pub const fn function_name(self) -> &'static str {
         match self {
             Self::DeviceToken => "GetSasToken",
+            Self::ModuleToken => "GetModuleSasToken",
+            Self::RegistrationToken => "GetRegistrationSasToken",
             Self::LegacyDeviceToken => "getSASTokenByDeviceID",
         }
     }
@@ -81,12 +96,14 @@ impl AppState {
     }
 }
 
-/// The router: every route in [`Route::ALL`], 405 for other methods on them, 404 elsewhere, the
-/// request limits in front of them, and the request log line around all of it.
-pub fn router(state: AppState, limits: RequestLimits) -> Router {
-    let router = Route::ALL.into_iter().fold(Router::new(), |router, route| {
+/// The router: the `served` routes, 405 for other methods on them, 404 elsewhere, the request
+/// limits in front of them, and the request log line around all of it.
+pub fn router(state: AppState, limits: RequestLimits, served: &[Route]) -> Router {
+    let router = served.iter().fold(Router::new(), |router, &route| {
         let handler = match route {
             Route::DeviceToken => get(device_token),
+            Route::ModuleToken => get(module_token),
+            Route::RegistrationToken => get(registration_token),
             Route::LegacyDeviceToken => get(legacy_device_token),
         };
         router.route(route.template(), handler.fallback(method_not_allowed))
@@ -95,6 +112,17 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn_with_state(limits, limit_and_log))
+}
+
+/// A path segment that does not percent-decode to UTF-8 cannot be an id.
+fn segments<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(segments)| segments)
+        .map_err(|_| DeviceIdError::BadCharacter.into())
+}
+
+/// `ttl` from the query string.
+fn ttl_of(request: &Parts) -> Result<Option<Cow<'_, str>>, ApiError> {
+    Ok(RawQuery::parse(request.uri.query().unwrap_or_default())?.ttl)
 }
 
 /// [`Route::DeviceToken`]: the device id from the path, `ttl` from the query.
@@ -107,12 +135,44 @@ async fn device_token(
     let (request, _body) = request.into_parts();
     app.0
         .issue(&request, || {
-            // A path segment that does not percent-decode to UTF-8 cannot be a device id.
-            let Path(device_id) = device_id.map_err(|_| DeviceIdError::BadCharacter)?;
-            let query = RawQuery::parse(request.uri.query().unwrap_or_default())?;
             Ok(RawInputs {
-                device_id: Cow::Owned(device_id),
-                ttl: query.ttl,
+                subject: RawSubject::Device(Cow::Owned(segments(device_id)?)),
+                ttl: ttl_of(&request)?,
+            })
+        })
+        .await
+}
+
+/// [`Route::ModuleToken`]: the device and module ids from the path, `ttl` from the query.
+async fn module_token(
+    State(app): State<AppState>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    request: Request,
+) -> Response {
+    let (request, _body) = request.into_parts();
+    app.0
+        .issue(&request, || {
+            let (device_id, module_id) = segments(ids)?;
+            Ok(RawInputs {
+                subject: RawSubject::Module(Cow::Owned(device_id), Cow::Owned(module_id)),
+                ttl: ttl_of(&request)?,
+            })
+        })
+        .await
+}
+
+/// [`Route::RegistrationToken`]: the registration id from the path, `ttl` from the query.
+async fn registration_token(
+    State(app): State<AppState>,
+    registration_id: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Response {
+    let (request, _body) = request.into_parts();
+    app.0
+        .issue(&request, || {
+            Ok(RawInputs {
+                subject: RawSubject::Registration(Cow::Owned(segments(registration_id)?)),
+                ttl: ttl_of(&request)?,
             })
         })
         .await
@@ -126,7 +186,7 @@ async fn legacy_device_token(State(app): State<AppState>, request: Request) -> R
             let query = RawQuery::parse(request.uri.query().unwrap_or_default())?;
             let device_id = query.device_id.ok_or(DeviceIdError::Missing)?;
             Ok(RawInputs {
-                device_id,
+                subject: RawSubject::Device(device_id),
                 ttl: query.ttl,
             })
         })
@@ -178,5 +238,29 @@ mod tests {
             assert_eq!(Route::of_template(route.template()), Some(route));
         }
         assert_eq!(Route::of_template("/api/devices/{id}/sas-token"), None);
+    }
+
+    /// The function folders are the host's side of the route table: each `function.json` must
+    /// declare the route's template (without the `/api` prefix) for GET.
+    #[test]
+    fn each_route_has_its_function_folder_with_the_same_route() {
+        for route in Route::ALL {
+            let path = format!(
+                "{}/function-apps/{}/function.json",
+                env!("CARGO_MANIFEST_DIR"),
+                route.function_name()
+            );
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let json: serde_json::Value =
+                serde_json::from_str(&text).expect("function.json is JSON");
+            let trigger = &json["bindings"][0];
+            assert_eq!(trigger["type"], "httpTrigger", "{path}");
+            assert_eq!(
+                format!("/api/{}", trigger["route"].as_str().unwrap_or_default()),
+                route.template(),
+                "{path}"
+            );
+            assert_eq!(trigger["methods"], serde_json::json!(["get"]), "{path}");
+        }
     }
 }

@@ -1,10 +1,17 @@
 //! IoT Hub shared access signatures: the key, the signer prepared from it, and the token.
 //!
 //! **What it owns.** The token format, exactly:
-//! `SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn={skn}` where `sr` is the percent-encoding
-//! of `{hub}/devices/{deviceId}` (every byte outside `A–Z a–z 0–9 - . _ ~`, uppercase hex), `se`
-//! integer Unix seconds, `sig` the percent-encoded base64 of HMAC-SHA256(key, `sr + "\n" + se`)
-//! and `skn` the percent-encoded policy name. Azure's Python device SDK produces the same bytes.
+//! `SharedAccessSignature sr={sr}&sig={sig}&se={se}[&skn={skn}]` where `sr` is the percent-encoding
+//! of the resource (every byte outside `A–Z a–z 0–9 - . _ ~`, uppercase hex), `se` integer Unix
+//! seconds, `sig` the percent-encoded base64 of HMAC-SHA256(key, `sr + "\n" + se`) and `skn` the
+//! percent-encoded key name. Azure's Python device SDK produces the same bytes. The resources and
+//! keys:
+//! - a hub **policy** key ([`Signer`]): `{hub}/devices/{deviceId}` or
+//!   `{hub}/devices/{deviceId}/modules/{moduleId}`, `skn` = the policy;
+//! - a DPS **enrollment group** key ([`enrollment_group::GroupSigner`]): each device's key is
+//!   derived from the group key and its registration id, and signs a device-key token
+//!   (`{hub}/devices/{deviceId}`, no `skn`) or a DPS registration token
+//!   (`{idScope}/registrations/{registrationId}`, `skn=registration`).
 //!
 //! It also owns the two names a token carries besides the device id: [`HubName`] (the `sr` host)
 //! and [`PolicyName`] (`skn`), parsed once from settings or a connection string.
@@ -22,7 +29,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::params::DeviceId;
+use crate::params::{DeviceId, ModuleId};
+
+pub mod enrollment_group;
 
 /// RFC 3986 unreserved characters stay; everything else is `%XX`.
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -87,6 +96,86 @@ impl PolicyName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A DPS ID scope (`DPS_ID_SCOPE`, e.g. `0ne00000A0A`): the service assigns it; it is ASCII
+/// letters and digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdScope(String);
+
+/// Why an ID scope was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be the DPS instance's ID scope, e.g. 0ne00000A0A (ASCII letters and digits)")]
+pub struct IdScopeError;
+
+impl IdScope {
+    /// 1–64 ASCII letters and digits.
+    pub fn parse(text: &str) -> Result<Self, IdScopeError> {
+        if (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(IdScopeError)
+        }
+    }
+
+    /// The scope as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which kind of key signs the tokens (`SIGNING_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SigningMode {
+    /// `hub-policy`: an IoT Hub shared access policy key; tokens carry `skn` = the policy.
+    #[default]
+    HubPolicy,
+    /// `enrollment-group`: a DPS enrollment group key; each device's key is derived from it and
+    /// tokens are device-key tokens.
+    EnrollmentGroup,
+}
+
+/// Why a signing mode was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be `hub-policy` or `enrollment-group`")]
+pub struct SigningModeError;
+
+impl SigningMode {
+    /// `hub-policy` or `enrollment-group`.
+    pub fn parse(text: &str) -> Result<Self, SigningModeError> {
+        match text.trim() {
+            "hub-policy" => Ok(Self::HubPolicy),
+            "enrollment-group" => Ok(Self::EnrollmentGroup),
+            _ => Err(SigningModeError),
+        }
+    }
+
+    /// The setting's value, as the log line records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HubPolicy => "hub-policy",
+            Self::EnrollmentGroup => "enrollment-group",
+        }
+    }
+}
+
+/// The prepared signer of either mode.
+#[derive(Debug, Clone)]
+pub enum TokenSigner {
+    /// Signs with a hub policy key.
+    HubPolicy(Signer),
+    /// Signs with keys derived from an enrollment group key.
+    EnrollmentGroup(enrollment_group::GroupSigner),
+}
+
+impl TokenSigner {
+    /// The mode this signer implements.
+    pub fn mode(&self) -> SigningMode {
+        match self {
+            Self::HubPolicy(_) => SigningMode::HubPolicy,
+            Self::EnrollmentGroup(_) => SigningMode::EnrollmentGroup,
+        }
     }
 }
 
@@ -184,40 +273,67 @@ impl Signer {
         }
     }
 
-    /// Sign a token for `device` that expires at `expires_at` (Unix seconds).
+    /// Sign a token for `device` that expires at `expires_at` (Unix seconds):
+    /// `sr = {hub}/devices/{device}`.
     pub fn sign(&self, device: &DeviceId, expires_at: u64) -> SasToken {
-        let mut expiry_digits = itoa::Buffer::new();
-        let expiry = expiry_digits.format(expires_at);
-
         let mut resource = String::with_capacity(self.resource_prefix.len() + 3 * 128);
         resource.push_str(&self.resource_prefix);
         resource.extend(encode(device.as_str()));
+        signed_token(&resource, &self.mac, expires_at, Some(&self.policy))
+    }
 
-        let mut mac = self.mac.clone();
-        mac.update(resource.as_bytes());
-        mac.update(b"\n");
-        mac.update(expiry.as_bytes());
-        let mut signature = [0u8; 44];
-        let len = BASE64
-            .encode_slice(mac.finalize().into_bytes(), &mut signature)
-            .expect("base64 of 32 bytes is 44 bytes");
-        let signature = std::str::from_utf8(&signature[..len]).expect("base64 output is ASCII");
-
-        let mut token =
-            String::with_capacity(40 + resource.len() + 3 * len + expiry.len() + self.policy.len());
-        token.push_str("SharedAccessSignature sr=");
-        token.push_str(&resource);
-        token.push_str("&sig=");
-        token.extend(encode(signature));
-        token.push_str("&se=");
-        token.push_str(expiry);
-        token.push_str("&skn=");
-        token.push_str(&self.policy);
-        SasToken { token, expires_at }
+    /// Sign a token for `module` of `device`: `sr = {hub}/devices/{device}/modules/{module}`.
+    pub fn sign_module(&self, device: &DeviceId, module: &ModuleId, expires_at: u64) -> SasToken {
+        let mut resource = String::with_capacity(self.resource_prefix.len() + 6 * 128 + 13);
+        resource.push_str(&self.resource_prefix);
+        resource.extend(encode(device.as_str()));
+        resource.push_str("%2Fmodules%2F");
+        resource.extend(encode(module.as_str()));
+        signed_token(&resource, &self.mac, expires_at, Some(&self.policy))
     }
 }
 
-fn encode(text: &str) -> percent_encoding::PercentEncode<'_> {
+/// The token for `resource` (already percent-encoded) expiring at `expires_at`, signed with a clone
+/// of the prepared `mac`: `SharedAccessSignature sr={resource}&sig={sig}&se={se}[&skn={key_name}]`,
+/// `sig` the percent-encoded base64 of HMAC-SHA256(`resource + "\n" + se`). `key_name` is already
+/// percent-encoded; a device-key token has none.
+pub(crate) fn signed_token(
+    resource: &str,
+    mac: &Hmac<Sha256>,
+    expires_at: u64,
+    key_name: Option<&str>,
+) -> SasToken {
+    let mut expiry_digits = itoa::Buffer::new();
+    let expiry = expiry_digits.format(expires_at);
+
+    let mut mac = mac.clone();
+    mac.update(resource.as_bytes());
+    mac.update(b"\n");
+    mac.update(expiry.as_bytes());
+    let mut signature = [0u8; 44];
+    let len = BASE64
+        .encode_slice(mac.finalize().into_bytes(), &mut signature)
+        .expect("base64 of 32 bytes is 44 bytes");
+    let signature = std::str::from_utf8(&signature[..len]).expect("base64 output is ASCII");
+
+    let key_name_len = key_name.map_or(0, |name| name.len() + 5);
+    let mut token =
+        String::with_capacity(40 + resource.len() + 3 * len + expiry.len() + key_name_len);
+    token.push_str("SharedAccessSignature sr=");
+    token.push_str(resource);
+    token.push_str("&sig=");
+    token.extend(encode(signature));
+    token.push_str("&se=");
+    token.push_str(expiry);
+    if let Some(key_name) = key_name {
+        token.push_str("&skn=");
+        token.push_str(key_name);
+    }
+    SasToken { token, expires_at }
+}
+
+/// Percent-encode every byte outside `A–Z a–z 0–9 - . _ ~`, upper-case hex.
+pub(crate) fn encode(text: &str) -> percent_encoding::PercentEncode<'_> {
     utf8_percent_encode(text, ENCODE)
 }
 

@@ -1,28 +1,29 @@
-//! The current signing key, shared between the request path (many readers) and the one task that
-//! supplies keys (one writer).
+//! The signing key: where it comes from, and the handle the request path reads it through.
 //!
-//! **What it owns.** Where the key comes from ([`KeySource`]: the settings `IOTHUB_HOSTNAME`,
-//! `IOTHUB_POLICY_NAME`, `IOTHUB_POLICY_KEY` and the seed function's names for them, or Key Vault)
-//! and [`KeyHandle`], the request path's only access to key material. Reading it is a
-//! memory read: no I/O, no await when a key is known. Before the first key is known, a request
-//! waits for it up to a bound and then gives up (the caller answers 503 with `Retry-After`).
+//! **What it owns.** The key settings and their rules ([`KeySource::from_lookup`]):
+//! - `SIGNING_MODE` — `hub-policy` (default) or `enrollment-group`;
+//! - hub-policy: `IOTHUB_HOSTNAME`, `IOTHUB_POLICY_NAME` and `IOTHUB_POLICY_KEY` (the seed
+//!   function's `iothubhostname`, `keyname`, `keyvalue`), or the key in Key Vault
+//!   (`IOTHUB_POLICY_KEY_SECRET`);
+//! - enrollment-group: `IOTHUB_HOSTNAME`, `ENROLLMENT_GROUP_KEY` or the key in Key Vault
+//!   (`ENROLLMENT_GROUP_KEY_SECRET`), and optionally `DPS_ID_SCOPE`. The hub policy settings must
+//!   then be unset: in this mode the function holds no hub policy key.
 //!
-//! **Why a `watch` channel.** It holds the newest value, readers borrow it under a short read lock
-//! and clone an `Arc` out, the writer replaces it atomically, and waiting for the first value is
-//! built in (`wait_for`). Rotation is one `send` from the refresh task; no reader ever sees a
-//! half-updated signer.
+//! A setting that the chosen mode would ignore is a start-up error naming it, never silently
+//! dropped. The key itself is read through [`KeyHandle`] ([`handle`]), kept fresh from Key Vault by
+//! [`refresh`] and [`key_vault`].
 
+pub mod handle;
 pub mod key_vault;
 pub mod refresh;
 pub mod secret_value;
 
-use std::sync::Arc;
-use std::time::Duration;
+pub use handle::{FIRST_KEY_WAIT, IssuingKey, KeyHandle, KeyPublisher};
 
-use tokio::sync::watch;
-
-use crate::sas::{HubName, PolicyName, Signer, SigningKey};
-use crate::secrets::key_vault::KeyVaultSettings;
+use crate::sas::enrollment_group::GroupSigner;
+use crate::sas::{HubName, IdScope, PolicyName, Signer, SigningKey, SigningMode, TokenSigner};
+use crate::secrets::key_vault::{KEYVAULT_URI, KeyVaultSettings};
+use crate::secrets::secret_value::SecretUse;
 use crate::settings::{Lookup, Name, SettingError};
 
 /// `IOTHUB_HOSTNAME`, the seed's `iothubhostname`.
@@ -31,155 +32,185 @@ pub const IOTHUB_HOSTNAME: Name = Name::with_seed("IOTHUB_HOSTNAME", "iothubhost
 pub const IOTHUB_POLICY_NAME: Name = Name::with_seed("IOTHUB_POLICY_NAME", "keyname");
 /// `IOTHUB_POLICY_KEY`, the seed's `keyvalue`.
 pub const IOTHUB_POLICY_KEY: Name = Name::with_seed("IOTHUB_POLICY_KEY", "keyvalue");
+/// The Key Vault secret holding the hub policy key.
+pub const IOTHUB_POLICY_KEY_SECRET: &str = "IOTHUB_POLICY_KEY_SECRET";
+/// `hub-policy` or `enrollment-group`.
+pub const SIGNING_MODE: &str = "SIGNING_MODE";
+/// The enrollment group key, base64, in app settings.
+pub const ENROLLMENT_GROUP_KEY: &str = "ENROLLMENT_GROUP_KEY";
+/// The Key Vault secret holding the enrollment group key.
+pub const ENROLLMENT_GROUP_KEY_SECRET: &str = "ENROLLMENT_GROUP_KEY_SECRET";
+/// The DPS ID scope registration tokens are for.
+pub const DPS_ID_SCOPE: &str = "DPS_ID_SCOPE";
 
-/// Where the IoT Hub policy key comes from.
+/// Where the signing key comes from.
 #[derive(Debug)]
 pub enum KeySource {
-    /// `IOTHUB_POLICY_KEY` in app settings: the signer is ready at start-up.
-    Static(Signer),
+    /// A key in app settings: the signer is ready at start-up.
+    Static(IssuingKey),
     /// `KEYVAULT_URI`: the key is read from Key Vault with the app's managed identity.
     KeyVault(KeyVaultSettings),
 }
 
 impl KeySource {
-    /// The key in app settings, or — when `KEYVAULT_URI` is set — the Key Vault secret that holds
-    /// it (and then the key setting must be unset).
+    /// The mode, then that mode's key settings.
     pub fn from_lookup(settings: &Lookup<'_>) -> Result<Self, SettingError> {
-        let hub = settings
-            .optional(&IOTHUB_HOSTNAME)
-            .map(|(setting, hub)| {
-                HubName::parse(&hub).map_err(|e| SettingError::new(setting, e.to_string()))
+        let mode = settings
+            .get(SIGNING_MODE)
+            .map(|text| {
+                SigningMode::parse(&text)
+                    .map_err(|e| SettingError::new(SIGNING_MODE, e.to_string()))
             })
-            .transpose()?;
-        let policy = settings
-            .optional(&IOTHUB_POLICY_NAME)
-            .map(|(setting, name)| {
-                PolicyName::parse(&name).map_err(|e| SettingError::new(setting, e.to_string()))
-            })
-            .transpose()?;
-        if !settings.is_set(key_vault::KEYVAULT_URI) {
-            let hub = hub.ok_or_else(|| IOTHUB_HOSTNAME.missing())?;
-            let policy = policy.ok_or_else(|| IOTHUB_POLICY_NAME.missing())?;
-            let (setting, key) = settings.required(&IOTHUB_POLICY_KEY)?;
-            let key = SigningKey::from_base64(&key)
-                .map_err(|e| SettingError::new(setting, e.to_string()))?;
-            return Ok(Self::Static(Signer::new(
-                hub.as_str(),
-                policy.as_str(),
-                &key,
-            )));
-        }
-        if let Some((setting, _)) = settings.optional(&IOTHUB_POLICY_KEY) {
-            return Err(SettingError::new(
-                setting,
-                "must be unset when KEYVAULT_URI is set (the key comes from Key Vault)",
-            ));
-        }
-        KeyVaultSettings::from_lookup(settings, hub, policy).map(Self::KeyVault)
-    }
-}
-
-/// How long a request waits for the first key before it is answered 503.
-pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(5);
-
-/// Read side: cheap to clone, one per request path.
-#[derive(Debug, Clone)]
-pub struct KeyHandle {
-    current: watch::Receiver<Option<Arc<Signer>>>,
-    first_key_wait: Duration,
-}
-
-/// Write side: held by whatever supplies keys (the Key Vault refresh task).
-#[derive(Debug)]
-pub struct KeyPublisher {
-    current: watch::Sender<Option<Arc<Signer>>>,
-}
-
-impl KeyHandle {
-    /// A key known at start-up that never changes (`IOTHUB_POLICY_KEY`).
-    pub fn fixed(signer: Signer) -> Self {
-        let (sender, current) = watch::channel(Some(Arc::new(signer)));
-        // Keep the value alive: with every sender gone, `borrow` still works, and `wait_for`
-        // returns at once because the value is already present.
-        drop(sender);
-        Self {
-            current,
-            first_key_wait: FIRST_KEY_WAIT,
+            .transpose()?
+            .unwrap_or_default();
+        match mode {
+            SigningMode::HubPolicy => hub_policy(settings),
+            SigningMode::EnrollmentGroup => enrollment_group(settings),
         }
     }
 
-    /// An empty handle and the publisher that will fill it; requests wait up to
-    /// `first_key_wait` for the first key.
-    pub fn empty(first_key_wait: Duration) -> (KeyPublisher, Self) {
-        let (sender, current) = watch::channel(None);
-        (
-            KeyPublisher { current: sender },
-            Self {
-                current,
-                first_key_wait,
-            },
-        )
+    /// The signing mode.
+    pub fn mode(&self) -> SigningMode {
+        match self {
+            Self::Static(key) => key.signer.mode(),
+            Self::KeyVault(settings) => settings.secret_use.mode(),
+        }
     }
 
-    /// The current signer; before the first key is known, waits for it up to the bound.
-    /// `None` means no key is available (yet).
-    pub async fn current(&self) -> Option<Arc<Signer>> {
-        if let Some(signer) = self.current.borrow().as_ref() {
-            return Some(Arc::clone(signer));
-        }
-        let mut receiver = self.current.clone();
-        let waited = tokio::time::timeout(self.first_key_wait, receiver.wait_for(Option::is_some));
-        match waited.await {
-            Ok(Ok(signer)) => signer.clone(),
-            // Timed out, or the publisher is gone without ever publishing.
-            Ok(Err(_)) | Err(_) => None,
+    /// Whether DPS registration tokens can be signed (enrollment-group mode with `DPS_ID_SCOPE`).
+    pub fn signs_registrations(&self) -> bool {
+        match self {
+            Self::Static(key) => {
+                matches!(&key.signer, TokenSigner::EnrollmentGroup(group) if group.signs_registrations())
+            }
+            Self::KeyVault(settings) => matches!(
+                &settings.secret_use,
+                SecretUse::EnrollmentGroup {
+                    id_scope: Some(_),
+                    ..
+                }
+            ),
         }
     }
 }
 
-impl KeyPublisher {
-    /// Make `signer` the key every following request signs with.
-    pub fn publish(&self, signer: Signer) {
-        self.current.send_replace(Some(Arc::new(signer)));
+/// `SIGNING_MODE=hub-policy`: today's settings; the enrollment-group ones must be unset.
+fn hub_policy(settings: &Lookup<'_>) -> Result<KeySource, SettingError> {
+    for setting in [
+        ENROLLMENT_GROUP_KEY,
+        ENROLLMENT_GROUP_KEY_SECRET,
+        DPS_ID_SCOPE,
+    ] {
+        refuse_if_set(
+            settings,
+            setting,
+            "is only used with SIGNING_MODE=enrollment-group",
+        )?;
     }
-
-    /// Whether any key has been published yet.
-    pub fn has_key(&self) -> bool {
-        self.current.borrow().is_some()
+    let hub = hub_name(settings)?;
+    let policy = settings
+        .optional(&IOTHUB_POLICY_NAME)
+        .map(|(setting, name)| {
+            PolicyName::parse(&name).map_err(|e| SettingError::new(setting, e.to_string()))
+        })
+        .transpose()?;
+    if !settings.is_set(KEYVAULT_URI) {
+        refuse_if_set(
+            settings,
+            IOTHUB_POLICY_KEY_SECRET,
+            "is only used with KEYVAULT_URI",
+        )?;
+        let hub = hub.ok_or_else(|| IOTHUB_HOSTNAME.missing())?;
+        let policy = policy.ok_or_else(|| IOTHUB_POLICY_NAME.missing())?;
+        let (setting, key) = settings.required(&IOTHUB_POLICY_KEY)?;
+        let key =
+            SigningKey::from_base64(&key).map_err(|e| SettingError::new(setting, e.to_string()))?;
+        return Ok(KeySource::Static(IssuingKey {
+            signer: TokenSigner::HubPolicy(Signer::new(hub.as_str(), policy.as_str(), &key)),
+            version: None,
+        }));
     }
+    if let Some((setting, _)) = settings.optional(&IOTHUB_POLICY_KEY) {
+        return Err(SettingError::new(
+            setting,
+            "must be unset when KEYVAULT_URI is set (the key comes from Key Vault)",
+        ));
+    }
+    KeyVaultSettings::from_lookup(
+        settings,
+        IOTHUB_POLICY_KEY_SECRET,
+        SecretUse::HubPolicy { hub, policy },
+    )
+    .map(KeySource::KeyVault)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sas::SigningKey;
-
-    fn signer() -> Signer {
-        let key = SigningKey::from_base64("c2VjcmV0").expect("valid base64");
-        Signer::new("h.example", "p", &key)
+/// `SIGNING_MODE=enrollment-group`: the group key, the hub, optionally the DPS ID scope; no hub
+/// policy settings at all.
+fn enrollment_group(settings: &Lookup<'_>) -> Result<KeySource, SettingError> {
+    let no_policy_key = "must be unset when SIGNING_MODE=enrollment-group (the function then holds no hub policy key)";
+    for name in [IOTHUB_POLICY_NAME, IOTHUB_POLICY_KEY] {
+        if let Some((setting, _)) = settings.optional(&name) {
+            return Err(SettingError::new(setting, no_policy_key));
+        }
     }
-
-    #[tokio::test]
-    async fn a_fixed_key_is_always_there() {
-        assert!(KeyHandle::fixed(signer()).current().await.is_some());
+    refuse_if_set(settings, IOTHUB_POLICY_KEY_SECRET, no_policy_key)?;
+    let hub = hub_name(settings)?.ok_or_else(|| IOTHUB_HOSTNAME.missing())?;
+    let id_scope = settings
+        .get(DPS_ID_SCOPE)
+        .map(|text| {
+            IdScope::parse(text.trim()).map_err(|e| SettingError::new(DPS_ID_SCOPE, e.to_string()))
+        })
+        .transpose()?;
+    if !settings.is_set(KEYVAULT_URI) {
+        refuse_if_set(
+            settings,
+            ENROLLMENT_GROUP_KEY_SECRET,
+            "is only used with KEYVAULT_URI",
+        )?;
+        let key = settings.get(ENROLLMENT_GROUP_KEY).ok_or_else(|| {
+            SettingError::new(
+                ENROLLMENT_GROUP_KEY,
+                "is required with SIGNING_MODE=enrollment-group (or ENROLLMENT_GROUP_KEY_SECRET with KEYVAULT_URI)",
+            )
+        })?;
+        let key = SigningKey::from_base64(&key)
+            .map_err(|e| SettingError::new(ENROLLMENT_GROUP_KEY, e.to_string()))?;
+        let signer = GroupSigner::new(hub.as_str(), id_scope.as_ref().map(IdScope::as_str), &key);
+        return Ok(KeySource::Static(IssuingKey {
+            signer: TokenSigner::EnrollmentGroup(signer),
+            version: None,
+        }));
     }
+    refuse_if_set(
+        settings,
+        ENROLLMENT_GROUP_KEY,
+        "must be unset when KEYVAULT_URI is set (the key comes from Key Vault)",
+    )?;
+    KeyVaultSettings::from_lookup(
+        settings,
+        ENROLLMENT_GROUP_KEY_SECRET,
+        SecretUse::EnrollmentGroup { hub, id_scope },
+    )
+    .map(KeySource::KeyVault)
+}
 
-    /// Paused time: the wait is measured on Tokio's clock, so this runs instantly.
-    #[tokio::test(start_paused = true)]
-    async fn without_a_key_a_request_gives_up_after_the_bound() {
-        let (_publisher, handle) = KeyHandle::empty(Duration::from_secs(5));
-        let started = tokio::time::Instant::now();
-        assert!(handle.current().await.is_none());
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
-    }
+fn hub_name(settings: &Lookup<'_>) -> Result<Option<HubName>, SettingError> {
+    settings
+        .optional(&IOTHUB_HOSTNAME)
+        .map(|(setting, hub)| {
+            HubName::parse(&hub).map_err(|e| SettingError::new(setting, e.to_string()))
+        })
+        .transpose()
+}
 
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_request_gets_the_first_key_as_soon_as_it_arrives() {
-        let (publisher, handle) = KeyHandle::empty(Duration::from_secs(5));
-        let waiter = tokio::spawn(async move { handle.current().await.is_some() });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        publisher.publish(signer());
-        assert!(waiter.await.expect("waiter finishes"));
-        assert!(publisher.has_key());
+fn refuse_if_set(
+    settings: &Lookup<'_>,
+    setting: &'static str,
+    problem: &str,
+) -> Result<(), SettingError> {
+    if settings.is_set(setting) {
+        Err(SettingError::new(setting, problem))
+    } else {
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use crate::caller::Callers;
 use crate::config::Config;
 use crate::issuance::TokenService;
 use crate::limits::{Limits, RequestLimits};
-use crate::routes::{AppState, router};
+use crate::routes::{AppState, Route, router};
 use crate::secrets::key_vault::VaultSecret;
 use crate::secrets::refresh::keep_fresh;
 use crate::secrets::{FIRST_KEY_WAIT, KeyHandle, KeySource};
@@ -80,6 +80,8 @@ impl Application {
             );
         }
         let mut tasks = BackgroundTasks::default();
+        let mode = config.key_source.mode();
+        let signs_registrations = config.key_source.signs_registrations();
         let keys = match config.key_source {
             KeySource::Static(signer) => KeyHandle::fixed(signer),
             KeySource::KeyVault(settings) => {
@@ -96,10 +98,15 @@ impl Application {
             // Load the issuer's keys now, so the first request does not wait for them.
             tasks.spawn("token issuer key refresh", jwks.clone().keep_fresh());
         }
-        let service = TokenService::new(callers, config.lifetimes, keys);
+        let served: Vec<Route> = Route::ALL
+            .into_iter()
+            .filter(|route| *route != Route::RegistrationToken || signs_registrations)
+            .collect();
+        let service = TokenService::new(callers, config.lifetimes, mode, config.scopes, keys);
         let router = router(
             AppState::new(service),
             RequestLimits::new(&config.server.limits),
+            &served,
         );
         let port = config.server.port;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))

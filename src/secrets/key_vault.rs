@@ -1,8 +1,8 @@
 //! The signing key from Azure Key Vault, read with the Function App's managed identity and
 //! refreshed in the background.
 //!
-//! **What it owns.** Its settings ([`KeyVaultSettings`]: `KEYVAULT_URI`, `IOTHUB_POLICY_KEY_SECRET`,
-//! `KEYVAULT_REFRESH_SECONDS`, `AZURE_CLIENT_ID`, and the platform's `IDENTITY_ENDPOINT` and
+//! **What it owns.** Its settings ([`KeyVaultSettings`]: `KEYVAULT_URI`, the secret's name
+//! (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`), `KEYVAULT_REFRESH_SECONDS`, `AZURE_CLIENT_ID`, and the platform's `IDENTITY_ENDPOINT` and
 //! `WEBSITE_SITE_NAME`), one credential and one `SecretClient` for the process
 //! lifetime (the SDK caches the identity token and the vault's authentication challenge per
 //! client), the refresh loop that is the only writer of the [`KeyPublisher`], and the secret's
@@ -31,8 +31,8 @@ use azure_identity::{
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use zeroize::Zeroizing;
 
-use crate::sas::{HubName, PolicyName, Signer};
-use crate::secrets::secret_value::{SecretFormatError, parse_secret};
+use crate::secrets::IssuingKey;
+use crate::secrets::secret_value::{SecretFormatError, SecretUse};
 use crate::settings::{Lookup, SettingError};
 use crate::telemetry::error_chain;
 
@@ -48,42 +48,39 @@ const MIN_REFRESH_SECONDS: u64 = 10;
 pub struct KeyVaultSettings {
     /// `KEYVAULT_URI`, e.g. `https://contoso-kv.vault.azure.net/`.
     pub vault_uri: String,
-    /// `IOTHUB_POLICY_KEY_SECRET`: the secret's name.
+    /// The secret's name.
     pub secret_name: String,
+    /// The setting that named it (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`).
+    pub secret_setting: &'static str,
+    /// What the secret holds, and the settings that complete it.
+    pub secret_use: SecretUse,
     /// `KEYVAULT_REFRESH_SECONDS`: how often the secret is re-read.
     pub refresh: Duration,
     /// `AZURE_CLIENT_ID`: a user-assigned identity to use instead of the system-assigned one.
     pub client_id: Option<String>,
-    /// `IOTHUB_HOSTNAME`, when set; otherwise it must come from a connection-string secret.
-    pub hub: Option<HubName>,
-    /// `IOTHUB_POLICY_NAME`, when set; otherwise it must come from a connection-string secret.
-    pub policy_name: Option<PolicyName>,
     /// Whether the platform provides an App Service managed identity (`IDENTITY_ENDPOINT`); when
     /// not, the developer's Azure CLI login is used.
     pub managed_identity: bool,
 }
 
 impl KeyVaultSettings {
-    /// The Key Vault settings, given the hub and policy names already read (either may instead
-    /// come from a connection-string secret).
+    /// The Key Vault settings for the secret named by `secret_setting`, which holds a key for
+    /// `secret_use`.
     pub fn from_lookup(
         settings: &Lookup<'_>,
-        hub: Option<HubName>,
-        policy_name: Option<PolicyName>,
+        secret_setting: &'static str,
+        secret_use: SecretUse,
     ) -> Result<Self, SettingError> {
         let vault_uri = settings
             .get(KEYVAULT_URI)
             .ok_or_else(|| SettingError::new(KEYVAULT_URI, "is required"))?;
         check_vault_uri(&vault_uri)?;
-        let secret_name = settings.get("IOTHUB_POLICY_KEY_SECRET").ok_or_else(|| {
-            SettingError::new(
-                "IOTHUB_POLICY_KEY_SECRET",
-                "is required when KEYVAULT_URI is set",
-            )
+        let secret_name = settings.get(secret_setting).ok_or_else(|| {
+            SettingError::new(secret_setting, "is required when KEYVAULT_URI is set")
         })?;
         if !is_secret_name(&secret_name) {
             return Err(SettingError::new(
-                "IOTHUB_POLICY_KEY_SECRET",
+                secret_setting,
                 "must be a Key Vault secret name: 1-127 letters, digits and dashes",
             ));
         }
@@ -108,10 +105,10 @@ impl KeyVaultSettings {
         Ok(Self {
             vault_uri,
             secret_name,
+            secret_setting,
+            secret_use,
             refresh,
             client_id: settings.get("AZURE_CLIENT_ID"),
-            hub,
-            policy_name,
             managed_identity,
         })
     }
@@ -178,8 +175,8 @@ impl VaultSecret {
         Ok(Self { client, settings })
     }
 
-    /// Read the secret once and turn it into a signer. Returns the signer and the secret's version.
-    pub async fn fetch(&self) -> Result<(Signer, String), FetchError> {
+    /// Read the secret once and turn it into a key, tagged with the secret's version.
+    pub async fn fetch(&self) -> Result<IssuingKey, FetchError> {
         let read = self.client.get_secret(&self.settings.secret_name, None);
         let response = tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
@@ -192,15 +189,13 @@ impl VaultSecret {
             .id
             .as_deref()
             .and_then(|id| id.rsplit('/').next())
-            .unwrap_or("unknown")
-            .to_owned();
+            .unwrap_or("unknown");
         let value = Zeroizing::new(secret.value.unwrap_or_default());
-        let signer = parse_secret(
-            &value,
-            self.settings.hub.as_ref(),
-            self.settings.policy_name.as_ref(),
-        )?;
-        Ok((signer, version))
+        let signer = self.settings.secret_use.signer(&value)?;
+        Ok(IssuingKey {
+            signer,
+            version: Some(Arc::from(version)),
+        })
     }
 
     /// The secret's name, for log lines.

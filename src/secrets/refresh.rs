@@ -11,9 +11,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::sas::Signer;
-use crate::secrets::KeyPublisher;
 use crate::secrets::key_vault::VaultSecret;
+use crate::secrets::{IssuingKey, KeyPublisher};
 
 /// First retry delay after a failed fetch; it doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -29,14 +28,15 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
     refresh_loop(
         || async move {
             let fetched = vault.fetch().await;
-            if let Ok((_, version)) = &fetched {
+            if let Ok(key) = &fetched {
                 tracing::info!(
                     secret = vault.name(),
-                    version = version.as_str(),
+                    version = key.version.as_deref().unwrap_or("unknown"),
+                    signing_mode = key.signer.mode().as_str(),
                     "signing key loaded from Key Vault"
                 );
             }
-            fetched.map(|(signer, _)| signer)
+            fetched
         },
         &publisher,
         refresh,
@@ -75,13 +75,13 @@ async fn refresh_loop<F, Fut, E>(
     mut on_failure: impl FnMut(u32, &E, bool) -> Duration,
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Signer, E>>,
+    Fut: Future<Output = Result<IssuingKey, E>>,
 {
     let mut failures = 0u32;
     loop {
         let delay = match fetch().await {
-            Ok(signer) => {
-                publisher.publish(signer);
+            Ok(key) => {
+                publisher.publish(key);
                 failures = 0;
                 refresh
             }
@@ -107,7 +107,7 @@ pub fn backoff(failures: u32, refresh: Duration, unit: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sas::SigningKey;
+    use crate::sas::{Signer, SigningKey, TokenSigner};
     use crate::secrets::KeyHandle;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -128,9 +128,12 @@ mod tests {
         );
     }
 
-    fn signer() -> Signer {
+    fn signer() -> IssuingKey {
         let key = SigningKey::from_base64("c2VjcmV0").expect("valid base64");
-        Signer::new("h.example", "p", &key)
+        IssuingKey {
+            signer: TokenSigner::HubPolicy(Signer::new("h.example", "p", &key)),
+            version: None,
+        }
     }
 
     /// Paused time: the schedule is checked on Tokio's clock, instantly and exactly.

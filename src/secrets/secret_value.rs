@@ -1,14 +1,66 @@
 //! What a Key Vault secret's value may be, and the signer it becomes.
 //!
-//! **What it owns.** The two accepted forms: a bare base64 policy key (the hub and policy names
-//! then come from settings), or an IoT Hub connection string
-//! (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`), whose host and policy apply unless set
-//! explicitly.
+//! **What it owns.** [`SecretUse`]: what the secret is for, and so which forms are accepted.
+//! A hub policy key is a bare base64 key (the hub and policy names then come from settings) or an
+//! IoT Hub connection string (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`), whose host
+//! and policy apply unless set explicitly. An enrollment group key is a bare base64 key.
 //!
 //! **What it trusts.** Nothing in the value: it is parsed, and a malformed value is an error that
 //! never contains the value.
 
-use crate::sas::{HubName, PolicyName, Signer, SigningKey};
+use crate::sas::enrollment_group::GroupSigner;
+use crate::sas::{HubName, IdScope, PolicyName, Signer, SigningKey, SigningMode, TokenSigner};
+
+/// What the secret's value is for, with the settings that complete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretUse {
+    /// A hub policy key (or a connection string with one); either name may come from settings.
+    HubPolicy {
+        /// `IOTHUB_HOSTNAME`, when set.
+        hub: Option<HubName>,
+        /// `IOTHUB_POLICY_NAME`, when set.
+        policy: Option<PolicyName>,
+    },
+    /// A DPS enrollment group key.
+    EnrollmentGroup {
+        /// `IOTHUB_HOSTNAME`.
+        hub: HubName,
+        /// `DPS_ID_SCOPE`, when set.
+        id_scope: Option<IdScope>,
+    },
+}
+
+impl SecretUse {
+    /// The signing mode a key for this use signs in.
+    pub fn mode(&self) -> SigningMode {
+        match self {
+            Self::HubPolicy { .. } => SigningMode::HubPolicy,
+            Self::EnrollmentGroup { .. } => SigningMode::EnrollmentGroup,
+        }
+    }
+
+    /// Turn the secret's value into a signer.
+    pub fn signer(&self, value: &str) -> Result<TokenSigner, SecretFormatError> {
+        match self {
+            Self::HubPolicy { hub, policy } => {
+                parse_secret(value, hub.as_ref(), policy.as_ref()).map(TokenSigner::HubPolicy)
+            }
+            Self::EnrollmentGroup { hub, id_scope } => {
+                let value = value.trim();
+                if value.is_empty() {
+                    return Err(SecretFormatError::Empty);
+                }
+                let key =
+                    SigningKey::from_base64(value).map_err(|_| SecretFormatError::NotGroupKey)?;
+                Ok(TokenSigner::EnrollmentGroup(GroupSigner::new(
+                    hub.as_str(),
+                    id_scope.as_ref().map(IdScope::as_str),
+                    &key,
+                )))
+            }
+        }
+    }
+}
 
 /// Why a secret's value is not a key. Never contains the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +71,9 @@ pub enum SecretFormatError {
     /// A bare key that is not base64.
     #[error("it is neither base64 nor an IoT Hub connection string")]
     NotBase64,
+    /// An enrollment group key that is not base64.
+    #[error("an enrollment group key must be the group's base64 key")]
+    NotGroupKey,
     /// A connection string without one of its parts.
     #[error("the connection string has no {0}")]
     MissingPart(&'static str),
@@ -126,6 +181,25 @@ mod tests {
         let token = super::tests::token(&explicit);
         assert!(token.contains("sr=mine.azure-devices.net"), "{token}");
         assert!(token.ends_with("&skn=device"), "{token}");
+    }
+
+    #[test]
+    fn an_enrollment_group_secret_is_a_bare_base64_key() {
+        let group = SecretUse::EnrollmentGroup {
+            hub: hub("h.azure-devices.net"),
+            id_scope: None,
+        };
+        assert!(matches!(
+            group.signer(KEY),
+            Ok(TokenSigner::EnrollmentGroup(_))
+        ));
+        let connection_string =
+            format!("HostName=h.azure-devices.net;SharedAccessKeyName=p;SharedAccessKey={KEY}");
+        assert_eq!(
+            group.signer(&connection_string).err(),
+            Some(SecretFormatError::NotGroupKey)
+        );
+        assert_eq!(group.signer("  ").err(), Some(SecretFormatError::Empty));
     }
 
     #[test]

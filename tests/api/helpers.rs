@@ -375,7 +375,7 @@ impl TestApp {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["deviceId", "expiresOn", "sastoken"],
+            ["deviceId", "expiresIn", "expiresOn", "refreshIn", "sastoken"],
             "GET {path_and_query}: body keys"
         );
         let string = |name: &str| {
