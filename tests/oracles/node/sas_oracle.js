@@ -14,6 +14,10 @@
 //   {"key": "<base64 policy key>", "policy": "<policy name>",
 //    "cases": [{"hostname": "...", "device_id": "...", "se": 1700000000,
 //               "token": "<the handler's token, optional>"}]}
+//   A case may name another kind of token ("kind", default "device"): "module" (module_id: a
+//   policy token for hostname/devices/device_id/modules/module_id, the URI encoded as the device
+//   SDK encodes it) or "device_key" (group_key: a token without skn for hostname/devices/device_id,
+//   signed with the key derived from group_key and device_id as DPS derives it).
 // stdout:
 //   {"results": [{"sdk_token": "...", "sdk_fields": {"sr","sig","skn","se"},
 //                 "parsed": {...} | {"error": "..."},      // only with "token"
@@ -26,8 +30,16 @@
 const crypto = require('crypto');
 const { SharedAccessSignature, encodeUriComponentStrict } = require('azure-iot-common');
 
-function sdkToken(hostname, deviceId, policy, key, se) {
-  const sr = encodeUriComponentStrict(hostname + '/devices/' + deviceId);
+function derive(groupKey, registrationId) {
+  return crypto
+    .createHmac('sha256', Buffer.from(groupKey, 'base64'))
+    .update(registrationId, 'utf8')
+    .digest('base64');
+}
+
+function sdkToken(hostname, deviceId, policy, key, se, moduleId) {
+  const uri = hostname + '/devices/' + deviceId + (moduleId ? '/modules/' + moduleId : '');
+  const sr = encodeUriComponentStrict(uri);
   const sas = SharedAccessSignature.create(sr, policy, key, se);
   return {
     sdk_token: sas.toString(),
@@ -38,7 +50,7 @@ function sdkToken(hostname, deviceId, policy, key, se) {
 function inspectToken(token, policy, key) {
   let parsed;
   try {
-    parsed = SharedAccessSignature.parse(token, ['sr', 'sig', 'se', 'skn']);
+    parsed = SharedAccessSignature.parse(token, policy ? ['sr', 'sig', 'se', 'skn'] : ['sr', 'sig', 'se']);
   } catch (e) {
     return { parsed: { error: `${e.name}: ${e.message}` } };
   }
@@ -51,9 +63,22 @@ function inspectToken(token, policy, key) {
 function run(request) {
   const { key, policy } = request;
   const results = request.cases.map((c) => {
-    const result = sdkToken(c.hostname, c.device_id, policy, key, Number(c.se));
+    const kind = c.kind || 'device';
+    let caseKey = key;
+    let casePolicy = policy;
+    if (kind === 'device_key') {
+      caseKey = derive(c.group_key, c.device_id);
+      casePolicy = undefined;
+    } else if (kind !== 'device' && kind !== 'module') {
+      throw new Error(`unknown kind ${kind}`);
+    }
+    const moduleId = kind === 'module' ? c.module_id : undefined;
+    const result = sdkToken(c.hostname, c.device_id, casePolicy, caseKey, Number(c.se), moduleId);
+    if (kind === 'device_key') {
+      result.derived_key = caseKey;
+    }
     if (c.token !== undefined && c.token !== null) {
-      Object.assign(result, inspectToken(c.token, policy, key));
+      Object.assign(result, inspectToken(c.token, casePolicy, caseKey));
     }
     return result;
   });
@@ -77,6 +102,16 @@ function selfTest() {
     `SharedAccessSignature sr=${sr}&sig=${encSig}&skn=device&se=1700003600`);
   assert.deepStrictEqual(out.parsed, { sr, sig: encSig, se: '1700003600', skn: 'device' });
   assert.strictEqual(out.sig_over_token_sr, encSig);
+  const groupKey = '8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==';
+  assert.strictEqual(derive(groupKey, 'sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6'),
+    'Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=');
+  const deviceKey = run({ key, policy: 'device', cases: [{ kind: 'device_key',
+    hostname: 'h.azure-devices.net', device_id: 'dev-1', group_key: groupKey, se: 1700003600 }] })
+    .results[0];
+  assert.strictEqual(deviceKey.sdk_fields.skn, undefined, 'a device-key token has no skn');
+  const module = run({ key, policy: 'device', cases: [{ kind: 'module',
+    hostname: 'h.azure-devices.net', device_id: 'd', module_id: 'm', se: 1700003600 }] }).results[0];
+  assert.strictEqual(module.sdk_fields.sr, 'h.azure-devices.net%2Fdevices%2Fd%2Fmodules%2Fm');
   console.log('node oracle self-test ok');
 }
 

@@ -10,6 +10,13 @@ stdin:
      "cases": [{"hostname": "...", "device_id": "...", "se": 1700000000, "ttl": 3600,
                 "token": "<the handler's token, optional>"}]}
 
+    A case may also name another kind of token ("kind", default "device"):
+      "module":       a policy token for hostname/devices/device_id/modules/module_id;
+      "device_key":   a device-key token (no skn) for hostname/devices/device_id, signed with the
+                      key derived from "group_key" (base64) and device_id as DPS derives it;
+      "registration": a DPS registration token for id_scope/registrations/registration_id,
+                      signed with the key derived from "group_key" and registration_id.
+
 stdout, one result per case, in order:
     {"results": [{
         "sdk_token":   SDK RenewableSasToken for hostname/devices/device_id with the given
@@ -22,6 +29,16 @@ stdout, one result per case, in order:
         "parsed_expiry": the SDK's expiry_time of the token,
         "sig_over_token_sr": url-encoded SymmetricKeySigningMechanism(key).sign(sr + "\\n" + se)
                        over the token's own sr and se, exactly as RenewableSasToken signs
+        # kinds device, module, device_key, when "token" was given:
+        "accepted":    {"device_id", "module_id", "hostname"} as IoTHubDeviceClient (or, for a
+                       module token, IoTHubModuleClient).create_from_sastoken read the token, or
+                       {"error": "..."} if the SDK refused it
+        # kinds device_key and registration:
+        "derived_key": base64(HMAC-SHA256(b64decode(group_key), id)), with Python's hmac module
+        # kind registration:
+        "client_token": the token ProvisioningDeviceClient.create_from_symmetric_key itself
+                       builds (it sends no skn); "sdk_token" is the same SDK token class with
+                       key_name="registration", as DPS's REST docs ask for
     }]}
 
 Usage: .venv/bin/python tests/oracles/python/sas_oracle.py < cases.json
@@ -32,9 +49,17 @@ import json
 import sys
 import urllib.parse
 
+import base64
+import hashlib
+import hmac
+
+from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, ProvisioningDeviceClient
 from azure.iot.device.common.auth import sastoken as sdk_sastoken
 from azure.iot.device.common.auth.signing_mechanism import SymmetricKeySigningMechanism
 from azure.iot.device.iothub.abstract_clients import _form_sas_uri
+from azure.iot.device.provisioning.abstract_provisioning_device_client import (
+    _form_sas_uri as _form_registration_uri,
+)
 
 
 class _PinnedClock:
@@ -51,19 +76,64 @@ class _PinnedClock:
         return self._now
 
 
-def sdk_token(hostname, device_id, policy, key, se, ttl):
-    uri = _form_sas_uri(hostname, device_id)
-    real_time = sdk_sastoken.time
-    sdk_sastoken.time = _PinnedClock(se - ttl)
-    try:
+class _pinned:
+    """Pins the SDK's sastoken clock to `now` for the duration of a `with` block."""
+
+    def __init__(self, now):
+        self._clock = _PinnedClock(now)
+
+    def __enter__(self):
+        self._real = sdk_sastoken.time
+        sdk_sastoken.time = self._clock
+
+    def __exit__(self, *_):
+        sdk_sastoken.time = self._real
+
+
+def renewable(uri, key, key_name, se, ttl):
+    with _pinned(se - ttl):
         token = sdk_sastoken.RenewableSasToken(
-            uri, SymmetricKeySigningMechanism(key), key_name=policy, ttl=ttl
+            uri, SymmetricKeySigningMechanism(key), key_name=key_name, ttl=ttl
         )
-    finally:
-        sdk_sastoken.time = real_time
     if token.expiry_time != se:
         raise AssertionError(f"pinned clock did not give se={se}: {token.expiry_time}")
-    return uri, str(token)
+    return str(token)
+
+
+def sdk_token(hostname, device_id, policy, key, se, ttl, module_id=None):
+    uri = _form_sas_uri(hostname, device_id, module_id)
+    return uri, renewable(uri, key, policy, se, ttl)
+
+
+def derive(group_key, registration_id):
+    """DPS's derivation, as Microsoft's docs write it out: HMAC-SHA256 with the decoded group key."""
+    digest = hmac.new(
+        base64.b64decode(group_key), registration_id.encode("utf-8"), hashlib.sha256
+    ).digest()
+    return base64.b64encode(digest).decode()
+
+
+def client_registration_token(id_scope, registration_id, device_key, se, ttl):
+    """The token the SDK's provisioning client builds for itself (it connects only on register)."""
+    with _pinned(se - ttl):
+        client = ProvisioningDeviceClient.create_from_symmetric_key(
+            provisioning_host="global.azure-devices-provisioning.net",
+            registration_id=registration_id,
+            id_scope=id_scope,
+            symmetric_key=device_key,
+            sastoken_ttl=ttl,
+        )
+    return str(client._pipeline._nucleus.pipeline_configuration.sastoken)
+
+
+def accepted_by_client(token, module):
+    client_class = IoTHubModuleClient if module else IoTHubDeviceClient
+    try:
+        client = client_class.create_from_sastoken(token)
+    except Exception as e:  # refusing the token is an answer, not a crash
+        return {"error": f"{type(e).__name__}: {e}"}
+    config = client._mqtt_pipeline._nucleus.pipeline_configuration
+    return {"device_id": config.device_id, "module_id": config.module_id, "hostname": config.hostname}
 
 
 def inspect_token(token, key):
@@ -86,12 +156,41 @@ def run(request):
     key, policy = request["key"], request["policy"]
     results = []
     for case in request["cases"]:
-        uri, token = sdk_token(
-            case["hostname"], case["device_id"], policy, key, int(case["se"]), int(case["ttl"])
-        )
-        result = {"sdk_token": token, "resource_uri": uri}
-        if case.get("token") is not None:
-            result.update(inspect_token(case["token"], key))
+        kind = case.get("kind", "device")
+        se, ttl = int(case["se"]), int(case["ttl"])
+        token = case.get("token")
+        if kind in ("device", "module"):
+            module_id = case["module_id"] if kind == "module" else None
+            uri, sdk = sdk_token(
+                case["hostname"], case["device_id"], policy, key, se, ttl, module_id
+            )
+            result = {"sdk_token": sdk, "resource_uri": uri}
+            signing_key = key
+        elif kind == "device_key":
+            signing_key = derive(case["group_key"], case["device_id"])
+            uri = _form_sas_uri(case["hostname"], case["device_id"])
+            result = {
+                "sdk_token": renewable(uri, signing_key, None, se, ttl),
+                "resource_uri": uri,
+                "derived_key": signing_key,
+            }
+        elif kind == "registration":
+            signing_key = derive(case["group_key"], case["registration_id"])
+            uri = _form_registration_uri(case["id_scope"], case["registration_id"])
+            result = {
+                "sdk_token": renewable(uri, signing_key, "registration", se, ttl),
+                "client_token": client_registration_token(
+                    case["id_scope"], case["registration_id"], signing_key, se, ttl
+                ),
+                "resource_uri": uri,
+                "derived_key": signing_key,
+            }
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        if token is not None:
+            result.update(inspect_token(token, signing_key))
+            if kind != "registration":
+                result["accepted"] = accepted_by_client(token, kind == "module")
         results.append(result)
     return {"results": results}
 
@@ -131,6 +230,29 @@ def self_test():
     assert out["parsed_resource_uri"] == "h.azure-devices.net/devices/dev-1", out
     assert out["parsed_expiry"] == 1700003600, out
     assert out["sig_over_token_sr"] == urllib.parse.quote(expected_sig, safe=""), out
+    # The derivation against the published example (DPS symmetric key attestation docs).
+    group_key = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+    assert (
+        derive(group_key, "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6")
+        == "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="
+    )
+    registration = run(
+        {
+            "key": key,
+            "policy": "device",
+            "cases": [
+                {
+                    "kind": "registration",
+                    "id_scope": "0ne00000A0A",
+                    "registration_id": "reg-1",
+                    "group_key": group_key,
+                    "se": 1700003600,
+                    "ttl": 3600,
+                }
+            ],
+        }
+    )["results"][0]
+    assert registration["sdk_token"] == registration["client_token"] + "&skn=registration", registration
     print("python oracle self-test ok")
 
 
