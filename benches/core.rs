@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure core, through the public API, as one token request uses it:
-//! caller from `X-Forwarded-For` plus allow-list match, device-id validation, token signing.
+//! caller from `X-Forwarded-For` plus allow-list match, device-id validation, the
+//! `DEVICE_SCOPES` decision with 10,000 rules, and token signing in both signing modes.
 //!
 //! `cargo bench --bench core` (or `make bench`, which also records the figures in
 //! `docs/benchmarks.md`). Under `cargo test --all-targets` each benchmark runs once, as a smoke
@@ -13,9 +14,13 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use iothub_sas_handler::allow_list::AllowList;
+use iothub_sas_handler::auth::bearer::Principal;
+use iothub_sas_handler::caller::Caller;
 use iothub_sas_handler::client_ip::{XffDepth, caller_ip};
-use iothub_sas_handler::params::DeviceId;
+use iothub_sas_handler::params::{DeviceId, RegistrationId};
+use iothub_sas_handler::sas::enrollment_group::GroupSigner;
 use iothub_sas_handler::sas::{Signer, SigningKey};
+use iothub_sas_handler::scope::Scopes;
 
 /// A typical device id, as in the load benchmark.
 const DEVICE: &str = "bench-device-01";
@@ -83,6 +88,53 @@ fn sign(c: &mut Criterion) {
     c.bench_function("Signer::sign", |b| {
         b.iter(|| signer.sign(black_box(&device), black_box(1_795_000_000)));
     });
+    // Enrollment-group mode: derive the device's key from the prepared group key, then sign.
+    let group = GroupSigner::new("bench-hub.azure-devices.net", None, &key);
+    let registration = RegistrationId::parse(DEVICE).expect("a valid registration id");
+    c.bench_function("GroupSigner::sign_device", |b| {
+        b.iter(|| group.sign_device(black_box(&registration), black_box(1_795_000_000)));
+    });
+}
+
+/// 10,000 rules: 9,999 callers with one prefix each, and one role holding 10,000 patterns (half
+/// exact ids, half prefixes). The caller below holds one of the 9,999 ids and the role; the
+/// device it asks for is covered by neither, so every rule it holds is searched — the most work
+/// a decision can take.
+fn scope_decision(c: &mut Criterion) {
+    let mut rules: Vec<String> = (0..9_999)
+        .map(|i| format!(r#""{:08x}-0000-4000-8000-000000000000": ["site-{i}-*"]"#, i))
+        .collect();
+    let patterns: Vec<String> = (0..10_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!(r#""fleet-{i}""#)
+            } else {
+                format!(r#""fleet-{i}-*""#)
+            }
+        })
+        .collect();
+    rules.push(format!(r#""role:Fleet": [{}]"#, patterns.join(",")));
+    let scopes = Scopes::parse(&format!("{{{}}}", rules.join(","))).expect("the rules parse");
+    let caller = Caller {
+        ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+        certificate: None,
+        principal: Some(Principal {
+            object_id: Some(format!("{:08x}-0000-4000-8000-000000000000", 5_000)),
+            app_id: Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".to_owned()),
+            authorized_party: None,
+            roles: vec!["Fleet".to_owned()],
+        }),
+    };
+    assert!(scopes.allows(&caller, "fleet-5001-x").is_some());
+    assert!(scopes.allows(&caller, "site-5000-a").is_some());
+    let mut group = c.benchmark_group("scope");
+    group.bench_function("allows/10000_rules/miss", |b| {
+        b.iter(|| scopes.allows(black_box(&caller), black_box("fleet-50000")));
+    });
+    group.bench_function("allows/10000_rules/prefix_hit", |b| {
+        b.iter(|| scopes.allows(black_box(&caller), black_box("fleet-5001-x")));
+    });
+    group.finish();
 }
 
 criterion_group! {
@@ -91,6 +143,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = caller_and_allow_list, device_id, sign
+    targets = caller_and_allow_list, device_id, sign, scope_decision
 }
 criterion_main!(core);
