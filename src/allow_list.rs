@@ -9,7 +9,10 @@
 //! `::ffff:10.0.0.1` and `10.0.0.1` are the same caller.
 //!
 //! `*` (alone) allows every caller. It exists for local experiments and for deployments whose only
-//! network guard is elsewhere; start-up logs a warning when it is used.
+//! network guard is elsewhere; start-up logs a warning when it is used — and the same warning when
+//! the ranges amount to a whole address family (`0.0.0.0/0`, `::/0`, `::ffff:0.0.0.0/96`, or
+//! ranges that merge into one of them: [`AllowList::covers_a_whole_family`]). The list also
+//! remembers its loopback entries, which are a mistake anywhere but on a developer's machine.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -22,6 +25,8 @@ pub struct AllowList {
     v4: Vec<(u32, u32)>,
     /// Disjoint, sorted, non-adjacent inclusive IPv6 ranges (never IPv4-mapped).
     v6: Vec<(u128, u128)>,
+    /// Entries, as written, that lie entirely in 127.0.0.0/8 or are `::1`.
+    loopback: Vec<String>,
 }
 
 /// Why `ALLOWED_IPS` was refused. The message names the offending entry: entries are addresses,
@@ -41,12 +46,13 @@ pub enum AllowListError {
     #[error("`{0}` has an invalid prefix length")]
     BadPrefix(String),
     /// `10.0.0.1/8`: host bits set below the prefix.
-    #[error("`{entry}` has host bits set; did you mean `{network}`?")]
+    #[error("`{entry}` has host bits set{}", .network.as_ref().map(|n| format!("; did you mean `{n}`?")).unwrap_or_default())]
     HostBitsSet {
         /// The entry as written.
         entry: String,
-        /// The network it most likely meant.
-        network: String,
+        /// The network it most likely meant — never a whole address family, which no typo of an
+        /// address should be turned into.
+        network: Option<String>,
     },
 }
 
@@ -72,8 +78,13 @@ impl AllowList {
         }
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
+        let mut loopback = Vec::new();
         for entry in entries {
-            match parse_range(entry)? {
+            let range = parse_range(entry)?;
+            if range.is_loopback() {
+                loopback.push(entry.to_owned());
+            }
+            match range {
                 Range::V4(start, end) => v4.push((start, end)),
                 Range::V6(start, end) => v6.push((start, end)),
             }
@@ -82,6 +93,7 @@ impl AllowList {
             everyone: false,
             v4: merge(v4),
             v6: merge(v6),
+            loopback,
         })
     }
 
@@ -91,12 +103,31 @@ impl AllowList {
             everyone: true,
             v4: Vec::new(),
             v6: Vec::new(),
+            loopback: Vec::new(),
         }
     }
 
     /// Whether `*` was given.
     pub fn allows_everyone(&self) -> bool {
         self.everyone
+    }
+
+    /// Which callers the list admits wholesale, if it amounts to `*` for an address family:
+    /// `"every caller"`, `"every IPv4 caller"` or `"every IPv6 caller"`.
+    pub fn covers_a_whole_family(&self) -> Option<&'static str> {
+        let all_v4 = self.everyone || self.v4 == [(0, u32::MAX)];
+        let all_v6 = self.everyone || self.v6 == [(0, u128::MAX)];
+        match (all_v4, all_v6) {
+            (true, true) => Some("every caller"),
+            (true, false) => Some("every IPv4 caller"),
+            (false, true) => Some("every IPv6 caller"),
+            (false, false) => None,
+        }
+    }
+
+    /// The entries, as written, that are loopback addresses or ranges within 127.0.0.0/8.
+    pub fn loopback_entries(&self) -> &[String] {
+        &self.loopback
     }
 
     /// Whether `ip` is allowed.
@@ -120,6 +151,17 @@ impl AllowList {
 enum Range {
     V4(u32, u32),
     V6(u128, u128),
+}
+
+impl Range {
+    /// Entirely within 127.0.0.0/8, or exactly `::1`.
+    fn is_loopback(&self) -> bool {
+        const LOOPBACK_V4: (u32, u32) = (0x7f00_0000, 0x7fff_ffff);
+        match *self {
+            Self::V4(start, end) => LOOPBACK_V4.0 <= start && end <= LOOPBACK_V4.1,
+            Self::V6(start, end) => start == 1 && end == 1,
+        }
+    }
 }
 
 fn parse_range(entry: &str) -> Result<Range, AllowListError> {
@@ -164,7 +206,7 @@ fn v4_range(entry: &str, address: u32, prefix: u8) -> Result<Range, AllowListErr
         let network = std::net::Ipv4Addr::from(address & !host_mask);
         return Err(AllowListError::HostBitsSet {
             entry: entry.to_owned(),
-            network: format!("{network}/{prefix}"),
+            network: (prefix > 0).then(|| format!("{network}/{prefix}")),
         });
     }
     Ok(Range::V4(address, address | host_mask))
@@ -179,7 +221,7 @@ fn v6_range(entry: &str, address: u128, prefix: u8) -> Result<Range, AllowListEr
         let network = Ipv6Addr::from(address & !host_mask);
         return Err(AllowListError::HostBitsSet {
             entry: entry.to_owned(),
-            network: format!("{network}/{prefix}"),
+            network: (prefix > 0).then(|| format!("{network}/{prefix}")),
         });
     }
     Ok(Range::V6(address, address | host_mask))
@@ -329,14 +371,14 @@ mod tests {
                 "10.0.0.1/8",
                 AllowListError::HostBitsSet {
                     entry: "10.0.0.1/8".into(),
-                    network: "10.0.0.0/8".into(),
+                    network: Some("10.0.0.0/8".into()),
                 },
             ),
             (
                 "2001:db8::1/32",
                 AllowListError::HostBitsSet {
                     entry: "2001:db8::1/32".into(),
-                    network: "2001:db8::/32".into(),
+                    network: Some("2001:db8::/32".into()),
                 },
             ),
         ];
@@ -355,5 +397,52 @@ mod tests {
         assert!(allowed.contains(ip("10.6.231.255")));
         assert!(!allowed.contains(ip("10.1.0.0")));
         assert!(!allowed.contains(ip("10.7.0.0")));
+    }
+
+    #[test]
+    fn ranges_that_amount_to_a_whole_family_are_named() {
+        for (text, want) in [
+            ("0.0.0.0/0", Some("every IPv4 caller")),
+            ("::ffff:0.0.0.0/96", Some("every IPv4 caller")),
+            ("0.0.0.0/1, 128.0.0.0/1", Some("every IPv4 caller")),
+            ("::/0", Some("every IPv6 caller")),
+            ("::/1, 8000::/1", Some("every IPv6 caller")),
+            ("0.0.0.0/0, ::/0", Some("every caller")),
+            ("*", Some("every caller")),
+            ("0.0.0.0/1", None),
+            ("10.0.0.0/8, ::/1", None),
+        ] {
+            let list = AllowList::parse(text).expect("valid list");
+            assert_eq!(list.covers_a_whole_family(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_host_bits_hint_never_suggests_a_whole_family() {
+        for text in ["10.0.0.1/0", "2001:db8::1/0", "::ffff:10.0.0.1/96"] {
+            let error = AllowList::parse(text).expect_err(text);
+            assert!(
+                matches!(error, AllowListError::HostBitsSet { network: None, .. }),
+                "{text}: {error:?}"
+            );
+            assert!(!error.to_string().contains("did you mean"), "{error}");
+        }
+        let error = AllowList::parse("10.0.0.1/1").expect_err("host bits");
+        assert!(
+            error.to_string().contains("did you mean `0.0.0.0/1`?"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn loopback_entries_are_remembered_as_written() {
+        let list =
+            AllowList::parse("127.0.0.1, 10.0.0.1, ::1, 127.0.0.0/8, ::ffff:127.0.0.2, 0.0.0.0/0")
+                .expect("valid list");
+        assert_eq!(
+            list.loopback_entries(),
+            ["127.0.0.1", "::1", "127.0.0.0/8", "::ffff:127.0.0.2"],
+            "a range that merely contains loopback (0.0.0.0/0) is not a loopback entry"
+        );
     }
 }

@@ -58,6 +58,18 @@ impl CallerSettings {
         let (setting, text) = settings.required(&ALLOWED_IPS)?;
         let allow_list =
             AllowList::parse(&text).map_err(|e| SettingError::new(setting, e.to_string()))?;
+        // On Azure every request reaches the handler with `X-Forwarded-For`, so the caller is never
+        // loopback: a loopback entry there can only be the local example copied across.
+        if settings.is_set("WEBSITE_SITE_NAME")
+            && let Some(entry) = allow_list.loopback_entries().first()
+        {
+            return Err(SettingError::new(
+                setting,
+                format!(
+                    "`{entry}` is a loopback address, but on Azure (WEBSITE_SITE_NAME is set) every caller arrives through X-Forwarded-For and is never loopback: remove it"
+                ),
+            ));
+        }
         let xff_depth = match settings.get("XFF_DEPTH") {
             None => XffDepth::default(),
             Some(text) => text
@@ -160,8 +172,10 @@ impl Callers {
         let certificate = match &self.client_cert {
             None => None,
             Some(pins) => {
-                let verdict =
-                    pins.check(request.headers.get("x-arr-clientcert"), SystemTime::now());
+                let verdict = pins.check(
+                    request.headers.get_all("x-arr-clientcert"),
+                    SystemTime::now(),
+                );
                 facts.client_cert = Some(verdict.map_or_else(|r| r.as_str(), |_| "ok"));
                 Some(verdict.map_err(|_| ApiError::CallerNotAllowed)?)
             }

@@ -117,6 +117,14 @@ where
 
 /// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]`, `[2001:db8::1]:443`
 /// or a bare `2001:db8::1`. Anything else (host names, zone ids, `unknown`, junk) is `None`.
+///
+/// **An unbracketed entry with two or more colons is an IPv6 address, never address:port.** The
+/// App Service front end (IIS ARR lineage) brackets IPv6 when it adds a port (`[v6]:port`); the
+/// proxies that write bare IPv6 (nginx's `$proxy_add_x_forwarded_for`, AWS load balancers) write no
+/// port (platform-facts §11). So `2001:db8::5:443` is the address `2001:db8::5:443` — never
+/// `2001:db8::5` on port 443, which would let an entry that merely ends in a number pass for a
+/// listed address. What does not parse as one address (`2001:db8::5::443`, `::ffff:1.2.3.4:80`,
+/// `[2001:db8::5]443`) is refused, not guessed at.
 fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(entry).ok()?;
     if let Some(rest) = text.strip_prefix('[') {
@@ -262,5 +270,19 @@ mod tests {
         assert!(XffDepth::new(0).is_none());
         assert!(XffDepth::new(17).is_none());
         assert_eq!(XffDepth::new(16).map(XffDepth::get), Some(16));
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_entry_is_an_address_never_address_and_port() {
+        assert_eq!(caller(&["2001:db8::5:443"], 1), Ok(ip("2001:db8::5:443")));
+        assert_ne!(caller(&["2001:db8::5:443"], 1), Ok(ip("2001:db8::5")));
+        assert_eq!(caller(&["[2001:db8::5]:443"], 1), Ok(ip("2001:db8::5")));
+        for ambiguous in ["2001:db8::5::443", "::ffff:1.2.3.4:80", "[2001:db8::5]443"] {
+            assert_eq!(
+                caller(&[ambiguous], 1),
+                Err(CallerIpError::Unparsable),
+                "{ambiguous}"
+            );
+        }
     }
 }

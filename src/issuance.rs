@@ -7,7 +7,8 @@
 //!    registration id and must be a valid one (400), and module tokens do not exist (404);
 //! 3. **scope** — with `DEVICE_SCOPES`, the caller must hold a rule that covers the subject's id
 //!    (403, the same answer as every other 403);
-//! 4. **key** — the current key from memory ([`KeyHandle::current`]; 503 if none);
+//! 4. **key** — the current key from memory ([`KeyHandle::current`]; 503 if none has been read,
+//!    Key Vault withdrew it, or it outlived `KEYVAULT_MAX_KEY_AGE_SECONDS` — the log says which);
 //! 5. **sign** — the token, answered as JSON with `Cache-Control: no-store` and renewal hints:
 //!    `expiresIn` (seconds until `se`, right even on a device whose clock is wrong) and
 //!    `refreshIn` (drawn uniformly from 75–90 % of `expiresIn` for every answer, so a fleet that
@@ -35,6 +36,7 @@ use crate::params::{DeviceId, ModuleId, RegistrationId, TokenLifetimes, Ttl};
 use crate::request_log::{IssuedFacts, RequestOutcome};
 use crate::sas::{SasToken, SigningMode, TokenSigner};
 use crate::scope::Scopes;
+use crate::secrets::handle::Unavailable;
 use crate::secrets::{IssuingKey, KeyHandle};
 
 /// Everything a token request is checked against and signed with, shared by all requests.
@@ -158,17 +160,26 @@ impl TokenService {
             (Ok(caller), Ok(subject)) => self.scope(caller, subject),
             _ => Ok(None),
         };
-        // 4 and 5. Key and signature.
-        let issued = match (&subject, ttl, &scope) {
-            (Err(error), _, _) => Err(error.clone()),
-            (Ok(_), Err(error), _) => Err(error),
-            (Ok(_), Ok(_), Err(_)) => Err(ApiError::CallerNotAllowed),
-            (Ok(subject), Ok(ttl), Ok(scope)) => self.sign(subject, ttl, scope.clone()).await,
+        // 4. Key: only for a request that passed every check.
+        let key = match (&subject, &ttl, &scope) {
+            (Ok(_), Ok(_), Ok(_)) => Some(self.keys.current().await),
+            _ => None,
+        };
+        // 5. Signature.
+        let issued = match (&subject, ttl, &scope, &key) {
+            (Err(error), _, _, _) => Err(error.clone()),
+            (Ok(_), Err(error), _, _) => Err(error),
+            (Ok(_), Ok(_), Err(_), _) => Err(ApiError::CallerNotAllowed),
+            (Ok(_), Ok(_), Ok(_), None | Some(Err(_))) => Err(ApiError::KeyUnavailable),
+            (Ok(subject), Ok(ttl), Ok(scope), Some(Ok(key))) => {
+                sign(key, subject, ttl, scope.clone())
+            }
         };
 
         let mut outcome = RequestOutcome {
             caller: facts,
             scope_denied: scope.err(),
+            key_unavailable: key.and_then(Result::err).map(Unavailable::as_str),
             ..RequestOutcome::default()
         };
         match subject {
@@ -236,67 +247,66 @@ impl TokenService {
             .map(|key| Some(Arc::clone(key)))
             .ok_or("device outside the caller's DEVICE_SCOPES")
     }
+}
 
-    /// Steps 4 and 5: the current key, and the token signed with it.
-    async fn sign(
-        &self,
-        subject: &Subject,
-        ttl: Ttl,
-        scope: Option<Arc<str>>,
-    ) -> Result<Issued, ApiError> {
-        let key = self.keys.current().await.ok_or(ApiError::KeyUnavailable)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        let token = sign_with(&key, subject, now + u64::from(ttl.seconds()))
-            // The route table only serves what the mode can sign; a mismatch fails closed.
-            .ok_or(ApiError::KeyUnavailable)?;
-        let expires_on =
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(token.expires_at))
-                .to_string();
-        let expires_in = token.expires_at.saturating_sub(now);
-        let (device_id, module_id, registration_id) = match subject {
-            Subject::Device(device, _) => (Some(device.as_str()), None, None),
-            Subject::Module(device, module) => (Some(device.as_str()), Some(module.as_str()), None),
-            Subject::Registration(registration) => (None, None, Some(registration.as_str())),
-        };
-        // Sized for the whole body up front: one allocation, no regrowth.
-        let mut body = Vec::with_capacity(token.token.len() + 2 * 128 + 160);
-        serde_json::to_writer(
-            &mut body,
-            &TokenResponse {
-                sastoken: &token.token,
-                device_id,
-                module_id,
-                registration_id,
-                expires_on: &expires_on,
-                expires_in,
-                refresh_in: refresh_in(expires_in, fastrand::f64()),
-            },
-        )
-        .expect("a struct of strings and numbers serialises");
-        let response = (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            ],
-            body,
-        )
-            .into_response();
-        Ok(Issued {
-            response,
-            facts: IssuedFacts {
-                expires_on,
-                signing_mode: key.signer.mode().as_str(),
-                scope,
-                key_version: key.version.clone(),
-            },
-        })
-    }
+/// Step 5: the token for `subject`, signed with `key`, as the 200 answer.
+fn sign(
+    key: &IssuingKey,
+    subject: &Subject,
+    ttl: Ttl,
+    scope: Option<Arc<str>>,
+) -> Result<Issued, ApiError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let token = sign_with(key, subject, now + u64::from(ttl.seconds()))
+        // The route table only serves what the mode can sign; a mismatch fails closed.
+        .ok_or(ApiError::KeyUnavailable)?;
+    let expires_on =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(token.expires_at))
+            .to_string();
+    let expires_in = token.expires_at.saturating_sub(now);
+    let (device_id, module_id, registration_id) = match subject {
+        Subject::Device(device, _) => (Some(device.as_str()), None, None),
+        Subject::Module(device, module) => (Some(device.as_str()), Some(module.as_str()), None),
+        Subject::Registration(registration) => (None, None, Some(registration.as_str())),
+    };
+    // Sized for the whole body up front: one allocation, no regrowth.
+    let mut body = Vec::with_capacity(token.token.len() + 2 * 128 + 160);
+    serde_json::to_writer(
+        &mut body,
+        &TokenResponse {
+            sastoken: &token.token,
+            device_id,
+            module_id,
+            registration_id,
+            expires_on: &expires_on,
+            expires_in,
+            refresh_in: refresh_in(expires_in, fastrand::f64()),
+        },
+    )
+    .expect("a struct of strings and numbers serialises");
+    let response = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response();
+    Ok(Issued {
+        response,
+        facts: IssuedFacts {
+            expires_on,
+            signing_mode: key.signer.mode().as_str(),
+            scope,
+            key_version: key.version.clone(),
+        },
+    })
 }
 
 /// The token for `subject`, if `key`'s mode signs that kind of token.

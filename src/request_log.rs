@@ -50,6 +50,8 @@ pub struct RequestOutcome {
     pub registration_id: Option<RegistrationId>,
     /// Why a caller the layers let through was refused this device (`DEVICE_SCOPES`).
     pub scope_denied: Option<&'static str>,
+    /// Why no key could sign (a 503): not loaded, withdrawn by Key Vault, too old.
+    pub key_unavailable: Option<&'static str>,
     /// The audit record of an issued token.
     pub issued: Option<IssuedFacts>,
 }
@@ -178,6 +180,7 @@ impl LineBuffer {
             ("signing_mode", issued.map(|i| i.signing_mode)),
             ("key_version", issued.and_then(|i| i.key_version.as_deref())),
             ("expires_on", issued.map(|i| i.expires_on.as_str())),
+            ("key", outcome.key_unavailable),
         ];
         for (name, value) in optional {
             if let Some(value) = value {

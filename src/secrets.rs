@@ -10,7 +10,7 @@
 //!   then be unset: in this mode the function holds no hub policy key.
 //!
 //! A setting that the chosen mode would ignore is a start-up error naming it, never silently
-//! dropped. The key itself is read through [`KeyHandle`] ([`handle`]), kept fresh from Key Vault by
+//! dropped (a Key Vault setting without `KEYVAULT_URI` too). The key itself is read through [`KeyHandle`] ([`handle`]), kept fresh from Key Vault by
 //! [`refresh`] and [`key_vault`].
 
 pub mod handle;
@@ -115,14 +115,12 @@ fn hub_policy(settings: &Lookup<'_>) -> Result<KeySource, SettingError> {
         })
         .transpose()?;
     if !settings.is_set(KEYVAULT_URI) {
-        refuse_if_set(
-            settings,
-            IOTHUB_POLICY_KEY_SECRET,
-            "is only used with KEYVAULT_URI",
-        )?;
+        refuse_key_vault_settings(settings, IOTHUB_POLICY_KEY_SECRET)?;
         let hub = hub.ok_or_else(|| IOTHUB_HOSTNAME.missing())?;
         let policy = policy.ok_or_else(|| IOTHUB_POLICY_NAME.missing())?;
         let (setting, key) = settings.required(&IOTHUB_POLICY_KEY)?;
+        // The text is as secret as the key: wipe it once decoded.
+        let key = zeroize::Zeroizing::new(key);
         let key =
             SigningKey::from_base64(&key).map_err(|e| SettingError::new(setting, e.to_string()))?;
         return Ok(KeySource::Static(IssuingKey {
@@ -162,17 +160,14 @@ fn enrollment_group(settings: &Lookup<'_>) -> Result<KeySource, SettingError> {
         })
         .transpose()?;
     if !settings.is_set(KEYVAULT_URI) {
-        refuse_if_set(
-            settings,
-            ENROLLMENT_GROUP_KEY_SECRET,
-            "is only used with KEYVAULT_URI",
-        )?;
+        refuse_key_vault_settings(settings, ENROLLMENT_GROUP_KEY_SECRET)?;
         let key = settings.get(ENROLLMENT_GROUP_KEY).ok_or_else(|| {
             SettingError::new(
                 ENROLLMENT_GROUP_KEY,
                 "is required with SIGNING_MODE=enrollment-group (or ENROLLMENT_GROUP_KEY_SECRET with KEYVAULT_URI)",
             )
         })?;
+        let key = zeroize::Zeroizing::new(key);
         let key = SigningKey::from_base64(&key)
             .map_err(|e| SettingError::new(ENROLLMENT_GROUP_KEY, e.to_string()))?;
         let signer = GroupSigner::new(hub.as_str(), id_scope.as_ref().map(IdScope::as_str), &key);
@@ -192,6 +187,21 @@ fn enrollment_group(settings: &Lookup<'_>) -> Result<KeySource, SettingError> {
         SecretUse::EnrollmentGroup { hub, id_scope },
     )
     .map(KeySource::KeyVault)
+}
+
+/// Without `KEYVAULT_URI`, the settings that only Key Vault mode reads must be unset.
+fn refuse_key_vault_settings(
+    settings: &Lookup<'_>,
+    secret_setting: &'static str,
+) -> Result<(), SettingError> {
+    for setting in [
+        secret_setting,
+        "KEYVAULT_REFRESH_SECONDS",
+        key_vault::KEYVAULT_MAX_KEY_AGE_SECONDS,
+    ] {
+        refuse_if_set(settings, setting, "is only used with KEYVAULT_URI")?;
+    }
+    Ok(())
 }
 
 fn hub_name(settings: &Lookup<'_>) -> Result<Option<HubName>, SettingError> {

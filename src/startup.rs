@@ -78,6 +78,10 @@ impl Application {
             tracing::warn!(
                 "ALLOWED_IPS is `*`: every caller is allowed; restrict it to API Management's addresses in production"
             );
+        } else if let Some(who) = config.callers.allow_list.covers_a_whole_family() {
+            tracing::warn!(
+                "ALLOWED_IPS allows {who}, as `*` would; restrict it to API Management's addresses in production"
+            );
         }
         let mut tasks = BackgroundTasks::default();
         let mode = config.key_source.mode();
@@ -85,8 +89,14 @@ impl Application {
         let keys = match config.key_source {
             KeySource::Static(signer) => KeyHandle::fixed(signer),
             KeySource::KeyVault(settings) => {
+                if settings.max_key_age.is_none() {
+                    tracing::warn!(
+                        "KEYVAULT_MAX_KEY_AGE_SECONDS is 0: during a Key Vault outage the last good key signs for ever"
+                    );
+                }
+                let max_age = settings.max_key_age;
                 let vault = VaultSecret::new(settings).map_err(StartupError::KeyVaultClient)?;
-                let (publisher, keys) = KeyHandle::empty(FIRST_KEY_WAIT);
+                let (publisher, keys) = KeyHandle::empty(FIRST_KEY_WAIT, max_age);
                 // The port opens at once; the first fetch runs concurrently and requests that
                 // arrive before it completes wait for it (up to FIRST_KEY_WAIT).
                 tasks.spawn("Key Vault key refresh", keep_fresh(vault, publisher));

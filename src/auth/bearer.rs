@@ -5,7 +5,11 @@
 //! validation policy: RS256 only; signature against the issuer's key named
 //! by `kid` ([`Jwks`]); `iss` exactly the tenant's v1 (`https://sts.windows.net/<tenant>/`) or v2
 //! (`https://login.microsoftonline.com/<tenant>/v2.0`) issuer; `aud` one of `AUTH_AUDIENCE`;
-//! `exp` required, `exp`/`nbf` with 5 minutes of leeway; then the caller (`oid`, or `appid`/`azp`)
+//! `exp` required, `exp`/`nbf` with 5 minutes of leeway; `aud` and `iss` each a single string (an
+//! array is refused even when one element would match); an app-only token — one with a `scp`
+//! claim is a user's delegated token and is refused unless `AUTH_ALLOW_DELEGATED=true`, since
+//! listing an app in `AUTH_ALLOWED_CALLERS` must not let each of its signed-in users through;
+//! then the caller (`oid`, or `appid`/`azp`)
 //! in `AUTH_ALLOWED_CALLERS` and, if configured, the role in `roles`. A token that passes is the
 //! caller's [`Principal`]: its ids and roles, for the layers after this one.
 //!
@@ -42,6 +46,8 @@ pub struct BearerSettings {
     pub openid_config_url: String,
     /// `AUTH_JWKS_REFETCH_SECONDS`: the least time between key-set fetches for unknown `kid`s.
     pub jwks_refetch: Duration,
+    /// `AUTH_ALLOW_DELEGATED`: accept a user's delegated token (one with `scp`) too.
+    pub allow_delegated: bool,
 }
 
 impl BearerSettings {
@@ -53,6 +59,9 @@ impl BearerSettings {
                 "AUTH_AUDIENCE",
                 "AUTH_ALLOWED_CALLERS",
                 "AUTH_REQUIRED_ROLE",
+                "AUTH_ALLOW_DELEGATED",
+                "AUTH_OPENID_CONFIG_URL",
+                "AUTH_JWKS_REFETCH_SECONDS",
             ] {
                 if settings.is_set(dependent) {
                     return Err(SettingError::new(
@@ -95,6 +104,20 @@ impl BearerSettings {
         }
         let jwks_refetch =
             Duration::from_secs(settings.number("AUTH_JWKS_REFETCH_SECONDS", 60, 1, 3_600)?);
+        let allow_delegated = match settings
+            .get("AUTH_ALLOW_DELEGATED")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(SettingError::new(
+                    "AUTH_ALLOW_DELEGATED",
+                    "must be `true` or `false`",
+                ));
+            }
+        };
         Ok(Some(Self {
             tenant_id,
             audiences,
@@ -104,6 +127,7 @@ impl BearerSettings {
                 .map(|r| r.trim().to_owned()),
             openid_config_url,
             jwks_refetch,
+            allow_delegated,
         }))
     }
 }
@@ -125,6 +149,7 @@ pub struct BearerAuth {
     validation: Validation,
     allowed_callers: HashSet<String>,
     required_role: Option<String>,
+    allow_delegated: bool,
 }
 
 /// Why a request was not authenticated.
@@ -201,6 +226,12 @@ pub struct Refusal {
 /// The claims we read; everything else in the token is ignored.
 #[derive(Debug, Deserialize)]
 struct Claims {
+    /// Read as any JSON value so that an array can be refused; `jsonwebtoken` accepts one.
+    aud: serde_json::Value,
+    /// As `aud`.
+    iss: serde_json::Value,
+    /// Present only in a user's delegated token.
+    scp: Option<serde_json::Value>,
     oid: Option<String>,
     appid: Option<String>,
     azp: Option<String>,
@@ -242,6 +273,7 @@ impl BearerAuth {
             validation,
             allowed_callers: settings.allowed_callers.iter().cloned().collect(),
             required_role: settings.required_role.clone(),
+            allow_delegated: settings.allow_delegated,
         })
     }
 
@@ -282,9 +314,17 @@ impl BearerAuth {
             .await
             .map_err(|KeysUnavailable| BearerRejection::KeysUnavailable)?
             .ok_or(BearerRejection::Invalid)?;
-        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| BearerRejection::Invalid)
+            .map_err(|_| BearerRejection::Invalid)?;
+        // `jsonwebtoken` has checked that the values are accepted ones; they must also be one.
+        if !claims.aud.is_string() || !claims.iss.is_string() {
+            return Err(BearerRejection::Invalid);
+        }
+        if claims.scp.is_some() && !self.allow_delegated {
+            return Err(BearerRejection::Invalid);
+        }
+        Ok(claims)
     }
 
     /// Whether a valid token's caller may ask for tokens.

@@ -12,6 +12,8 @@
 //! this one.
 //!
 //! **How it fails.** Closed: missing, unparsable, outside its validity period or unknown → denied.
+//! More than one `X-ARR-ClientCert` value is denied too, as two `Authorization` lines are: the
+//! platform writes one, so a second came from someone else, and no rule could say which to trust.
 //! Thumbprints are compared in constant time.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,6 +72,8 @@ pub enum CertRejection {
     Missing,
     /// Not base64 DER X.509.
     Unparsable,
+    /// More than one `X-ARR-ClientCert` header line.
+    Repeated,
     /// Past its `notAfter`.
     Expired,
     /// Before its `notBefore`.
@@ -84,6 +88,7 @@ impl CertRejection {
         match self {
             Self::Missing => "missing",
             Self::Unparsable => "unparsable",
+            Self::Repeated => "repeated",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::UnknownThumbprint => "unknown_thumbprint",
@@ -130,13 +135,18 @@ impl Thumbprints {
         Ok(thumbprints)
     }
 
-    /// Check the forwarded certificate at time `now`; the accepted certificate's thumbprints.
-    pub fn check(
+    /// Check the forwarded certificate — every `X-ARR-ClientCert` line of the request — at time
+    /// `now`; the accepted certificate's thumbprints.
+    pub fn check<'h>(
         &self,
-        header: Option<&HeaderValue>,
+        header_lines: impl IntoIterator<Item = &'h HeaderValue>,
         now: SystemTime,
     ) -> Result<CertificateThumbprints, CertRejection> {
-        let header = header.ok_or(CertRejection::Missing)?;
+        let mut lines = header_lines.into_iter();
+        let header = lines.next().ok_or(CertRejection::Missing)?;
+        if lines.next().is_some() {
+            return Err(CertRejection::Repeated);
+        }
         let der = BASE64
             .decode(header.as_bytes().trim_ascii())
             .map_err(|_| CertRejection::Unparsable)?;
@@ -223,16 +233,18 @@ mod tests {
     fn missing_or_garbage_certificates_are_rejected() {
         let pins = Thumbprints::parse(&"ab".repeat(20)).expect("valid thumbprint");
         let now = SystemTime::now();
-        assert_eq!(pins.check(None, now), Err(CertRejection::Missing));
+        assert_eq!(pins.check([], now), Err(CertRejection::Missing));
         let garbage = HeaderValue::from_static("bm90IGEgY2VydGlmaWNhdGU=");
-        assert_eq!(
-            pins.check(Some(&garbage), now),
-            Err(CertRejection::Unparsable)
-        );
+        assert_eq!(pins.check([&garbage], now), Err(CertRejection::Unparsable));
         let not_base64 = HeaderValue::from_static("%%%");
         assert_eq!(
-            pins.check(Some(&not_base64), now),
+            pins.check([&not_base64], now),
             Err(CertRejection::Unparsable)
+        );
+        assert_eq!(
+            pins.check([&garbage, &not_base64], now),
+            Err(CertRejection::Repeated),
+            "two lines are refused before either is read"
         );
     }
 }

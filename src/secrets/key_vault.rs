@@ -2,7 +2,8 @@
 //! refreshed in the background.
 //!
 //! **What it owns.** Its settings ([`KeyVaultSettings`]: `KEYVAULT_URI`, the secret's name
-//! (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`), `KEYVAULT_REFRESH_SECONDS`, `AZURE_CLIENT_ID`, and the platform's `IDENTITY_ENDPOINT` and
+//! (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`), `KEYVAULT_REFRESH_SECONDS`,
+//! `KEYVAULT_MAX_KEY_AGE_SECONDS`, `AZURE_CLIENT_ID`, and the platform's `IDENTITY_ENDPOINT` and
 //! `WEBSITE_SITE_NAME`), one credential and one `SecretClient` for the process
 //! lifetime (the SDK caches the identity token and the vault's authentication challenge per
 //! client), the refresh loop that is the only writer of the [`KeyPublisher`], and the secret's
@@ -11,7 +12,9 @@
 //! **What it trusts.** The identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, set by the
 //! platform) or, off Azure, the developer's `az login`; the vault's TLS certificate through the
 //! system roots (or `SSL_CERT_FILE`). Not the secret's value: it is parsed, and a malformed value is
-//! a failed fetch that keeps the last good key. The value is never logged; the secret's name and
+//! a failed fetch that keeps the last good key. Key Vault's answers are the operator's intent:
+//! [`FetchError::withdrawal`] tells a decision (the secret deleted, disabled, or its access
+//! removed) from an outage. The value is never logged; the secret's name and
 //! version are.
 //!
 //! **Load on the vault.** The request path never calls Key Vault. The loop reads the secret once
@@ -32,7 +35,8 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use zeroize::Zeroizing;
 
 use crate::secrets::IssuingKey;
-use crate::secrets::secret_value::{SecretFormatError, SecretUse};
+use crate::secrets::handle::Withdrawal;
+use crate::secrets::secret_value::{Overridden, SecretFormatError, SecretUse};
 use crate::settings::{Lookup, SettingError};
 use crate::telemetry::error_chain;
 
@@ -42,6 +46,12 @@ pub const KEYVAULT_URI: &str = "KEYVAULT_URI";
 const DEFAULT_REFRESH_SECONDS: u64 = 300;
 /// Re-reading a secret more often than every 10 s buys nothing and eats the vault's shared quota.
 const MIN_REFRESH_SECONDS: u64 = 10;
+/// How old the last successful read may be before issuance stops.
+pub const KEYVAULT_MAX_KEY_AGE_SECONDS: &str = "KEYVAULT_MAX_KEY_AGE_SECONDS";
+/// A day: an outage of Key Vault (or of the identity endpoint) is bridged for that long.
+const DEFAULT_MAX_KEY_AGE_SECONDS: u64 = 86_400;
+/// A year.
+const MAX_MAX_KEY_AGE_SECONDS: u64 = 31_536_000;
 
 /// How to reach the secret that holds the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +66,9 @@ pub struct KeyVaultSettings {
     pub secret_use: SecretUse,
     /// `KEYVAULT_REFRESH_SECONDS`: how often the secret is re-read.
     pub refresh: Duration,
+    /// `KEYVAULT_MAX_KEY_AGE_SECONDS`: how old the last successful read may be before issuance
+    /// stops; `None` (the setting is 0): no limit.
+    pub max_key_age: Option<Duration>,
     /// `AZURE_CLIENT_ID`: a user-assigned identity to use instead of the system-assigned one.
     pub client_id: Option<String>,
     /// Whether the platform provides an App Service managed identity (`IDENTITY_ENDPOINT`); when
@@ -90,6 +103,25 @@ impl KeyVaultSettings {
             MIN_REFRESH_SECONDS,
             86_400,
         )?);
+        let max_key_age = match settings.number(
+            KEYVAULT_MAX_KEY_AGE_SECONDS,
+            DEFAULT_MAX_KEY_AGE_SECONDS,
+            0,
+            MAX_MAX_KEY_AGE_SECONDS,
+        )? {
+            0 => None,
+            // A limit shorter than two refreshes would stop issuance after one missed read.
+            seconds if seconds < 2 * refresh.as_secs() => {
+                return Err(SettingError::new(
+                    KEYVAULT_MAX_KEY_AGE_SECONDS,
+                    format!(
+                        "must be 0 (no limit) or at least twice KEYVAULT_REFRESH_SECONDS ({} s)",
+                        2 * refresh.as_secs()
+                    ),
+                ));
+            }
+            seconds => Some(Duration::from_secs(seconds)),
+        };
         let managed_identity = settings.is_set("IDENTITY_ENDPOINT");
         // On Azure without a managed identity nothing could ever read the vault: say so now
         // rather than fail every fetch. `WEBSITE_SITE_NAME` is set by App Service on every plan;
@@ -108,6 +140,7 @@ impl KeyVaultSettings {
             secret_setting,
             secret_use,
             refresh,
+            max_key_age,
             client_id: settings.get("AZURE_CLIENT_ID"),
             managed_identity,
         })
@@ -141,17 +174,56 @@ pub enum FetchError {
     #[error("no answer from Key Vault within {0:?}")]
     TimedOut(Duration),
     /// The SDK failed: identity, network, TLS, HTTP status. The whole cause chain.
-    #[error("{0}")]
-    Sdk(String),
+    #[error("{description}")]
+    Sdk {
+        /// Key Vault's HTTP status, when Key Vault itself answered with an error.
+        status: Option<u16>,
+        /// The status, the service error code and the cause chain.
+        description: String,
+    },
     /// The secret exists but holds no usable key.
     #[error("the secret's value is not usable: {0}")]
     BadValue(#[from] SecretFormatError),
+}
+
+impl FetchError {
+    /// Whether Key Vault's answer was an operator's decision that withdraws the key: 404 (the
+    /// secret is gone) or 403 (disabled, or the app's access removed). Matched on the status, as
+    /// Key Vault documents it; the inner error codes that tell the 403s apart are only reported in
+    /// public issues (platform-facts §10). Identity failures come back as credential errors, not
+    /// as Key Vault's answer, so they never withdraw the key. Everything else — no answer, a
+    /// connection or TLS error, 429, 5xx, an identity failure, an unusable value — is treated as
+    /// transient: the last good key stays, within `KEYVAULT_MAX_KEY_AGE_SECONDS`.
+    pub fn withdrawal(&self) -> Option<Withdrawal> {
+        match self {
+            Self::Sdk {
+                status: Some(404), ..
+            } => Some(Withdrawal::NotFound),
+            Self::Sdk {
+                status: Some(403), ..
+            } => Some(Withdrawal::Forbidden),
+            _ => None,
+        }
+    }
+
+    fn sdk(error: &azure_core::Error) -> Self {
+        let status = match error.kind() {
+            azure_core::error::ErrorKind::HttpResponse { status, .. } => Some(u16::from(*status)),
+            _ => None,
+        };
+        Self::Sdk {
+            status,
+            description: describe_sdk_error(error),
+        }
+    }
 }
 
 /// The vault secret the key comes from, and how to reach it.
 pub struct VaultSecret {
     client: SecretClient,
     settings: KeyVaultSettings,
+    /// The secret version whose override warnings were last logged.
+    warned_version: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for VaultSecret {
@@ -172,7 +244,11 @@ impl VaultSecret {
             ..SecretClientOptions::default()
         };
         let client = SecretClient::new(&settings.vault_uri, credential, Some(options))?;
-        Ok(Self { client, settings })
+        Ok(Self {
+            client,
+            settings,
+            warned_version: std::sync::Mutex::new(None),
+        })
     }
 
     /// Read the secret once and turn it into a key, tagged with the secret's version.
@@ -181,21 +257,40 @@ impl VaultSecret {
         let response = tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
             .map_err(|_| FetchError::TimedOut(FETCH_TIMEOUT))?
-            .map_err(|e| FetchError::Sdk(describe_sdk_error(&e)))?;
-        let secret = response
-            .into_model()
-            .map_err(|e| FetchError::Sdk(describe_sdk_error(&e)))?;
+            .map_err(|e| FetchError::sdk(&e))?;
+        let secret = response.into_model().map_err(|e| FetchError::sdk(&e))?;
         let version = secret
             .id
             .as_deref()
             .and_then(|id| id.rsplit('/').next())
             .unwrap_or("unknown");
         let value = Zeroizing::new(secret.value.unwrap_or_default());
-        let signer = self.settings.secret_use.signer(&value)?;
+        let (signer, overridden) = self.settings.secret_use.signer(&value)?;
+        self.warn_once_per_version(version, &overridden);
         Ok(IssuingKey {
             signer,
             version: Some(Arc::from(version)),
         })
+    }
+
+    /// Say which settings override a different connection-string part — once per secret
+    /// version, not at every refresh.
+    fn warn_once_per_version(&self, version: &str, overridden: &[Overridden]) {
+        let mut warned = self
+            .warned_version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if warned.as_deref() == Some(version) {
+            return;
+        }
+        *warned = Some(version.to_owned());
+        for Overridden { setting, part } in overridden {
+            tracing::warn!(
+                secret = self.name(),
+                version,
+                "{setting} differs from the connection string's {part}; {setting} is used"
+            );
+        }
     }
 
     /// The secret's name, for log lines.
@@ -206,6 +301,11 @@ impl VaultSecret {
     /// How often the secret is re-read.
     pub fn refresh(&self) -> Duration {
         self.settings.refresh
+    }
+
+    /// `KEYVAULT_MAX_KEY_AGE_SECONDS`, if any.
+    pub fn max_key_age(&self) -> Option<Duration> {
+        self.settings.max_key_age
     }
 }
 

@@ -1,9 +1,12 @@
 //! Keeping the key fresh: the one task that reads the secret and publishes the signer.
 //!
 //! **What it owns.** The refresh schedule: read the secret, publish the signer, sleep
-//! `KEYVAULT_REFRESH_SECONDS`; after a failure keep the last good key, log, and retry after a
-//! capped, jittered exponential back-off ([`backoff`]). It runs as one task, so at most one read is
-//! ever in flight whatever the request load, and it is the only writer of the [`KeyPublisher`].
+//! `KEYVAULT_REFRESH_SECONDS`; after a failure retry after a capped, jittered exponential back-off
+//! ([`backoff`]), withdraw the key if Key Vault's answer says the operator withdrew it, else keep
+//! the last good key (which the key handle stops using once it outlives
+//! `KEYVAULT_MAX_KEY_AGE_SECONDS`), and say so in one log line per change. It runs as one task, so
+//! at most one read is ever in flight whatever the request load, and it is the only writer of the
+//! [`KeyPublisher`].
 //!
 //! **What it trusts.** [`VaultSecret::fetch`] to bound each read; the clock (Tokio's, so tests run
 //! the schedule under paused time).
@@ -11,7 +14,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::secrets::key_vault::VaultSecret;
+use crate::secrets::handle::Withdrawal;
+use crate::secrets::key_vault::{FetchError, VaultSecret};
 use crate::secrets::{IssuingKey, KeyPublisher};
 
 /// First retry delay after a failed fetch; it doubles per consecutive failure.
@@ -19,60 +23,135 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// The longest wait between retries (or the refresh interval, if shorter).
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
-/// Keep the key fresh forever: fetch, publish, sleep `refresh`; on failure keep the last good key,
-/// log, and retry after a capped, jittered exponential back-off. Runs as one task, so at most one
-/// fetch is ever in flight.
+/// Keep the key fresh forever: fetch, publish, sleep `refresh`. After a failure, retry after a
+/// capped, jittered exponential back-off; meanwhile Key Vault's answer decides what is signed:
+/// - a **withdrawal** (404, 403: the secret deleted, disabled, or the app's access removed)
+///   stops issuance at once — one error line names it — until a read succeeds again;
+/// - an **outage** (anything else) keeps the last good key while its last successful read is
+///   younger than `KEYVAULT_MAX_KEY_AGE_SECONDS`; one error line says when it ages out.
+///
+/// Runs as one task, so at most one fetch is ever in flight.
 pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
     let refresh = vault.refresh();
+    let max_age = vault.max_key_age();
     let vault = &vault;
+    let mut aged_out_logged = false;
     refresh_loop(
-        || async move {
-            let fetched = vault.fetch().await;
-            if let Ok(key) = &fetched {
-                tracing::info!(
-                    secret = vault.name(),
-                    version = key.version.as_deref().unwrap_or("unknown"),
-                    signing_mode = key.signer.mode().as_str(),
-                    "signing key loaded from Key Vault"
-                );
-            }
-            fetched
-        },
+        || async move { vault.fetch().await },
         &publisher,
-        refresh,
-        |failures, error, has_key| {
-            let retry_in = backoff(failures, refresh, fastrand::f64());
-            if has_key {
-                tracing::warn!(
-                    secret = vault.name(),
+        FetchError::withdrawal,
+        |event| {
+            let retry_in = |failures| backoff(failures, refresh, fastrand::f64());
+            match event {
+                Event::Loaded { key, resumed } => {
+                    aged_out_logged = false;
+                    let version = key.version.as_deref().unwrap_or("unknown");
+                    if let Some(withdrawal) = resumed {
+                        tracing::info!(
+                            secret = vault.name(),
+                            version,
+                            was = withdrawal.describe(),
+                            "Key Vault read succeeded again; issuing tokens"
+                        );
+                    } else {
+                        tracing::info!(
+                            secret = vault.name(),
+                            version,
+                            signing_mode = key.signer.mode().as_str(),
+                            "signing key loaded from Key Vault"
+                        );
+                    }
+                    refresh
+                }
+                Event::Withdrawn {
                     failures,
-                    retry_in_ms = retry_in.as_millis() as u64,
-                    error = %error,
-                    "Key Vault read failed; still signing with the last good key"
-                );
-            } else {
-                tracing::error!(
-                    secret = vault.name(),
+                    error,
+                    withdrawal,
+                    first,
+                } => {
+                    let retry_in = retry_in(failures);
+                    if first {
+                        tracing::error!(
+                            secret = vault.name(),
+                            retry_in_ms = retry_in.as_millis() as u64,
+                            error = %error,
+                            "{}; token requests get 503 until a read succeeds",
+                            withdrawal.describe()
+                        );
+                    } else {
+                        tracing::debug!(secret = vault.name(), failures, error = %error, "still withdrawn");
+                    }
+                    retry_in
+                }
+                Event::Failed {
                     failures,
-                    retry_in_ms = retry_in.as_millis() as u64,
-                    error = %error,
-                    "Key Vault read failed; no signing key yet, token requests get 503"
-                );
+                    error,
+                    key_age,
+                } => {
+                    let retry_in = retry_in(failures);
+                    let aged_out = matches!((key_age, max_age), (Some(age), Some(max)) if age > max);
+                    if aged_out && !aged_out_logged {
+                        aged_out_logged = true;
+                        tracing::error!(
+                            secret = vault.name(),
+                            failures,
+                            error = %error,
+                            "Key Vault read failed and the last good key is older than KEYVAULT_MAX_KEY_AGE_SECONDS; token requests get 503 until a read succeeds"
+                        );
+                    } else if key_age.is_some() {
+                        tracing::warn!(
+                            secret = vault.name(),
+                            failures,
+                            retry_in_ms = retry_in.as_millis() as u64,
+                            error = %error,
+                            "Key Vault read failed; still signing with the last good key"
+                        );
+                    } else {
+                        tracing::error!(
+                            secret = vault.name(),
+                            failures,
+                            retry_in_ms = retry_in.as_millis() as u64,
+                            error = %error,
+                            "Key Vault read failed; no signing key, token requests get 503"
+                        );
+                    }
+                    retry_in
+                }
             }
-            retry_in
         },
     )
     .await;
 }
 
-/// The loop itself, with the fetch and the failure policy injected so it can be tested under
-/// paused Tokio time. `on_failure(consecutive_failures, error, has_key)` returns the delay before
-/// the next attempt.
+/// What a fetch came to, for the policy that logs it and chooses the next delay.
+enum Event<'a, E> {
+    /// A key was read and published; `resumed` when the key had been withdrawn before.
+    Loaded {
+        key: &'a IssuingKey,
+        resumed: Option<Withdrawal>,
+    },
+    /// Key Vault withdrew the key; `first` when it was not withdrawn (for this reason) before.
+    Withdrawn {
+        failures: u32,
+        error: &'a E,
+        withdrawal: Withdrawal,
+        first: bool,
+    },
+    /// A transient failure; `key_age` is the age of the key still in use, if any.
+    Failed {
+        failures: u32,
+        error: &'a E,
+        key_age: Option<Duration>,
+    },
+}
+
+/// The loop itself, with the fetch, the classification and the policy injected so it can be
+/// tested under paused Tokio time. `on_event` returns the delay before the next attempt.
 async fn refresh_loop<F, Fut, E>(
     mut fetch: F,
     publisher: &KeyPublisher,
-    refresh: Duration,
-    mut on_failure: impl FnMut(u32, &E, bool) -> Duration,
+    withdrawal: impl Fn(&E) -> Option<Withdrawal>,
+    mut on_event: impl FnMut(Event<'_, E>) -> Duration,
 ) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<IssuingKey, E>>,
@@ -81,13 +160,31 @@ async fn refresh_loop<F, Fut, E>(
     loop {
         let delay = match fetch().await {
             Ok(key) => {
+                let resumed = publisher.withdrawn();
+                let delay = on_event(Event::Loaded { key: &key, resumed });
                 publisher.publish(key);
                 failures = 0;
-                refresh
+                delay
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                on_failure(failures, &error, publisher.has_key())
+                match withdrawal(&error) {
+                    Some(withdrawal) => {
+                        let first = publisher.withdrawn() != Some(withdrawal);
+                        publisher.withdraw(withdrawal);
+                        on_event(Event::Withdrawn {
+                            failures,
+                            error: &error,
+                            withdrawal,
+                            first,
+                        })
+                    }
+                    None => on_event(Event::Failed {
+                        failures,
+                        error: &error,
+                        key_age: publisher.key_age(),
+                    }),
+                }
             }
         };
         tokio::time::sleep(delay).await;
@@ -109,6 +206,7 @@ mod tests {
     use super::*;
     use crate::sas::{Signer, SigningKey, TokenSigner};
     use crate::secrets::KeyHandle;
+    use crate::secrets::handle::Unavailable;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -139,7 +237,7 @@ mod tests {
     /// Paused time: the schedule is checked on Tokio's clock, instantly and exactly.
     #[tokio::test(start_paused = true)]
     async fn failures_back_off_then_refresh_resumes_and_the_last_key_stays() {
-        let (publisher, handle) = KeyHandle::empty(Duration::from_secs(5));
+        let (publisher, handle) = KeyHandle::empty(Duration::from_secs(5), None);
         let attempts = Arc::new(AtomicU32::new(0));
         let counter = Arc::clone(&attempts);
         let started = tokio::time::Instant::now();
@@ -162,19 +260,89 @@ mod tests {
                     }
                 },
                 &publisher,
-                Duration::from_secs(300),
-                |failures, _error, has_key| {
-                    assert!(has_key, "the first key was already published");
-                    backoff(failures, Duration::from_secs(300), 1.0)
+                |_| None,
+                |event| match event {
+                    Event::Loaded { .. } => Duration::from_secs(300),
+                    Event::Failed {
+                        failures, key_age, ..
+                    } => {
+                        assert!(key_age.is_some(), "the first key was already published");
+                        backoff(failures, Duration::from_secs(300), 1.0)
+                    }
+                    Event::Withdrawn { .. } => panic!("nothing is classified as withdrawn"),
                 },
             )
             .await;
         });
         tokio::time::sleep(Duration::from_secs(300 + 1 + 2 + 4 + 1)).await;
-        assert!(handle.current().await.is_some());
+        assert!(handle.current().await.is_ok());
         let calls = calls.lock().expect("no poisoned lock").clone();
         let secs: Vec<u64> = calls.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, vec![0, 300, 301, 303, 307]);
+        task.abort();
+    }
+
+    /// A withdrawal stops issuance at the read that sees it, is reported once however many reads
+    /// repeat it, and ends with the first successful read.
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawal_stops_issuance_once_and_a_good_read_resumes_it() {
+        let (publisher, handle) = KeyHandle::empty(Duration::from_secs(5), None);
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&attempts);
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let task = tokio::spawn(async move {
+            refresh_loop(
+                move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    // 0 loads, 1–3 are 403s, 4 loads again.
+                    async move {
+                        if (1..=3).contains(&n) {
+                            Err(403)
+                        } else {
+                            Ok(signer())
+                        }
+                    }
+                },
+                &publisher,
+                |status: &u16| (*status == 403).then_some(Withdrawal::Forbidden),
+                move |event| {
+                    let mut seen = seen.lock().expect("no poisoned lock");
+                    match event {
+                        Event::Loaded { resumed, .. } => {
+                            seen.push(format!("loaded resumed={resumed:?}"));
+                        }
+                        Event::Withdrawn { first, .. } => {
+                            seen.push(format!("withdrawn first={first}"))
+                        }
+                        Event::Failed { .. } => seen.push("failed".to_owned()),
+                    }
+                    Duration::from_secs(10)
+                },
+            )
+            .await;
+        });
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(
+            handle.current().await.err(),
+            Some(Unavailable::Withdrawn(Withdrawal::Forbidden)),
+            "withdrawn at the first read that said so"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            handle.current().await.is_ok(),
+            "issuing again after a good read"
+        );
+        assert_eq!(
+            *events.lock().expect("no poisoned lock"),
+            [
+                "loaded resumed=None",
+                "withdrawn first=true",
+                "withdrawn first=false",
+                "withdrawn first=false",
+                "loaded resumed=Some(Forbidden)",
+            ]
+        );
         task.abort();
     }
 }

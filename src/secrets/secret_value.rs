@@ -39,11 +39,13 @@ impl SecretUse {
         }
     }
 
-    /// Turn the secret's value into a signer.
-    pub fn signer(&self, value: &str) -> Result<TokenSigner, SecretFormatError> {
+    /// Turn the secret's value into a signer, with the settings that override a different value
+    /// in a connection string.
+    pub fn signer(&self, value: &str) -> Result<(TokenSigner, Vec<Overridden>), SecretFormatError> {
         match self {
             Self::HubPolicy { hub, policy } => {
-                parse_secret(value, hub.as_ref(), policy.as_ref()).map(TokenSigner::HubPolicy)
+                parse_secret_noting(value, hub.as_ref(), policy.as_ref())
+                    .map(|(signer, overridden)| (TokenSigner::HubPolicy(signer), overridden))
             }
             Self::EnrollmentGroup { hub, id_scope } => {
                 let value = value.trim();
@@ -52,11 +54,9 @@ impl SecretUse {
                 }
                 let key =
                     SigningKey::from_base64(value).map_err(|_| SecretFormatError::NotGroupKey)?;
-                Ok(TokenSigner::EnrollmentGroup(GroupSigner::new(
-                    hub.as_str(),
-                    id_scope.as_ref().map(IdScope::as_str),
-                    &key,
-                )))
+                let signer =
+                    GroupSigner::new(hub.as_str(), id_scope.as_ref().map(IdScope::as_str), &key);
+                Ok((TokenSigner::EnrollmentGroup(signer), Vec::new()))
             }
         }
     }
@@ -80,6 +80,11 @@ pub enum SecretFormatError {
     /// A connection-string part that is malformed.
     #[error("the connection string's {0} is malformed")]
     BadPart(&'static str),
+    /// A device (or module) connection string: its key is a device key, not a policy key.
+    #[error(
+        "it is a device connection string (DeviceId=…), not a shared access policy's: a device key signs only for its own device"
+    )]
+    DeviceConnectionString,
     /// A bare key, but the host or policy name is configured nowhere.
     #[error("the secret holds a bare key, so {0} must be set")]
     NeedsSetting(&'static str),
@@ -93,6 +98,26 @@ pub fn parse_secret(
     hub: Option<&HubName>,
     policy: Option<&PolicyName>,
 ) -> Result<Signer, SecretFormatError> {
+    parse_secret_noting(value, hub, policy).map(|(signer, _)| signer)
+}
+
+/// A connection-string value that an explicit setting overrides: which setting, and which part of
+/// the connection string it differs from. Worth a warning (the operator may have pointed the
+/// service at another hub or policy by mistake); never carries the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overridden {
+    /// `IOTHUB_HOSTNAME` or `IOTHUB_POLICY_NAME`.
+    pub setting: &'static str,
+    /// `HostName` or `SharedAccessKeyName`.
+    pub part: &'static str,
+}
+
+/// [`parse_secret`], and the settings that override a different value in a connection string.
+pub fn parse_secret_noting(
+    value: &str,
+    hub: Option<&HubName>,
+    policy: Option<&PolicyName>,
+) -> Result<(Signer, Vec<Overridden>), SecretFormatError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(SecretFormatError::Empty);
@@ -101,7 +126,7 @@ pub fn parse_secret(
         let key = SigningKey::from_base64(value).map_err(|_| SecretFormatError::NotBase64)?;
         let hub = hub.ok_or(SecretFormatError::NeedsSetting("IOTHUB_HOSTNAME"))?;
         let policy = policy.ok_or(SecretFormatError::NeedsSetting("IOTHUB_POLICY_NAME"))?;
-        return Ok(Signer::new(hub.as_str(), policy.as_str(), &key));
+        return Ok((Signer::new(hub.as_str(), policy.as_str(), &key), Vec::new()));
     }
     let mut host_name = None;
     let mut key_name = None;
@@ -114,12 +139,27 @@ pub fn parse_secret(
             "HostName" => host_name = Some(part_value.trim()),
             "SharedAccessKeyName" => key_name = Some(part_value.trim()),
             "SharedAccessKey" => key = Some(part_value.trim()),
+            // A device's key signs only for that device, and as a policy token it is refused.
+            "DeviceId" | "ModuleId" => return Err(SecretFormatError::DeviceConnectionString),
             _ => {}
         }
     }
     let key = key.ok_or(SecretFormatError::MissingPart("SharedAccessKey"))?;
     let key =
         SigningKey::from_base64(key).map_err(|_| SecretFormatError::BadPart("SharedAccessKey"))?;
+    let mut overridden = Vec::new();
+    if hub.is_some_and(|hub| host_name.is_some_and(|host| host != hub.as_str())) {
+        overridden.push(Overridden {
+            setting: "IOTHUB_HOSTNAME",
+            part: "HostName",
+        });
+    }
+    if policy.is_some_and(|policy| key_name.is_some_and(|name| name != policy.as_str())) {
+        overridden.push(Overridden {
+            setting: "IOTHUB_POLICY_NAME",
+            part: "SharedAccessKeyName",
+        });
+    }
     let hub = match hub {
         Some(hub) => hub.clone(),
         None => {
@@ -135,7 +175,7 @@ pub fn parse_secret(
                 .map_err(|_| SecretFormatError::BadPart("SharedAccessKeyName"))?
         }
     };
-    Ok(Signer::new(hub.as_str(), policy.as_str(), &key))
+    Ok((Signer::new(hub.as_str(), policy.as_str(), &key), overridden))
 }
 
 #[cfg(test)]
@@ -191,7 +231,7 @@ mod tests {
         };
         assert!(matches!(
             group.signer(KEY),
-            Ok(TokenSigner::EnrollmentGroup(_))
+            Ok((TokenSigner::EnrollmentGroup(_), _))
         ));
         let connection_string =
             format!("HostName=h.azure-devices.net;SharedAccessKeyName=p;SharedAccessKey={KEY}");
@@ -200,6 +240,36 @@ mod tests {
             Some(SecretFormatError::NotGroupKey)
         );
         assert_eq!(group.signer("  ").err(), Some(SecretFormatError::Empty));
+    }
+
+    #[test]
+    fn settings_that_override_a_different_connection_string_part_are_noted() {
+        let value = format!(
+            "HostName=cs-hub.azure-devices.net;SharedAccessKeyName=registryRead;SharedAccessKey={KEY}"
+        );
+        let noted = |hub_name: Option<&str>, policy_name: Option<&str>| {
+            let hub = hub_name.map(hub);
+            let policy = policy_name.map(policy);
+            parse_secret_noting(&value, hub.as_ref(), policy.as_ref())
+                .expect("valid")
+                .1
+                .iter()
+                .map(|o| (o.setting, o.part))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(noted(None, None), []);
+        assert_eq!(
+            noted(Some("cs-hub.azure-devices.net"), Some("registryRead")),
+            [],
+            "the same values are not worth a warning"
+        );
+        assert_eq!(
+            noted(Some("other.azure-devices.net"), Some("device")),
+            [
+                ("IOTHUB_HOSTNAME", "HostName"),
+                ("IOTHUB_POLICY_NAME", "SharedAccessKeyName")
+            ]
+        );
     }
 
     #[test]
@@ -234,7 +304,13 @@ mod tests {
             ),
             (
                 &*format!("HostName=h.example;DeviceId=d;SharedAccessKey={KEY}"),
-                SecretFormatError::MissingPart("SharedAccessKeyName"),
+                SecretFormatError::DeviceConnectionString,
+            ),
+            (
+                &*format!(
+                    "HostName=h.example;DeviceId=d;SharedAccessKeyName=p;SharedAccessKey={KEY}"
+                ),
+                SecretFormatError::DeviceConnectionString,
             ),
             (
                 "HostName=h.example;garbage",
