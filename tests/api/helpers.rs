@@ -375,7 +375,13 @@ impl TestApp {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["deviceId", "expiresIn", "expiresOn", "refreshIn", "sastoken"],
+            [
+                "deviceId",
+                "expiresIn",
+                "expiresOn",
+                "refreshIn",
+                "sastoken"
+            ],
             "GET {path_and_query}: body keys"
         );
         let string = |name: &str| {
