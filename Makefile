@@ -59,7 +59,7 @@ clean: ## remove build outputs and installed oracles
 
 .PHONY: infra-check deploy
 
-infra-check: ## infra/ + openapi/: checkov, Bicep references, app settings vs the handler, policy XML, schemathesis vs the handler
+infra-check: ## infra/, openapi/, azure.yaml: checkov, Bicep, policies, deploy.sh bounds, azd schema; installs the tools the infra tests use
 	@infra/check.sh
 
 deploy: package ## deploy infra/main.bicep and dist/handler.zip with the Azure CLI (an operator's machine, never CI; infra/README.md)

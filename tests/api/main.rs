@@ -9,6 +9,7 @@ mod key_vault;
 mod lifecycle;
 mod limits;
 mod logs;
+mod openapi_schemathesis;
 mod soak;
 mod stand_ins;
 mod stand_ins_sdk;
