@@ -247,6 +247,11 @@ def test_outputs_read_by_the_scripts_exist() -> None:
     outputs = set(parse(MAIN)["outputs"].keys())
     deploy = (INFRA / "deploy.sh").read_text()
     read = set(re.findall(r'\$\(output ([A-Za-z]+)\)', deploy))
+    verify = (INFRA / "verify.py").read_text()
+    # deployment.output("name"), and the lazily read output(deployment, "name").
+    from_verify = set(re.findall(r'output\((?:deployment, )?["\']([A-Za-z]+)["\']\)', verify))
+    assert {"apiUrl", "ipLayer", "iotHubHostName", "iotHubPolicyName"} <= from_verify, from_verify
+    read |= from_verify
     assert read, "the scripts read deployment outputs"
     missing = read - outputs
     assert not missing, f"outputs the scripts read but main.bicep does not declare: {sorted(missing)}"

@@ -3,6 +3,7 @@ mod auth;
 mod bad_settings;
 mod caller_ip;
 mod client_cert;
+mod deployment_verify;
 mod errors;
 mod helpers;
 mod key_vault;
