@@ -57,10 +57,13 @@ clean: ## remove build outputs and installed oracles
 	cargo clean
 	rm -rf $(VENV) .venv-infra $(NODE_ORACLE)/node_modules dist fuzz/target
 
-.PHONY: infra-check deploy
+.PHONY: infra-check deploy verify
 
-infra-check: ## infra/ + openapi/: checkov, Bicep references, app settings vs the handler, policy XML, schemathesis vs the handler
+infra-check: ## infra/, openapi/, azure.yaml: checkov, Bicep, policies, deploy.sh bounds, azd schema; installs the tools the infra tests use
 	@infra/check.sh
 
 deploy: package ## deploy infra/main.bicep and dist/handler.zip with the Azure CLI (an operator's machine, never CI; infra/README.md)
 	@infra/deploy.sh
+
+verify: ## after make deploy: probe every layer of the live deployment (RESOURCE_GROUP; VERIFY_* override; infra/verify.py)
+	@python3 infra/verify.py

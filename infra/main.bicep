@@ -1,11 +1,15 @@
-// IoT Hub SAS-token handler on Azure Functions (Linux Consumption by default, Flex Consumption as
-// an option) behind API Management. Walkthrough, request path and what each layer stops:
-// infra/README.md. Deploy with `make deploy` (infra/deploy.sh), never from CI.
+// IoT Hub SAS-token handler on Azure Functions (Flex Consumption by default, Linux Consumption as
+// an option until it retires) behind API Management. Walkthrough, request path and what each
+// layer stops: infra/README.md. Deploy with `make deploy` or `azd up` (both run infra/deploy.sh),
+// never from CI.
 //
 // Order: monitoring, storage, network (Flex) and Key Vault; API Management (its identity and
 // outbound addresses feed the Function App's access restrictions, App Service Authentication and
-// the handler's ALLOWED_IPS / AUTH_* settings); the Function App; then, once the package is
-// deployed (publishApi), the function key in Key Vault and the API with its policy.
+// the handler's ALLOWED_IPS / AUTH_* settings); the Function App. Then, in later stages of the
+// same template (deploymentStage), once the package runs: the function key in Key Vault with API
+// Management's read access on it ('functionKey'), and only in a separate, later deployment the
+// Key Vault-backed named value, the back end, the API and its policy ('api'). Role assignments
+// take minutes to apply; infra/deploy.sh waits, bounded, between the two stages.
 
 targetScope = 'resourceGroup'
 
@@ -17,13 +21,19 @@ param location string = resourceGroup().location
 @maxLength(11)
 param namePrefix string = 'iothubsas'
 
-@description('Linux Consumption (default; no new features, retires 30 Sep 2028) or Flex Consumption (virtual network integration, private Key Vault).')
-@allowed([
-  'Consumption'
-  'FlexConsumption'
-])
-param hostingPlan string = 'Consumption'
+@description('Added to the hash that makes resource names unique. Change it to redeploy into a resource group whose previous Key Vault (purge protection, 90 days) or API Management (48 hours) is still soft-deleted under the old names. Empty: the names of earlier deployments.')
+@maxLength(16)
+param nameSalt string = ''
 
+@description('Flex Consumption (default: virtual network integration, private Key Vault) or Linux Consumption (no new features, retires 30 Sep 2028).')
+@allowed([
+  'FlexConsumption'
+  'Consumption'
+])
+param hostingPlan string = 'FlexConsumption'
+
+// PremiumV2 is not a SKU of Microsoft.ApiManagement/service@2024-05-01 (the newest stable API
+// version; bicep-types-az lists it first in 2025-03-01-preview), so it is not offered here.
 @description('API Management tier. Developer/Basic/Standard/Premium have stable outbound addresses (IP layer on); Consumption and the v2 tiers do not (IP layer off, bearer-token layer only). Developer has no SLA.')
 @allowed([
   'Consumption'
@@ -33,7 +43,6 @@ param hostingPlan string = 'Consumption'
   'Premium'
   'BasicV2'
   'StandardV2'
-  'PremiumV2'
 ])
 param apimSku string = 'Developer'
 
@@ -51,8 +60,8 @@ param tenantId string = tenant().tenantId
 @maxLength(36)
 param functionAppClientId string
 
-@description('Application ID URI of that registration.')
-param functionAppIdUri string = 'api://${functionAppClientId}'
+@description('Application ID URI of that registration. Empty: api://<functionAppClientId>.')
+param functionAppIdUri string = ''
 
 @description('App role API Management\'s identity must hold; empty: no role check.')
 param authRequiredRole string = ''
@@ -94,16 +103,25 @@ param deployerPrincipalType string = 'User'
 @description('Flex Consumption (closed Key Vault firewall): public CIDR ranges allowed to reach the vault, e.g. the operator writing the IoT Hub secret.')
 param keyVaultAllowedIpRanges array = []
 
-@description('Publish the function key and the API. false on the first pass of infra/deploy.sh, before the package exists (the key is read from the running host).')
-param publishApi bool = true
+@description('How far to deploy. infrastructure: everything but the function key and the API (the key is read from the running host, so the package must be deployed first). functionKey: also the host key in Key Vault and API Management\'s read access to it. api: also the Key Vault-backed named value, the back end, the API and its policy; deploy it only after the functionKey stage\'s role assignment has had time to apply (infra/deploy.sh waits, bounded).')
+@allowed([
+  'infrastructure'
+  'functionKey'
+  'api'
+])
+param deploymentStage string = 'api'
 
 @description('Tags for every resource.')
 param tags object = {
   workload: 'iothub-sas'
 }
 
-var suffix = take(uniqueString(resourceGroup().id, namePrefix), 8)
+// Without a salt the names are those of earlier versions of this template.
+var suffix = take(empty(nameSalt) ? uniqueString(resourceGroup().id, namePrefix) : uniqueString(resourceGroup().id, namePrefix, nameSalt), 8)
 var isFlex = hostingPlan == 'FlexConsumption'
+var publishFunctionKey = deploymentStage != 'infrastructure'
+var publishApi = deploymentStage == 'api'
+var appIdUri = empty(functionAppIdUri) ? 'api://${functionAppClientId}' : functionAppIdUri
 var packageContainerName = 'app-package'
 var functionKeySecretName = 'iothub-sas-function-key'
 
@@ -182,7 +200,7 @@ module functionApp 'modules/function-app.bicep' = {
     apimOutboundIps: apim.outputs.outboundIps
     tenantId: tenantId
     functionAppClientId: functionAppClientId
-    functionAppIdUri: functionAppIdUri
+    functionAppIdUri: appIdUri
     authRequiredRole: authRequiredRole
     iotHubHostName: iotHubHostName
     iotHubPolicyName: iotHubPolicyName
@@ -194,7 +212,7 @@ module functionApp 'modules/function-app.bicep' = {
   }
 }
 
-module functionKey 'modules/function-key.bicep' = if (publishApi) {
+module functionKey 'modules/function-key.bicep' = if (publishFunctionKey) {
   name: 'function-key'
   params: {
     functionAppName: functionApp.outputs.name
@@ -210,9 +228,14 @@ module apimApi 'modules/apim-api.bicep' = if (publishApi) {
     apimName: apim.outputs.name
     apimSku: apimSku
     functionHostName: functionApp.outputs.hostName
-    functionAppIdUri: functionAppIdUri
+    functionAppIdUri: appIdUri
     functionKeySecretUri: publishApi ? functionKey.outputs.secretUri : ''
   }
+  // Explicit: the named value reads the secret with the access functionKey grants (the output
+  // reference above already orders them; this says why).
+  dependsOn: [
+    functionKey
+  ]
 }
 
 output functionAppName string = functionApp.outputs.name
@@ -227,3 +250,9 @@ output apiUrl string = '${apim.outputs.gatewayUrl}/iothub-sas'
 @description('on: access restrictions and ALLOWED_IPS hold API Management\'s addresses. off: this tier has no stable outbound address; only the function key, App Service Authentication and the handler\'s bearer-token check stand between the internet and the handler.')
 output ipLayer string = functionApp.outputs.ipLayer
 output apimOutboundIps array = apim.outputs.outboundIps
+output hostingPlan string = hostingPlan
+output functionKeySecretName string = functionKeySecretName
+// What `make verify` (infra/verify.py) checks the issued tokens against.
+output iotHubHostName string = iotHubHostName
+output iotHubPolicyName string = iotHubPolicyName
+output tokenMaxTtlSeconds int = tokenMaxTtlSeconds

@@ -2,7 +2,7 @@
 //!
 //! * `host.json`, every `function-apps/*/function.json` and
 //!   `local.settings.json.example` validate against SchemaStore's JSON Schemas
-//!   in `../shared/schemas` (Python `jsonschema.Draft7Validator` from the
+//!   vendored in `schemas/` (Python `jsonschema.Draft7Validator` from the
 //!   project venv that `make oracles` installs), plus the rules those schemas
 //!   miss (methods, auth level, routes, custom-handler switches).
 //! * `dist/handler.zip` (written by `make package`) holds exactly the app root:
@@ -68,11 +68,10 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn schema_path(file: &str) -> PathBuf {
-    let dir = repo().join("../shared/schemas");
-    let path = dir.join(file);
+    let path = repo().join("schemas").join(file);
     assert!(
         path.is_file(),
-        "{} not found: the SchemaStore schemas live in shared/schemas beside the clone",
+        "{} not found: the SchemaStore schemas are vendored in schemas/ (see schemas/README.md)",
         path.display()
     );
     path

@@ -1,8 +1,13 @@
-// The API in API Management: imported from openapi/sas-token.yaml, subscription required, in a
-// product that needs approval, with the policy in infra/policies/. The policy file is chosen by
-// tier: rate-limit-by-key (per subscription id) is not available on Consumption, which gets
-// rate-limit (also per subscription; available on every tier). Named values: the function key
-// (Key Vault-backed, versionless secret reference) and the token audience.
+// The API in API Management: imported from openapi/sas-token.apim.json (generated from
+// openapi/sas-token.yaml without the OpenAPI constructs API Management's import does not support,
+// see infra/apim_openapi.py), subscription required, in a product that needs approval, with the
+// policy in infra/policies/ applied at API scope, so every operation gets it, including ones
+// added to the OpenAPI description later. The policy file is chosen by tier: rate-limit-by-key
+// (per subscription id) is not available on Consumption, which gets rate-limit (also per
+// subscription; available on every tier). Named values: the function key (Key Vault-backed,
+// versionless secret reference) and the token audience. The Function App is a `backends` entity
+// the policy selects with set-backend-service backend-id, not a serviceUrl: the description's
+// `servers` entry is not used by the import at all.
 
 @description('API Management service name.')
 param apimName string
@@ -25,6 +30,9 @@ param apiPath string = 'iothub-sas'
 var consumptionPolicy = loadTextContent('../policies/sas-token-api.consumption.xml')
 var dedicatedPolicy = loadTextContent('../policies/sas-token-api.xml')
 var policy = apimSku == 'Consumption' ? consumptionPolicy : dedicatedPolicy
+
+// The name the policies use in <set-backend-service backend-id="..."/> (infra/tests checks both).
+var backendId = 'iothub-sas-function'
 
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: apimName
@@ -53,6 +61,23 @@ resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = 
   }
 }
 
+// The Function App's route prefix (/api) is part of the back end's URL; the operations' paths
+// from the description are appended to it.
+resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
+  parent: apim
+  name: backendId
+  properties: {
+    description: 'Function App running the IoT Hub SAS-token custom handler'
+    type: 'Single'
+    protocol: 'http'
+    url: 'https://${functionHostName}/api'
+    tls: {
+      validateCertificateChain: true
+      validateCertificateName: true
+    }
+  }
+}
+
 resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   parent: apim
   name: 'iothub-sas'
@@ -68,9 +93,12 @@ resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
       header: 'Ocp-Apim-Subscription-Key'
       query: 'subscription-key'
     }
-    format: 'openapi'
-    value: loadTextContent('../../openapi/sas-token.yaml')
-    serviceUrl: 'https://${functionHostName}/api'
+    format: 'openapi+json'
+    value: loadTextContent('../../openapi/sas-token.apim.json')
+    // The legacy route's required `deviceid` stays a query parameter: by default the import turns
+    // required query parameters into URL template parameters (/getSASTokenByDeviceID?deviceid={deviceid}),
+    // and a caller sending the key in another letter case or order would no longer match.
+    translateRequiredQueryParameters: 'query'
   }
 }
 
@@ -84,6 +112,7 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = 
   dependsOn: [
     audience
     functionKey
+    backend
   ]
 }
 

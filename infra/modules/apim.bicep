@@ -13,6 +13,10 @@ param location string
 @description('Service name (globally unique).')
 param name string
 
+// The SKU names Microsoft.ApiManagement/service@2024-05-01 accepts (bicep-types-az,
+// generated/apimanagement/microsoft.apimanagement/2024-05-01/types.md, ApiManagementServiceSkuProperties):
+// Basic, BasicV2, Consumption, Developer, Isolated, Premium, Standard, StandardV2. PremiumV2 first
+// appears in 2025-03-01-preview; infra/tests/test_bicep.py keeps @allowed within that list.
 @description('Pricing tier.')
 @allowed([
   'Consumption'
@@ -22,7 +26,6 @@ param name string
   'Premium'
   'BasicV2'
   'StandardV2'
-  'PremiumV2'
 ])
 param sku string
 

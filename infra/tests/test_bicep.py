@@ -115,12 +115,18 @@ def test_load_text_content_paths_exist(parsed: dict[Path, dict[str, Any]]) -> No
                 relative = node["function"]["parameters"]["file_path"]
                 assert (path.parent / relative).is_file(), f"{path.name}: {relative} does not exist"
                 loaded.append((path.parent / relative).resolve())
-    assert REPO / "openapi" / "sas-token.yaml" in loaded
+    assert REPO / "openapi" / "sas-token.apim.json" in loaded
     assert INFRA / "policies" / "sas-token-api.xml" in loaded
     assert INFRA / "policies" / "sas-token-api.consumption.xml" in loaded
 
 
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
+
+
 def test_parameters_file_and_deploy_script_cover_main() -> None:
+    """main.parameters.json is read by azd and, filled the same way, by infra/deploy.sh: it names
+    only declared parameters, covers every required one, and each placeholder without a default
+    is an environment variable deploy.sh insists on (azd: `azd env set`)."""
     main = parse(MAIN)
     declared = declared_params(main)
     document = json.loads((INFRA / "main.parameters.json").read_text())
@@ -129,12 +135,24 @@ def test_parameters_file_and_deploy_script_cover_main() -> None:
     assert not unknown, f"main.parameters.json sets parameters main.bicep does not declare: {unknown}"
 
     deploy = (INFRA / "deploy.sh").read_text()
-    # deploy.sh passes parameters as `--parameters name=value` words collected in an array.
+    # deploy.sh passes the file, plus `--parameters name=value` words for what it computes.
     from_script = set(re.findall(r'"([A-Za-z][A-Za-z0-9]*)=', deploy))
     unknown = from_script - declared.keys()
     assert not unknown, f"deploy.sh passes parameters main.bicep does not declare: {unknown}"
     missing = required_params(main) - from_file - from_script
     assert not missing, f"required parameters of main.bicep nobody passes: {missing}"
+
+    insisted = set(re.search(r"for name in ([A-Z_ ]+); do\n    need", deploy).group(1).split())
+    for name, spec in document["parameters"].items():
+        value = spec["value"]
+        if not isinstance(value, str):
+            continue
+        for variable, operator, _default in PLACEHOLDER.findall(value):
+            if not operator:
+                assert variable in insisted, (
+                    f"main.parameters.json: {name} takes ${{{variable}}} without a default; "
+                    "infra/deploy.sh must refuse to run without it"
+                )
 
 
 def settings_var(tree: dict[str, Any], name: str) -> list[tuple[str, Any]]:
@@ -261,7 +279,7 @@ def test_apim_has_identity_and_api_from_openapi() -> None:
     api_tree = parse(INFRA / "modules" / "apim-api.bicep")
     api = api_tree["resources"]["api"]["config"]["properties"]
     assert api["subscriptionRequired"] is True
-    assert api["format"] == "openapi"
+    assert api["format"] == "openapi+json"
     key = api_tree["resources"]["functionKey"]["config"]["properties"]
     assert key["secret"] is True and key["keyVault"]["secretIdentifier"] == "functionKeySecretUri"
     # The function-key module outputs the versionless URI (secretUri, not secretUriWithVersion).

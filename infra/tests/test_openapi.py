@@ -1,7 +1,10 @@
 """openapi/sas-token.yaml: a valid OpenAPI 3 document (openapi-spec-validator) that describes what
 the handler really does: both routes, the device-id and ttl rules from src/params.rs, the error
-statuses and the problem+json shape from src/error.rs. (infra/check.sh then runs schemathesis
-against the real handler with it.)"""
+statuses and the problem+json shape from src/error.rs, what happens to repeated query keys.
+(tests/api/openapi_schemathesis.rs runs schemathesis against the real handler with it.)
+
+openapi/sas-token.apim.json, the copy API Management imports: exactly what infra/apim_openapi.py
+makes of the source, valid too, and free of what API Management's import does not support."""
 
 from __future__ import annotations
 
@@ -11,13 +14,23 @@ import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from conftest import REPO
+from conftest import INFRA, REPO
 
 SPEC_PATH = REPO / "openapi" / "sas-token.yaml"
+IMPORT_PATH = REPO / "openapi" / "sas-token.apim.json"
 
 
 def spec() -> dict:
     return yaml.safe_load(SPEC_PATH.read_text())
+
+
+def schema(document: dict, node: dict) -> dict:
+    """`node`, or the component schema it references."""
+    ref = node.get("$ref")
+    if ref:
+        assert ref.startswith("#/components/schemas/"), ref
+        return document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return node
 
 
 def test_spec_validates() -> None:
@@ -48,7 +61,7 @@ def test_parameters_carry_the_handlers_rules() -> None:
     # The same character set as src/params.rs.
     params_rs = (REPO / "src" / "params.rs").read_text()
     assert f'b"{allowed}"' in params_rs
-    ttl = components["parameters"]["Ttl"]["schema"]
+    ttl = schema(spec(), components["parameters"]["Ttl"]["schema"])
     assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 60, 86400)
     assert components["parameters"]["DeviceIdQuery"]["name"] == "deviceid"
 
@@ -77,10 +90,105 @@ def test_deployed_ttl_bounds_match_the_description() -> None:
 
     from conftest import INFRA, MAIN, parse
 
-    ttl = spec()["components"]["parameters"]["Ttl"]["schema"]
+    ttl = schema(spec(), spec()["components"]["parameters"]["Ttl"]["schema"])
     main = parse(MAIN)["parameters"]
     assert main["tokenMaxTtlSeconds"]["default"] == ttl["maximum"]
     assert main["tokenTtlSeconds"]["default"] == ttl["default"]
     values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert values["tokenMaxTtlSeconds"]["value"] == ttl["maximum"]
     assert values["tokenTtlSeconds"]["value"] == ttl["default"]
+
+
+def test_repeated_query_keys_are_described_as_they_behave() -> None:
+    """The Functions host merges ?deviceid=a&deviceid=b into deviceid=a,b (a legal device id), so
+    the description must not promise the handler refuses it: API Management does."""
+    document = spec()
+    texts = {
+        "info": document["info"]["description"],
+        "DeviceIdQuery": document["components"]["parameters"]["DeviceIdQuery"]["description"],
+        "Ttl": document["components"]["parameters"]["Ttl"]["description"],
+        "legacy operation": document["paths"]["/getSASTokenByDeviceID"]["get"]["description"],
+    }
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        assert "API Management" in flat and "400" in flat, f"{where}: a repeated key is a 400 at API Management"
+    for where in ("info", "legacy operation"):
+        flat = " ".join(texts[where].split())
+        assert "deviceid=a,b" in flat and "merge" in flat, f"{where}: say that the host merges the values into deviceid=a,b"
+
+
+# --- The copy API Management imports -----------------------------------------------------------
+
+
+def apim_openapi():
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("apim_openapi", INFRA / "apim_openapi.py")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def import_document() -> dict:
+    import json
+
+    return json.loads(IMPORT_PATH.read_text())
+
+
+def test_import_copy_is_generated_from_the_source() -> None:
+    expected = apim_openapi().render(SPEC_PATH.read_text())
+    assert IMPORT_PATH.read_text() == expected, (
+        "openapi/sas-token.apim.json is stale: run .venv-infra/bin/python infra/apim_openapi.py"
+    )
+    validate(import_document())
+
+
+# API Management's OpenAPI import ("API import restrictions and known issues",
+# learn.microsoft.com/azure/api-management/api-management-api-import-restrictions, section
+# OpenAPI version 3.x; MicrosoftDocs/azure-docs articles/api-management/api-management-api-import-restrictions.md).
+UNSUPPORTED_COMPONENTS = {"responses", "parameters", "examples", "requestBodies", "headers", "securitySchemes", "links", "callbacks"}
+UNSUPPORTED_PARAMETER_FIELDS = {"allowEmptyValue", "style", "explode", "allowReserved"}
+
+
+def walk(node, path=()):
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, path + (index,))
+
+
+def test_import_copy_has_nothing_the_import_does_not_support() -> None:
+    """Checked on the file apim-api.bicep loads (the old template loaded sas-token.yaml itself)."""
+    import re
+
+    bicep = (INFRA / "modules" / "apim-api.bicep").read_text()
+    loaded = re.search(r"value: loadTextContent\('\.\./\.\./(openapi/[^']+)'\)", bicep).group(1)
+    text = (REPO / loaded).read_text()
+    document = yaml.safe_load(text)  # JSON is YAML too
+    version = document["openapi"]
+    assert version.startswith("3.0.") and int(version.split(".")[2]) <= 3, "OpenAPI 3.0.x up to 3.0.3"
+    components = set(document.get("components", {}))
+    assert not components & UNSUPPORTED_COMPONENTS, f"unsupported components: {components & UNSUPPORTED_COMPONENTS}"
+    assert "externalDocs" not in document
+    assert "servers" not in document, "no servers entry: the back end is the backends entity (a relative URL imports as an empty one)"
+    assert "security" not in document, "security is ignored on import; subscriptionRequired does it"
+    for path, node in walk(document["paths"]):
+        if not isinstance(node, dict):
+            continue
+        where = "/".join(str(p) for p in path)
+        assert "trace" not in node or len(path) != 1, f"{where}: trace operations are not supported"
+        for field in ("servers", "security", "callbacks", "externalDocs"):
+            assert field not in node or path[-1:] == ("properties",), f"{where}: {field} is not supported"
+        ref = node.get("$ref")
+        assert ref is None or ref.startswith("#/components/schemas/"), f"{where}: $ref {ref}"
+        if node.get("in") in ("query", "path", "header", "cookie") and "name" in node:
+            assert node["in"] != "cookie", f"{where}: cookie parameters are not supported"
+            assert not UNSUPPORTED_PARAMETER_FIELDS & set(node), f"{where}: {UNSUPPORTED_PARAMETER_FIELDS & set(node)}"
+            assert set(node["schema"]) == {"$ref"}, f"{where}: parameter schemas are component references"
+    # Parameter names are unique within each operation's whole URL template, in any letter case.
+    for route, item in document["paths"].items():
+        names = [p["name"].lower() for p in item.get("parameters", [])]
+        assert len(names) == len(set(names)), f"{route}: parameter names repeat: {names}"

@@ -5,6 +5,7 @@ and error answers that never carry context.LastError.Message (which can name the
 from __future__ import annotations
 
 import copy
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -126,3 +127,42 @@ def test_named_values_exist_in_the_template(path: Path) -> None:
     bicep = (INFRA / "modules" / "apim-api.bicep").read_text()
     declared = set(re.findall(r"displayName: '([^']+)'", bicep))
     assert used and used <= declared, f"named values used but not created: {used - declared}"
+
+
+# The condition, exactly: any query parameter name (compared in lower case, as the Functions
+# host's case-insensitive query collection does) that carries more than one value. Behind the
+# gateway the host would merge them (?deviceid=a&deviceid=b -> deviceid=a,b, a legal device id).
+REPEATED_KEY_CONDITION = (
+    "@(context.Request.Url.Query.GroupBy(p => p.Key.ToLowerInvariant())"
+    ".Any(g => g.Sum(p => p.Value.Length) > 1))"
+)
+
+
+@pytest.mark.parametrize("path", BOTH, ids=lambda p: p.name)
+def test_inbound_refuses_repeated_query_keys_with_a_problem(path: Path) -> None:
+    inbound = section(load(path), "inbound")
+    guards = [
+        when
+        for choose in inbound.findall("choose")
+        for when in choose.findall("when")
+        if when.get("condition") == REPEATED_KEY_CONDITION
+    ]
+    assert len(guards) == 1, f"{path.name}: one <when condition='{REPEATED_KEY_CONDITION}'>"
+    response = guards[0].find("return-response")
+    assert response is not None
+    assert response.find("set-status").get("code") == "400"
+    headers = {h.get("name").lower(): h.findtext("value") for h in response.findall("set-header")}
+    assert headers.get("content-type") == "application/problem+json"
+    assert headers.get("cache-control") == "no-store"
+    body = json.loads(response.findtext("set-body"))
+    assert body["status"] == 400 and body["type"] == "urn:iothub-sas:problem:invalid-query", (
+        "the same problem type the handler uses for a repeated key (src/error.rs InvalidQuery)"
+    )
+    assert set(body) == {"type", "title", "status", "detail"}
+    # Refused before anything is added for the back end, and after the subscription check.
+    order = list(inbound)
+    position = next(i for i, e in enumerate(order) if e.tag == "choose" and e.find("when") is guards[0])
+    first_choose = next(i for i, e in enumerate(order) if e.tag == "choose")
+    assert first_choose < position, "the subscription check comes first"
+    for tag in ("authentication-managed-identity", "set-backend-service"):
+        assert position < [e.tag for e in order].index(tag), f"repeated keys are refused before <{tag}>"

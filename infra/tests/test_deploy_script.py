@@ -1,0 +1,177 @@
+"""infra/deploy.sh (make deploy, azd's hooks) never hangs and takes the paths that work:
+
+- every Azure CLI call is bounded (`bounded SECONDS az ...`), every curl has --max-time, every
+  wait loop has a deadline; shown statically for every call and by running the script against a
+  fake `az` that never answers, or answers but never finishes registering a provider;
+- no `az functionapp deployment source config-zip`: on Flex it polls /admin/host/status in a loop
+  that does not advance on 403 (azure-cli appservice/custom.py, check_flex_app_after_deployment),
+  and on Linux Consumption it needs an AzureWebJobsStorage connection string (upload_zip_to_storage);
+  the Flex package goes to the SCM site's one-deploy API and its status is polled here;
+- Microsoft.App (and every other provider the template uses) is registered, bounded;
+- the named value's stage is deployed only after the function key stage and a bounded wait for
+  API Management's role assignment."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import INFRA, REPO
+
+DEPLOY = INFRA / "deploy.sh"
+
+
+def code_lines() -> list[str]:
+    """deploy.sh without comments and without the embedded Python."""
+    lines, in_python = [], False
+    for line in DEPLOY.read_text().splitlines():
+        if "<<'PYTHON'" in line:
+            in_python = True
+            lines.append(line)
+            continue
+        if in_python:
+            in_python = line.strip() != "PYTHON"
+            continue
+        stripped = line.lstrip()
+        if stripped.startswith("#"):
+            continue
+        lines.append(line)
+    return lines
+
+
+# `az` where a command starts: line start, after ;, &&, ||, |, (, $(, !, or a keyword.
+COMMAND_AZ = re.compile(r"(?:^|[;&|(!]|\$\(|\b(?:if|then|do|until|while|else|elif|retry \S+)\s)\s*az\s")
+BOUNDED_AZ = re.compile(r'bounded "?\$[A-Z_]+"? az\s|bounded \d+ az\s')
+
+
+def test_every_az_call_is_bounded() -> None:
+    calls, unbounded = 0, []
+    for number, line in enumerate(code_lines(), 1):
+        for match in re.finditer(r"(?<![\w.'-])az\s", line):
+            before = line[: match.end()]
+            if BOUNDED_AZ.search(before[-60:]):
+                calls += 1
+            elif COMMAND_AZ.search(before):
+                unbounded.append(line.strip())
+    assert not unbounded, "Azure CLI calls without `bounded SECONDS`:\n" + "\n".join(unbounded)
+    assert calls >= 15, f"expected the script's az calls to be found ({calls})"
+    assert 'timeout_bin" --kill-after=10 "$seconds" "$@"' in DEPLOY.read_text(), "bounded() runs coreutils timeout"
+
+
+def test_every_curl_call_has_a_time_limit() -> None:
+    curls = [line for line in code_lines() if re.search(r"\bcurl\s", line) and "command -v" not in line and "for tool" not in line]
+    assert curls, "the Flex upload uses curl"
+    for line in curls:
+        assert "--max-time" in line, f"curl without --max-time: {line.strip()}"
+
+
+def test_every_wait_loop_has_a_deadline() -> None:
+    text = "\n".join(code_lines())
+    loops = re.findall(r"\n(\s*)(until|while) (.*?)\n(.*?)\n\1done", text, re.S)
+    assert loops, "the script waits in loops"
+    for _indent, keyword, condition, body in loops:
+        if keyword == "while" and condition.strip() == "read -r":
+            continue
+        assert re.search(r"deadline|attempt|API_ATTEMPTS", condition + body), (
+            f"{keyword} {condition.strip()}: a wait loop needs a deadline or an attempt bound"
+        )
+
+
+def test_no_config_zip_and_flex_uses_one_deploy_with_its_own_polling() -> None:
+    text = "\n".join(code_lines())
+    assert "config-zip" not in text, "config-zip loops forever behind access restrictions on Flex"
+    assert "/api/publish?RemoteBuild=false" in text
+    assert re.search(r"/api/deployments/\$deployment_id", text), "the deployment's status is polled here"
+    assert "PUBLISH_SECONDS" in text
+    # The Entra token never appears on a command line.
+    assert '-H "@$headers"' in text and "Authorization: Bearer %s" in text
+    assert "--auth-mode login" in text, "Linux Consumption: upload with Entra ID, never account keys"
+
+
+def test_microsoft_app_and_the_other_providers_are_registered() -> None:
+    text = DEPLOY.read_text()
+    providers = re.search(r"readonly PROVIDERS=\((.*?)\)", text, re.S).group(1).split()
+    assert "Microsoft.App" in providers, "Flex's subnet delegation needs Microsoft.App registered"
+    for namespace in ("Microsoft.Web", "Microsoft.ApiManagement", "Microsoft.KeyVault", "Microsoft.Storage", "Microsoft.Network"):
+        assert namespace in providers
+    assert "az provider register" in text and "az provider register --namespace \"$namespace\" --wait" not in text
+    main = re.search(r"\n    all\)\n(.*?);;", text, re.S).group(1)
+    assert main.index("preflight") < main.index("deploy_stage infrastructure"), "providers before the first deployment"
+
+
+def test_stages_run_in_order_with_a_bounded_wait_for_the_role_assignment() -> None:
+    text = DEPLOY.read_text()
+    main = re.search(r"\n    all\)\n(.*?);;", text, re.S).group(1)
+    order = [main.index(step) for step in ("deploy_stage infrastructure", "deploy_code", "publish")]
+    assert order == sorted(order)
+    publish = re.search(r"\npublish\(\) \{\n(.*?)\n\}\n", text, re.S).group(1)
+    steps = ["deploy_stage functionKey", "az role assignment list", 'sleep "$ROLE_PROPAGATION_SECONDS"', "deploy_stage api", "keyVault.lastStatus.code"]
+    positions = [publish.index(step) for step in steps]
+    assert positions == sorted(positions), f"publish must run {steps} in this order"
+    assert "ROLE_SECONDS" in publish and "API_ATTEMPTS" in publish
+
+
+# --- Behaviour: the script against a fake Azure CLI ----------------------------------------------
+
+
+def fake_az(directory: Path, script: str) -> dict[str, str]:
+    az = directory / "az"
+    az.write_text("#!/usr/bin/env bash\n" + script)
+    az.chmod(az.stat().st_mode | stat.S_IXUSR)
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "RESOURCE_GROUP", "AZURE_RESOURCE_GROUP")}
+    env.update(
+        PATH=f"{directory}:{os.environ['PATH']}",
+        RESOURCE_GROUP="rg-test",
+        LOCATION="westeurope",
+        APIM_PUBLISHER_EMAIL="ops@example.com",
+        FUNCTION_APP_CLIENT_ID="00000000-0000-0000-0000-000000000001",
+        IOTHUB_HOSTNAME="hub.azure-devices.net",
+        DEPLOYER_PRINCIPAL_ID="00000000-0000-0000-0000-000000000002",
+        AZ_SECONDS="2",
+        PROVIDER_SECONDS="3",
+        POLL_SECONDS="1",
+    )
+    return env
+
+
+def run_deploy(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run(["bash", str(DEPLOY), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return done, time.monotonic() - started
+
+
+def test_a_cli_that_never_answers_is_cut_off(tmp_path: Path) -> None:
+    env = fake_az(tmp_path, "exec sleep 1000\n")
+    done, seconds = run_deploy(env, "preflight")
+    assert done.returncode != 0
+    assert seconds < 30, f"took {seconds:.0f} s"
+    assert "did not answer within 2 s" in done.stderr, done.stderr
+
+
+def test_a_provider_that_never_registers_is_given_up_on(tmp_path: Path) -> None:
+    env = fake_az(
+        tmp_path,
+        'case "$1 $2" in\n'
+        '  "account show") echo 00000000-0000-0000-0000-000000000003 ;;\n'
+        '  "provider show") echo Registering ;;\n'
+        '  "provider register") exit 0 ;;\n'
+        "  *) exit 1 ;;\n"
+        "esac\n",
+    )
+    done, seconds = run_deploy(env, "preflight")
+    assert done.returncode != 0
+    assert seconds < 45, f"took {seconds:.0f} s"
+    assert "Microsoft.App did not register within 3 s" in done.stderr, done.stderr
+
+
+def test_refuses_to_run_in_ci(tmp_path: Path) -> None:
+    env = fake_az(tmp_path, "exit 0\n")
+    env["CI"] = "true"
+    done, _ = run_deploy(env, "preflight")
+    assert done.returncode != 0 and "refusing to deploy from CI" in done.stderr

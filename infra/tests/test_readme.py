@@ -1,0 +1,66 @@
+"""README.md's deployment section gives commands that work with this template: no config-zip
+(it needs an AzureWebJobsStorage connection string on Linux Consumption and never returns behind
+access restrictions on Flex), no FUNCTIONS_WORKER_RUNTIME for Flex, identity-based uploads for
+both plans, what really happens to repeated query keys, and it ends with `make verify`.
+infra/README.md has both plans' walkthroughs, each ending with `make verify`."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import INFRA, REPO
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.S)
+
+
+def paragraphs(text: str) -> list[str]:
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+
+
+def test_code_only_deploy_works_for_each_plan_with_identity_based_storage() -> None:
+    deploying = section((REPO / "README.md").read_text(), "Deploying")
+    blocks = "\n".join(code_blocks(deploying))
+    assert "config-zip" not in blocks, "no config-zip command"
+    for paragraph in paragraphs(deploying):
+        if "config-zip" in paragraph:
+            assert paragraph.startswith("Not ") or " not " in paragraph, f"config-zip only as a warning: {paragraph}"
+        if "FUNCTIONS_WORKER_RUNTIME" in paragraph:
+            assert "No `FUNCTIONS_WORKER_RUNTIME`" in paragraph or "Linux Consumption only" in paragraph, (
+                f"FUNCTIONS_WORKER_RUNTIME is a Linux Consumption setting, deprecated on Flex: {paragraph}"
+            )
+    assert "FUNCTIONS_WORKER_RUNTIME" not in blocks
+    assert "/api/publish?RemoteBuild=false" in blocks, "Flex: the one-deploy API"
+    assert "az storage blob upload --auth-mode login" in blocks, "Linux Consumption: Entra ID upload, no keys"
+    assert "AzureWebJobsStorage=" not in blocks and "--account-key" not in blocks and "connection-string" not in blocks
+
+
+def test_repeated_query_keys_are_described_as_they_behave() -> None:
+    readme = (REPO / "README.md").read_text()
+    deploying = " ".join(section(readme, "Deploying").split())
+    assert "`?deviceid=a&deviceid=b`" in deploying and "`deviceid=a,b`" in deploying
+    assert "400" in deploying and "API Management" in deploying
+    api = " ".join(section(readme, "API").split())
+    assert "deviceid=a,b" in api, "the API section's 400 row says where repeated keys are refused"
+
+
+def test_the_deployment_sections_end_with_make_verify() -> None:
+    deploying = section((REPO / "README.md").read_text(), "Deploying")
+    subsections = re.findall(r"\n### (.*)\n", deploying)
+    assert subsections and "make verify" in subsections[-1], f"the last part of Deploying is make verify: {subsections}"
+    infra = (INFRA / "README.md").read_text()
+    walkthroughs = re.findall(r"\n## (Walkthrough[^\n]*)\n", infra)
+    plans = {w for w in walkthroughs if "Flex Consumption" in w or "Linux Consumption" in w}
+    assert len(plans) == 2, f"infra/README.md: one walkthrough per plan, found {walkthroughs}"
+    for heading in plans:
+        body = section(infra, heading)
+        steps = re.findall(r"\n### (.*)\n", body)
+        assert steps and "make verify" in steps[-1], f"{heading}: ends with make verify, steps {steps}"
+        assert "make verify" in code_blocks(body)[-1]

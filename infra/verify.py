@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""`make verify`: checks a deployment from the outside, one line per layer, and exits non-zero if
+any layer is open.
+
+Probes (each one HTTP request, each bounded by VERIFY_TIMEOUT seconds):
+
+  gateway   no subscription key               must be 401 (API Management)
+  gateway   subscription key                  must be 200 with a token whose sr, se and skn are right
+  gateway   repeated ?deviceid                must be 400 (API Management: behind it the Functions
+                                              host would merge the values into deviceid=a,b)
+  function  direct, no function key           must be refused by the outermost layer that should
+                                              refuse it: the access restriction (IP layer on), else
+                                              App Service Authentication, else the function key
+  function  direct, function key, forged      must be refused by the access restriction (IP layer
+            X-Forwarded-For: API Management   on), else App Service Authentication, else ALLOWED_IPS,
+                                              else the bearer layer; which one answered is printed
+  gateway   forged X-Forwarded-For            must change nothing: the same 200 and token claims
+
+A refusal by a layer further in than the one that should have refused means the outer layer is
+open, and says so ("FAIL access restriction: ... refused only by ALLOWED_IPS (handler)").
+
+Configuration: everything comes from the deployment (outputs of `az deployment group show
+-g $RESOURCE_GROUP -n ${DEPLOYMENT_NAME:-iothub-sas}`) and from `az` (the API Management
+subscription key, the Function App's function key), unless set in the environment, which is how
+the tests run it against a local topology (tests/api/deployment_verify.rs):
+
+  VERIFY_API_URL            API base URL on the gateway (output apiUrl)
+  VERIFY_SUBSCRIPTION_KEY   an API Management subscription key (az rest .../subscriptions/
+                            ${VERIFY_APIM_SUBSCRIPTION:-master}/listSecrets)
+  VERIFY_FUNCTION_URL       the Function App's /api base URL (https://<output functionAppHostName>/api)
+  VERIFY_FUNCTION_KEY       a function key (az functionapp keys list: functionKeys.default)
+  VERIFY_IOTHUB_HOSTNAME    expected in sr (output iotHubHostName)
+  VERIFY_POLICY_NAME        expected skn (output iotHubPolicyName)
+  VERIFY_IP_LAYER           on | off (output ipLayer)
+  VERIFY_APIM_ADDRESSES     API Management's outbound addresses, comma-separated (output apimOutboundIps)
+  VERIFY_APP_SERVICE_AUTH   on (default: the template always turns it on) | off
+  VERIFY_BEARER             on (default: the template always sets AUTH_*) | off
+  VERIFY_DEVICE_ID          device id to ask tokens for (default verify-device)
+  VERIFY_TTL                ttl to ask for (default 300)
+  VERIFY_TIMEOUT            seconds per request (default 15); VERIFY_AZ_TIMEOUT per az call (60)
+
+Nothing secret is printed: not the keys, not the token's signature.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Callable
+
+API_VERSION_APIM = "2024-05-01"
+
+# Who answered a refused request, outermost first (the order a direct call meets them).
+ACCESS_RESTRICTION = "access restriction"
+APP_SERVICE_AUTH = "App Service Authentication"
+FUNCTION_KEY = "function key"
+ALLOWED_IPS = "ALLOWED_IPS"
+BEARER = "bearer"
+DIRECT_ORDER = [ACCESS_RESTRICTION, APP_SERVICE_AUTH, FUNCTION_KEY, ALLOWED_IPS, BEARER]
+
+WHERE = {
+    ACCESS_RESTRICTION: "the front end's access restriction",
+    APP_SERVICE_AUTH: "App Service Authentication",
+    FUNCTION_KEY: "the Functions host's function-key check",
+    ALLOWED_IPS: "the handler's ALLOWED_IPS",
+    BEARER: "the handler's bearer-token layer",
+}
+
+
+class ConfigError(Exception):
+    """A value verify needs could not be read."""
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    error: str = ""
+
+    @property
+    def media_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def problem(self) -> dict:
+        if self.media_type != "application/problem+json":
+            return {}
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def describe(self) -> str:
+        if self.error:
+            return f"no answer ({self.error})"
+        problem = self.problem()
+        if problem:
+            return f"{self.status} {problem.get('type', '')}"
+        return f"{self.status} {self.media_type or 'no content type'}"
+
+
+def refused_by(answer: Answer) -> str | None:
+    """Which layer refused a direct call, from the shape of its answer; None if it was served."""
+    if answer.error:
+        return "no answer"
+    if 200 <= answer.status < 300:
+        return None
+    problem_type = answer.problem().get("type", "")
+    if problem_type == "urn:iothub-sas:problem:caller-not-allowed":
+        return ALLOWED_IPS
+    if problem_type in ("urn:iothub-sas:problem:token-missing", "urn:iothub-sas:problem:token-invalid"):
+        return BEARER
+    if answer.status == 403 and not problem_type:
+        return ACCESS_RESTRICTION  # App Service's own 403 page ("Ip Forbidden")
+    if answer.status == 401 and not problem_type:
+        # App Service Authentication challenges (WWW-Authenticate: Bearer realm=...); the
+        # Functions host answers a missing or wrong key with an empty 401.
+        return APP_SERVICE_AUTH if "www-authenticate" in answer.headers else FUNCTION_KEY
+    return f"unexpected answer {answer.describe()}"
+
+
+@dataclass
+class Config:
+    api_url: str
+    subscription_key: str
+    function_url: str
+    function_key: str
+    hub: str
+    policy: str
+    ip_layer: bool
+    apim_addresses: list[str]
+    app_service_auth: bool
+    bearer: bool
+    device: str
+    ttl: int
+    timeout: float
+
+
+class Deployment:
+    """Outputs and credentials read with the Azure CLI, each call bounded; read only when needed."""
+
+    def __init__(self) -> None:
+        self.resource_group = os.environ.get("RESOURCE_GROUP") or os.environ.get("AZURE_RESOURCE_GROUP", "")
+        self.name = os.environ.get("DEPLOYMENT_NAME", "iothub-sas")
+        self.az_timeout = float(os.environ.get("VERIFY_AZ_TIMEOUT", "60"))
+        self._outputs: dict | None = None
+
+    def az(self, *args: str) -> str:
+        if not self.resource_group:
+            raise ConfigError("set RESOURCE_GROUP (or every VERIFY_* value) so verify can read the deployment")
+        try:
+            done = subprocess.run(
+                ["az", *args, "--only-show-errors"],
+                capture_output=True,
+                text=True,
+                timeout=self.az_timeout,
+                check=False,
+            )
+        except FileNotFoundError as e:
+            raise ConfigError("the Azure CLI (az) is required to read the deployment") from e
+        except subprocess.TimeoutExpired as e:
+            raise ConfigError(f"az {args[0]} {args[1]} did not answer within {self.az_timeout:.0f} s") from e
+        if done.returncode != 0:
+            raise ConfigError(f"az {args[0]} {args[1]} failed: {done.stderr.strip()[:300]}")
+        return done.stdout.strip()
+
+    def output(self, name: str) -> object:
+        if self._outputs is None:
+            text = self.az("deployment", "group", "show", "-g", self.resource_group, "-n", self.name,
+                           "--query", "properties.outputs", "-o", "json")
+            self._outputs = json.loads(text or "{}")
+        if name not in self._outputs:
+            raise ConfigError(f"deployment {self.name} has no output {name}: deploy with make deploy first")
+        return self._outputs[name]["value"]
+
+
+def setting(name: str, lookup: Callable[[], object]) -> str:
+    value = os.environ.get(name)
+    if value is not None and value != "":
+        return value
+    found = lookup()
+    if isinstance(found, list):
+        return ",".join(str(item) for item in found)
+    return str(found)
+
+
+def switch(name: str, value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {value!r}")
+    return value == "on"
+
+
+def output(deployment: Deployment, name: str) -> Callable[[], object]:
+    return lambda: deployment.output(name)
+
+
+def configure() -> Config:
+    deployment = Deployment()
+
+    def subscription_key() -> str:
+        apim = deployment.output("apimName")
+        apim_id = deployment.az("apim", "show", "-g", deployment.resource_group, "-n", str(apim), "--query", "id", "-o", "tsv")
+        name = os.environ.get("VERIFY_APIM_SUBSCRIPTION", "master")
+        return deployment.az("rest", "--method", "post", "--uri",
+                             f"https://management.azure.com{apim_id}/subscriptions/{name}/listSecrets?api-version={API_VERSION_APIM}",
+                             "--query", "primaryKey", "-o", "tsv")
+
+    def function_key() -> str:
+        app = deployment.output("functionAppName")
+        return deployment.az("functionapp", "keys", "list", "-g", deployment.resource_group, "-n", str(app),
+                             "--query", "functionKeys.default", "-o", "tsv")
+
+    config = Config(
+        api_url=setting("VERIFY_API_URL", output(deployment, "apiUrl")).rstrip("/"),
+        subscription_key=setting("VERIFY_SUBSCRIPTION_KEY", subscription_key),
+        function_url=setting("VERIFY_FUNCTION_URL", lambda: f"https://{deployment.output('functionAppHostName')}/api").rstrip("/"),
+        function_key=setting("VERIFY_FUNCTION_KEY", function_key),
+        hub=setting("VERIFY_IOTHUB_HOSTNAME", output(deployment, "iotHubHostName")),
+        policy=setting("VERIFY_POLICY_NAME", output(deployment, "iotHubPolicyName")),
+        ip_layer=switch("VERIFY_IP_LAYER", setting("VERIFY_IP_LAYER", output(deployment, "ipLayer"))),
+        apim_addresses=[a for a in setting("VERIFY_APIM_ADDRESSES", output(deployment, "apimOutboundIps")).split(",") if a],
+        app_service_auth=switch("VERIFY_APP_SERVICE_AUTH", os.environ.get("VERIFY_APP_SERVICE_AUTH", "on")),
+        bearer=switch("VERIFY_BEARER", os.environ.get("VERIFY_BEARER", "on")),
+        device=os.environ.get("VERIFY_DEVICE_ID", "verify-device"),
+        ttl=int(os.environ.get("VERIFY_TTL", "300")),
+        timeout=float(os.environ.get("VERIFY_TIMEOUT", "15")),
+    )
+    for name, value in (("subscription key", config.subscription_key), ("function key", config.function_key)):
+        if not value:
+            raise ConfigError(f"no {name} could be read")
+    return config
+
+
+def get(url: str, headers: dict[str, str], timeout: float) -> Answer:
+    """One GET, no proxy, no redirects followed, bounded by `timeout`."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if parts.scheme == "https":
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    except (OSError, http.client.HTTPException) as e:
+        return Answer(0, {}, b"", error=str(e) or type(e).__name__)
+    finally:
+        connection.close()
+
+
+@dataclass
+class Token:
+    sr: str
+    se: int
+    skn: str
+    device: str
+
+
+def sas_token(answer: Answer) -> Token | str:
+    """The token's public fields, or why the answer holds no well-formed token."""
+    try:
+        body = json.loads(answer.body)
+        text = body["sastoken"]
+        device = body["deviceId"]
+    except (ValueError, KeyError, TypeError):
+        return "the body is not {sastoken, deviceId, ...}"
+    prefix = "SharedAccessSignature "
+    if not isinstance(text, str) or not text.startswith(prefix):
+        return "sastoken is not a SharedAccessSignature"
+    fields = dict(pair.split("=", 1) for pair in text[len(prefix):].split("&") if "=" in pair)
+    if set(fields) != {"sr", "sig", "se", "skn"} or not fields["se"].isdigit():
+        return "sastoken lacks sr, sig, integer se or skn"
+    return Token(fields["sr"], int(fields["se"]), fields["skn"], str(device))
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def passed(self, layer: str, proof: str) -> None:
+        self.lines.append(f"PASS {layer}: {proof}")
+
+    def skipped(self, layer: str, why: str) -> None:
+        self.lines.append(f"SKIP {layer}: {why}")
+
+    def fail(self, layer: str, why: str) -> None:
+        self.lines.append(f"FAIL {layer}: {why}")
+        if layer not in self.failed:
+            self.failed.append(layer)
+
+
+def expected_token(config: Config, before: float, after: float, token: Token) -> list[str]:
+    problems = []
+    sr = urllib.parse.quote(f"{config.hub}/devices/{config.device}", safe="")
+    if token.sr != sr:
+        problems.append(f"sr is {token.sr}, expected {sr}")
+    # The handler's clock and this machine's may differ a little.
+    low, high = int(before) + config.ttl - 60, int(after) + config.ttl + 60
+    if not low <= token.se <= high:
+        problems.append(f"se is {token.se}, expected now+{config.ttl} s ({int(before) + config.ttl})")
+    if token.skn != config.policy:
+        problems.append(f"skn is {token.skn}, expected {config.policy}")
+    if token.device != config.device:
+        problems.append(f"deviceId is {token.device}, expected {config.device}")
+    return problems
+
+
+def check_gateway(config: Config, report: Report) -> Token | None:
+    token_path = f"/devices/{urllib.parse.quote(config.device, safe='')}/sas-token?ttl={config.ttl}"
+    key = {"Ocp-Apim-Subscription-Key": config.subscription_key}
+
+    anonymous = get(config.api_url + token_path, {}, config.timeout)
+    if anonymous.status == 401:
+        report.passed("subscription key", "gateway without a subscription key -> 401: API Management refuses anonymous callers")
+    else:
+        report.fail("subscription key", f"gateway without a subscription key -> {anonymous.describe()}, expected 401")
+
+    before = time.time()
+    served = get(config.api_url + token_path, key, config.timeout)
+    after = time.time()
+    token = None
+    served_token = None
+    if served.status == 200:
+        parsed = sas_token(served)
+        served_token = parsed if isinstance(parsed, Token) else None
+        if isinstance(parsed, str):
+            report.fail("token", f"gateway with a subscription key -> 200 but {parsed}")
+        else:
+            problems = expected_token(config, before, after, parsed)
+            if problems:
+                report.fail("token", "gateway with a subscription key -> 200 but " + "; ".join(problems))
+            else:
+                token = parsed
+                report.passed(
+                    "token",
+                    f"gateway with a subscription key -> 200; sr={parsed.sr}, se=now+{parsed.se - int(before)} s, "
+                    f"skn={parsed.skn} (signature not shown)",
+                )
+    else:
+        layer = refused_by(served)
+        if layer == BEARER:
+            report.fail(BEARER, f"through API Management -> {served.describe()}: the handler refused API Management's token (AUTH_* or the named value iothub-sas-audience)")
+        elif layer == ALLOWED_IPS:
+            report.fail("X-Forwarded-For", f"through API Management -> {served.describe()}: the handler's ALLOWED_IPS did not find API Management's address "
+                        "in the X-Forwarded-For entry it reads: the chain is not what XFF_DEPTH assumes (front end not appending, or ALLOWED_IPS wrong)")
+        elif layer == FUNCTION_KEY:
+            report.fail(FUNCTION_KEY, f"through API Management -> {served.describe()}: the host refused API Management's function key (named value iothub-sas-function-key)")
+        else:
+            report.fail("token", f"gateway with a subscription key -> {served.describe()}, expected 200")
+
+    device_a, device_b = config.device, config.device + "-b"
+    repeated = get(
+        f"{config.api_url}/getSASTokenByDeviceID?deviceid={urllib.parse.quote(device_a, safe='')}&deviceid={urllib.parse.quote(device_b, safe='')}",
+        key, config.timeout)
+    if repeated.status == 400 and repeated.media_type == "application/problem+json":
+        report.passed("repeated query keys", "gateway with ?deviceid=a&deviceid=b -> 400 problem+json: a repeated key never reaches the host, which would merge it into deviceid=a,b")
+    elif repeated.status == 200:
+        parsed = sas_token(repeated)
+        issued = parsed.device if isinstance(parsed, Token) else "?"
+        report.fail("repeated query keys", f"gateway with ?deviceid=a&deviceid=b -> 200, a token for device {issued!r}: the gateway let the repetition through")
+    else:
+        report.fail("repeated query keys", f"gateway with ?deviceid=a&deviceid=b -> {repeated.describe()}, expected 400 problem+json")
+
+    forged_addresses = ["192.0.2.1"] + config.apim_addresses[:1]
+    if served_token is None:
+        report.skipped("X-Forwarded-For", "a forged X-Forwarded-For through API Management: not shown, the gateway does not serve (above)")
+        return token
+    changed = []
+    for forged in forged_addresses:
+        answer = get(config.api_url + token_path, {**key, "X-Forwarded-For": forged}, config.timeout)
+        parsed = sas_token(answer) if answer.status == 200 else None
+        same = answer.status == 200 and isinstance(parsed, Token) and (parsed.sr, parsed.skn, parsed.device) == (served_token.sr, served_token.skn, served_token.device)
+        if not same:
+            changed.append(f"X-Forwarded-For: {forged} -> {answer.describe()} (without: {served.describe()})")
+    if changed:
+        report.fail("X-Forwarded-For", "a forged X-Forwarded-For through API Management changed the answer: " + "; ".join(changed))
+    else:
+        report.passed("X-Forwarded-For", f"gateway with forged X-Forwarded-For ({', '.join(forged_addresses)}) -> the same 200 and token: "
+                      "the handler reads the entry the front end appended, not the caller's")
+    return token
+
+
+def check_direct(config: Config, report: Report, label: str, headers: dict[str, str], expected: list[str], subject: str) -> None:
+    """A direct call to the function: `expected` are the layers that should refuse it, outermost
+    first; the first of them must be the one that answers."""
+    path = f"/devices/{urllib.parse.quote(config.device, safe='')}/sas-token"
+    answer = get(config.function_url + path, headers, config.timeout)
+    layer = refused_by(answer)
+    first = expected[0]
+    if layer is None:
+        for open_layer in expected:
+            report.fail(open_layer, f"{label} -> {answer.status}: served; nothing refused it")
+        return
+    if layer not in DIRECT_ORDER:
+        report.fail(subject, f"{label} -> {layer}; expected a refusal by {WHERE[first]}")
+        return
+    passed_through = [name for name in expected if DIRECT_ORDER.index(name) < DIRECT_ORDER.index(layer)]
+    if passed_through:
+        for open_layer in passed_through:
+            report.fail(open_layer, f"{label} -> {answer.describe()}: refused only by {WHERE[layer]}; {WHERE[open_layer]} let it through")
+        return
+    note = "" if layer == first else f" (expected {WHERE[first]} first)"
+    report.passed(subject, f"{label} -> {answer.status}, refused by {WHERE[layer]}{note}")
+
+
+def verify(config: Config) -> Report:
+    report = Report()
+    check_gateway(config, report)
+
+    outer = ([ACCESS_RESTRICTION] if config.ip_layer else []) + ([APP_SERVICE_AUTH] if config.app_service_auth else [])
+    inner = ([ALLOWED_IPS] if config.ip_layer else []) + ([BEARER] if config.bearer else [])
+    check_direct(config, report, "function directly, without a function key", {},
+                 outer + [FUNCTION_KEY] + inner, FUNCTION_KEY)
+    forged = config.apim_addresses[0] if config.apim_addresses else "192.0.2.1"
+    with_key = outer + inner
+    if with_key:
+        check_direct(config, report,
+                     f"function directly, with the function key and X-Forwarded-For: {forged}",
+                     {"x-functions-key": config.function_key, "X-Forwarded-For": forged},
+                     with_key, with_key[0])
+    else:
+        report.fail("layers", "with the IP layer, App Service Authentication and the bearer layer all off, only the function key guards the function")
+    return report
+
+
+def main() -> int:
+    try:
+        config = configure()
+    except (ConfigError, ValueError) as e:
+        print(f"verify: error: {e}", file=sys.stderr)
+        return 2
+    print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}")
+    report = verify(config)
+    for line in report.lines:
+        print(f"verify: {line}")
+    if report.failed:
+        print(f"verify: FAILED: open or misconfigured: {', '.join(report.failed)}")
+        return 1
+    print("verify: every layer refused what it should; the chain serves through API Management only")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

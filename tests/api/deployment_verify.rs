@@ -1,0 +1,679 @@
+//! `make verify` (`infra/verify.py`) against a local stand-in of the deployed topology built from
+//! real proxies: Debian's nginx (unpacked into `.tools/debian/` by `infra/debian-tools.sh`, which
+//! `make infra-check` runs) plays API Management and the App Service front end, the real handler
+//! binary sits behind them, and the Entra ID issuer stand-in signs API Management's token.
+//!
+//! ```text
+//! verify.py ──► gateway nginx ─────────────────► front end nginx ──────────────────► handler
+//!               subscription key (401)            access restriction: only the        ALLOWED_IPS,
+//!               repeated query key (400)          gateway's address 127.0.0.2 (403)   XFF_DEPTH=1,
+//!               strips the key, adds the          appends peer ip:port to XFF          AUTH_* (issuer
+//!               function key and the bearer       function key (empty 401)             stand-in)
+//!               token, appends the caller to      merges repeated query keys as the
+//!               X-Forwarded-For, connects from    Functions host does (njs)
+//!               127.0.0.2 (proxy_bind)
+//!           └──────────────── direct calls (verify's "function" probes) ──►┘
+//! ```
+//!
+//! Every layer on → verify passes; each layer turned off in turn → verify exits 1 and its summary
+//! names exactly the layers that are open. Two modes, as deployed: the IP layer on (classic API
+//! Management tiers: access restriction + `ALLOWED_IPS`) and off (Consumption/v2 tiers: neither;
+//! `ALLOWED_IPS=*`). Behind an access restriction the function-key check cannot be observed from
+//! outside, so it is turned off in the IP-layer-off mode, where it is the first layer a direct
+//! call meets here (App Service Authentication has no stand-in: `VERIFY_APP_SERVICE_AUTH=off`).
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{HOSTNAME, KEY, POLICY, TestApp};
+use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
+
+/// The gateway's own source address towards the front end (API Management's outbound address).
+const GATEWAY_ADDRESS: &str = "127.0.0.2";
+/// The API's URL suffix on the gateway, and the handler's route prefix behind the front end.
+const API_SUFFIX: &str = "/iothub-sas";
+/// The App ID URI API Management asks its token for.
+const AUDIENCE: &str = "api://iothub-sas-verify";
+/// How long an nginx may take to accept connections.
+const NGINX_STARTUP: Duration = Duration::from_secs(10);
+/// How long verify.py may take (seven requests on loopback).
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which layers of the topology are on.
+#[derive(Clone, Copy, Debug)]
+struct Layers {
+    /// API Management tier with stable outbound addresses: access restriction + ALLOWED_IPS.
+    ip_layer: bool,
+    subscription_key: bool,
+    repeated_keys: bool,
+    access_restriction: bool,
+    front_end_appends_xff: bool,
+    function_key: bool,
+    allowed_ips: bool,
+    bearer: bool,
+}
+
+impl Layers {
+    fn all_on(ip_layer: bool) -> Layers {
+        Layers {
+            ip_layer,
+            subscription_key: true,
+            repeated_keys: true,
+            access_restriction: ip_layer,
+            front_end_appends_xff: true,
+            function_key: true,
+            allowed_ips: ip_layer,
+            bearer: true,
+        }
+    }
+}
+
+/// Debian's nginx and its njs module, unpacked by `infra/debian-tools.sh`.
+struct Nginx {
+    binary: PathBuf,
+    njs: PathBuf,
+}
+
+impl Nginx {
+    fn find() -> Nginx {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/debian");
+        let nginx = Nginx {
+            binary: root.join("usr/sbin/nginx"),
+            njs: root.join("usr/lib/nginx/modules/ngx_http_js_module.so"),
+        };
+        assert!(
+            nginx.binary.is_file() && nginx.njs.is_file(),
+            "Debian's nginx is not unpacked ({} or {} missing): run `make infra-check` \
+             (infra/debian-tools.sh), which `make test` runs first",
+            nginx.binary.display(),
+            nginx.njs.display()
+        );
+        nginx
+    }
+}
+
+/// A running nginx, killed on drop.
+struct Proxy {
+    address: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proxy {
+    fn start(nginx: &Nginx, dir: &Path, name: &str, config: &str) -> Proxy {
+        let conf = dir.join(format!("{name}.conf"));
+        let log = dir.join(format!("{name}-error.log"));
+        fs::write(&conf, config).expect("the temp directory is writable");
+        let address = config_address(config);
+        let child = Command::new(&nginx.binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nginx.binary.display()));
+        let mut proxy = Proxy {
+            address,
+            child,
+            log,
+        };
+        let deadline = Instant::now() + NGINX_STARTUP;
+        while TcpStream::connect(address).is_err() {
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!(
+                    "nginx ({name}) exited with {status}:\n{}\n--- config ---\n{config}",
+                    proxy.errors()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx ({name}) did not listen on {address} within {NGINX_STARTUP:?}:\n{}",
+                proxy.errors()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy
+    }
+
+    fn errors(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `listen` address in a generated config.
+fn config_address(config: &str) -> SocketAddr {
+    let line = config
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("listen "))
+        .expect("the config has a listen line");
+    line.trim_end_matches(';')
+        .parse()
+        .expect("listen holds ip:port")
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port is free")
+        .port()
+}
+
+fn random_secret() -> String {
+    (0..32)
+        .map(|_| fastrand::alphanumeric())
+        .collect::<String>()
+}
+
+/// Directives every config shares: one process in the foreground, everything in `dir`.
+fn preamble(nginx: &Nginx, dir: &Path, name: &str) -> String {
+    let d = dir.display();
+    format!(
+        "load_module {njs};\n\
+         master_process off;\n\
+         daemon off;\n\
+         pid {d}/{name}.pid;\n\
+         events {{ worker_connections 256; }}\n",
+        njs = nginx.njs.display()
+    ) + &format!(
+        "http {{\n\
+         access_log {d}/{name}-access.log;\n\
+         client_body_temp_path {d}/{name}-body;\n\
+         proxy_temp_path {d}/{name}-proxy;\n\
+         fastcgi_temp_path {d}/{name}-fastcgi;\n\
+         uwsgi_temp_path {d}/{name}-uwsgi;\n\
+         scgi_temp_path {d}/{name}-scgi;\n\
+         js_path {d};\n"
+    )
+}
+
+/// njs for both proxies: the Functions host's query rebuilding, and the gateway's URL rewrite
+/// and repeated-key check (the same rule as the policy's expression in infra/policies/).
+const NJS: &str = r#"
+function decode(text) {
+    try { return decodeURIComponent(text.replace(/\+/g, ' ')); } catch (e) { return text; }
+}
+function split(raw) {
+    var at = raw.indexOf('?');
+    return at < 0 ? [raw, ''] : [raw.slice(0, at), raw.slice(at + 1)];
+}
+function pairs(query) {
+    return query.split('&').filter(function (p) { return p !== ''; }).map(function (p) {
+        var at = p.indexOf('=');
+        return { raw: p, name: decode(at < 0 ? p : p.slice(0, at)), value: decode(at < 0 ? '' : p.slice(at + 1)) };
+    });
+}
+// The Functions host rebuilds the query from its (case-insensitive) query collection: one entry
+// per key, the values of a repeated key joined with ',' (HttpRequestExtensions.ToHttpRequestMessage).
+function host_uri(r) {
+    var parts = split(r.variables.request_uri);
+    var order = [], values = {}, names = {};
+    pairs(parts[1]).forEach(function (p) {
+        var key = p.name.toLowerCase();
+        if (!(key in values)) { order.push(key); values[key] = []; names[key] = p.name; }
+        values[key].push(p.value);
+    });
+    if (order.length === 0) { return parts[0]; }
+    return parts[0] + '?' + order.map(function (key) {
+        return encodeURIComponent(names[key]) + '=' + encodeURIComponent(values[key].join(','));
+    }).join('&');
+}
+// API Management: the API suffix becomes the back end's /api; the subscription key and any
+// caller-sent `code` are removed from the query (set-query-parameter exists-action="delete").
+function gateway_uri(r) {
+    var parts = split(r.variables.request_uri);
+    var path = '/api' + parts[0].slice(SUFFIX.length);
+    var kept = pairs(parts[1]).filter(function (p) {
+        var key = p.name.toLowerCase();
+        return key !== 'subscription-key' && key !== 'code';
+    }).map(function (p) { return p.raw; });
+    return kept.length ? path + '?' + kept.join('&') : path;
+}
+// The policy's condition: a query parameter name (any letter case) given more than once.
+function repeated(r) {
+    var seen = {};
+    var found = pairs(split(r.variables.request_uri)[1]).some(function (p) {
+        var key = p.name.toLowerCase();
+        if (seen[key]) { return true; }
+        seen[key] = true;
+        return false;
+    });
+    return found ? '1' : '';
+}
+var SUFFIX = 'SUFFIX_PLACEHOLDER';
+export default { host_uri: host_uri, gateway_uri: gateway_uri, repeated: repeated };
+"#;
+
+/// The App Service front end and the Functions host in front of the handler.
+fn front_end_config(
+    nginx: &Nginx,
+    dir: &Path,
+    port: u16,
+    handler: SocketAddr,
+    function_key: &str,
+    layers: Layers,
+) -> String {
+    let mut config = preamble(nginx, dir, "front-end");
+    config += "js_import topology from topology.js;\n";
+    config += "js_set $host_uri topology.host_uri;\n";
+    // App Service appends the TCP peer it accepted, as ip:port (platform-facts §3).
+    config += "map $http_x_forwarded_for $front_end_xff {\n\
+                   \"\" \"$remote_addr:$remote_port\";\n\
+                   default \"$http_x_forwarded_for, $remote_addr:$remote_port\";\n\
+               }\n";
+    // The access restriction: only API Management's outbound address.
+    config += &format!(
+        "map $remote_addr $restricted {{ {GATEWAY_ADDRESS} 0; default {}; }}\n",
+        u8::from(layers.access_restriction)
+    );
+    // The Functions host reads the key from x-functions-key, else from ?code=.
+    config += "map $http_x_functions_key $presented_key { \"\" $arg_code; default $http_x_functions_key; }\n";
+    config += &format!(
+        "map $presented_key $key_refused {{ \"{function_key}\" 0; default {}; }}\n",
+        u8::from(layers.function_key)
+    );
+    let xff = if layers.front_end_appends_xff {
+        "$front_end_xff"
+    } else {
+        "$http_x_forwarded_for"
+    };
+    config += &format!(
+        "server {{\n\
+           listen 127.0.0.1:{port};\n\
+           location / {{\n\
+             default_type text/html;\n\
+             if ($restricted) {{ return 403 '<!DOCTYPE html><html><head><title>Web App - Unavailable</title></head><body><h1>Error 403 - Forbidden</h1><p>The web app you have attempted to reach has blocked your access.</p></body></html>'; }}\n\
+             if ($key_refused) {{ return 401 ''; }}\n\
+             proxy_pass http://{handler}$host_uri;\n\
+             proxy_set_header X-Forwarded-For {xff};\n\
+           }}\n\
+         }}\n\
+         }}\n"
+    );
+    config
+}
+
+/// API Management in front of the front end.
+fn gateway_config(
+    nginx: &Nginx,
+    dir: &Path,
+    port: u16,
+    front_end: SocketAddr,
+    keys: &Keys,
+    token: &str,
+    layers: Layers,
+) -> String {
+    let mut config = preamble(nginx, dir, "gateway");
+    config += "js_import topology from topology.js;\n";
+    config += "js_set $gateway_uri topology.gateway_uri;\n";
+    config += "js_set $repeated topology.repeated;\n";
+    config += "map $http_ocp_apim_subscription_key $presented_subscription { \"\" $arg_subscription_key; default $http_ocp_apim_subscription_key; }\n";
+    config += &format!(
+        "map $presented_subscription $subscription_refused {{ \"{}\" 0; default {}; }}\n",
+        keys.subscription,
+        u8::from(layers.subscription_key)
+    );
+    let repeated = if layers.repeated_keys {
+        "if ($repeated) { return 400 '{\"type\":\"urn:iothub-sas:problem:invalid-query\",\"title\":\"Invalid query\",\"status\":400,\"detail\":\"Each query parameter may appear only once.\"}'; }\n"
+    } else {
+        ""
+    };
+    config += &format!(
+        "server {{\n\
+           listen 127.0.0.1:{port};\n\
+           location {API_SUFFIX}/ {{\n\
+             default_type application/problem+json;\n\
+             if ($subscription_refused) {{ return 401 '{{\"type\":\"urn:iothub-sas:problem:subscription-required\",\"title\":\"Subscription key required\",\"status\":401,\"detail\":\"A valid API Management subscription key is required.\"}}'; }}\n\
+             {repeated}\
+             proxy_pass http://{front_end}$gateway_uri;\n\
+             proxy_bind {GATEWAY_ADDRESS};\n\
+             proxy_set_header Ocp-Apim-Subscription-Key \"\";\n\
+             proxy_set_header X-ARR-ClientCert \"\";\n\
+             proxy_set_header Authorization \"Bearer {token}\";\n\
+             proxy_set_header x-functions-key \"{function_key}\";\n\
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+           }}\n\
+         }}\n\
+         }}\n",
+        function_key = keys.function,
+    );
+    config
+}
+
+struct Keys {
+    subscription: String,
+    function: String,
+}
+
+/// What one run of verify.py printed, and how it exited.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The layers the summary line names as open.
+    fn failed_layers(&self) -> Vec<String> {
+        let mut failed: Vec<String> = self
+            .stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("verify: FAIL "))
+            .filter_map(|rest| rest.split_once(':').map(|(layer, _)| layer.to_owned()))
+            .collect();
+        failed.sort();
+        failed.dedup();
+        failed
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs infra/verify.py with every value given (no `az`), bounded by VERIFY_TIMEOUT.
+fn run_verify(env: &[(&str, String)]) -> Run {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("infra/verify.py");
+    let mut command = Command::new("python3");
+    command.arg(&script).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    let deadline = Instant::now() + VERIFY_TIMEOUT;
+    while child.try_wait().expect("poll verify.py").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("verify.py ran longer than {VERIFY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("collect verify.py output");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// One topology with `layers`, and verify run against it.
+fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers) -> Run {
+    let dir = std::env::temp_dir().join(format!(
+        "deployment-verify-{}-{}",
+        std::process::id(),
+        random_secret()
+    ));
+    fs::create_dir_all(&dir).expect("the temp directory is writable");
+    fs::write(
+        dir.join("topology.js"),
+        NJS.replace("SUFFIX_PLACEHOLDER", API_SUFFIX),
+    )
+    .expect("the temp directory is writable");
+
+    let keys = Keys {
+        subscription: random_secret(),
+        function: random_secret(),
+    };
+    let allowed = if layers.allowed_ips {
+        GATEWAY_ADDRESS
+    } else {
+        "*"
+    };
+    let mut settings: Vec<(&str, String)> = vec![
+        ("IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
+        ("IOTHUB_POLICY_NAME", POLICY.to_owned()),
+        ("IOTHUB_POLICY_KEY", KEY.to_owned()),
+        ("ALLOWED_IPS", allowed.to_owned()),
+        ("XFF_DEPTH", "1".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ];
+    if layers.bearer {
+        settings.extend(issuer.settings());
+        settings.push(("AUTH_AUDIENCE", AUDIENCE.to_owned()));
+        settings.push(("AUTH_ALLOWED_CALLERS", apim.oid.clone()));
+    }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let app = TestApp::spawn(&pairs);
+    let token = issuer.sign(&entra_claims(Version::V1, issuer.tenant(), AUDIENCE, apim));
+
+    let front_end_port = free_port();
+    let front_end = Proxy::start(
+        nginx,
+        &dir,
+        "front-end",
+        &front_end_config(
+            nginx,
+            &dir,
+            front_end_port,
+            app.address,
+            &keys.function,
+            layers,
+        ),
+    );
+    let gateway_port = free_port();
+    let gateway = Proxy::start(
+        nginx,
+        &dir,
+        "gateway",
+        &gateway_config(
+            nginx,
+            &dir,
+            gateway_port,
+            front_end.address,
+            &keys,
+            &token,
+            layers,
+        ),
+    );
+
+    let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
+    let run = run_verify(&[
+        (
+            "VERIFY_API_URL",
+            format!("http://{}{API_SUFFIX}", gateway.address),
+        ),
+        ("VERIFY_SUBSCRIPTION_KEY", keys.subscription.clone()),
+        (
+            "VERIFY_FUNCTION_URL",
+            format!("http://{}/api", front_end.address),
+        ),
+        ("VERIFY_FUNCTION_KEY", keys.function.clone()),
+        ("VERIFY_IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
+        ("VERIFY_POLICY_NAME", POLICY.to_owned()),
+        // What the deployment would say: the mode, not the switched-off layer.
+        ("VERIFY_IP_LAYER", on_off(layers.ip_layer)),
+        ("VERIFY_APIM_ADDRESSES", GATEWAY_ADDRESS.to_owned()),
+        ("VERIFY_APP_SERVICE_AUTH", "off".to_owned()),
+        ("VERIFY_BEARER", "on".to_owned()),
+        ("VERIFY_TIMEOUT", "10".to_owned()),
+    ]);
+    // Secrets must never be printed, whatever failed.
+    for secret in [&keys.subscription, &keys.function, &token] {
+        assert!(
+            !run.stdout.contains(secret.as_str()) && !run.stderr.contains(secret.as_str()),
+            "verify.py printed a key or token:\n{}",
+            run.text()
+        );
+    }
+    assert!(
+        !run.stdout.contains("sig="),
+        "verify.py printed a token signature:\n{}",
+        run.text()
+    );
+    drop(gateway);
+    drop(front_end);
+    drop(app);
+    let _ = fs::remove_dir_all(&dir);
+    run
+}
+
+#[test]
+fn verify_passes_with_every_layer_on_and_names_each_layer_turned_off() {
+    let nginx = Nginx::find();
+    let issuer = Issuer::start();
+    let apim = Caller::random();
+
+    let on = Layers::all_on(true);
+    let off = Layers::all_on(false);
+    // (scenario, layers, layers verify must name as open; empty = must pass)
+    let scenarios: Vec<(&str, Layers, Vec<&str>)> = vec![
+        ("IP layer on, every layer on", on, vec![]),
+        (
+            "gateway without the subscription-key check",
+            Layers {
+                subscription_key: false,
+                ..on
+            },
+            vec!["subscription key"],
+        ),
+        (
+            "gateway without the repeated-key check",
+            Layers {
+                repeated_keys: false,
+                ..on
+            },
+            vec!["repeated query keys"],
+        ),
+        (
+            "front end without the access restriction",
+            Layers {
+                access_restriction: false,
+                ..on
+            },
+            vec!["access restriction"],
+        ),
+        (
+            "no access restriction and ALLOWED_IPS=*",
+            Layers {
+                access_restriction: false,
+                allowed_ips: false,
+                ..on
+            },
+            vec!["ALLOWED_IPS", "access restriction"],
+        ),
+        (
+            "front end not appending X-Forwarded-For",
+            Layers {
+                front_end_appends_xff: false,
+                ..on
+            },
+            vec!["X-Forwarded-For"],
+        ),
+        ("IP layer off, every layer on", off, vec![]),
+        (
+            "IP layer off, host without the function-key check",
+            Layers {
+                function_key: false,
+                ..off
+            },
+            vec!["function key"],
+        ),
+        (
+            "IP layer off, handler without the bearer layer",
+            Layers {
+                bearer: false,
+                ..off
+            },
+            vec!["bearer"],
+        ),
+    ];
+
+    let problems: Vec<String> = std::thread::scope(|scope| {
+        let running: Vec<_> = scenarios
+            .iter()
+            .map(|(name, layers, open)| {
+                let (nginx, issuer, apim) = (&nginx, &issuer, &apim);
+                scope.spawn(move || {
+                    let run = verify_topology(nginx, issuer, apim, *layers);
+                    check_run(name, open, &run)
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|handle| handle.join().expect("a scenario panicked"))
+            .collect()
+    });
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// What is wrong with `run` for a scenario whose open layers are `open`; None when right.
+fn check_run(name: &str, open: &[&str], run: &Run) -> Option<String> {
+    let mut expected: Vec<String> = open.iter().map(|layer| (*layer).to_owned()).collect();
+    expected.sort();
+    let mut wrong = Vec::new();
+    let wanted_code = if open.is_empty() { 0 } else { 1 };
+    if run.code != Some(wanted_code) {
+        wrong.push(format!("exit code {:?}, expected {wanted_code}", run.code));
+    }
+    if run.failed_layers() != expected {
+        wrong.push(format!(
+            "FAIL lines name {:?}, expected {expected:?}",
+            run.failed_layers()
+        ));
+    }
+    if !open.is_empty() {
+        let summary = run
+            .stdout
+            .lines()
+            .find(|line| line.starts_with("verify: FAILED: "))
+            .unwrap_or_default();
+        for layer in open {
+            if !summary.contains(layer) {
+                wrong.push(format!("the summary line does not name {layer}"));
+            }
+        }
+    } else {
+        // Every probe passed, and the direct calls say who refused them.
+        let refusal = if name.starts_with("IP layer on") {
+            "refused by the front end's access restriction"
+        } else {
+            "refused by the handler's bearer-token layer"
+        };
+        if !run.stdout.contains(refusal) {
+            wrong.push(format!("no PASS line says \"{refusal}\""));
+        }
+        let passes = run
+            .stdout
+            .lines()
+            .filter(|line| line.starts_with("verify: PASS "))
+            .count();
+        if passes != 6 {
+            wrong.push(format!("{passes} PASS lines, expected one per probe (6)"));
+        }
+    }
+    (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
+}
