@@ -25,29 +25,9 @@ readonly SEED_DIR=bench/peers/node-seed
 readonly RUN_DIR=target/bench/run
 readonly PID_FILE=$RUN_DIR/pids
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "need root to run: $* (install it by hand, then re-run)"
-  fi
-}
-
-apt_updated=0
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "$1 is missing and there is no apt-get: install $*"
-  if ((apt_updated == 0)); then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    apt_updated=1
-  fi
-  log "installing Debian package(s) $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+LOG_PREFIX=bench
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Kill the servers measure.py started and has not stopped (it also cleans up itself; this covers
 # a crash or a signal). Only the pids it recorded, one by one.
@@ -68,7 +48,9 @@ cleanup
 # --- tools -------------------------------------------------------------------------------------
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v taskset >/dev/null 2>&1 || apt_install util-linux
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
 command -v python3 >/dev/null 2>&1 || die "python3 is needed (bench/measure.py)"
 
 if [[ ! -f $SEED_DIR/node_modules/.installed || $SEED_DIR/package-lock.json -nt $SEED_DIR/node_modules/.installed ]]; then

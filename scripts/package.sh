@@ -25,19 +25,9 @@ readonly APP="$DIST/app"
 readonly ZIP="$DIST/handler.zip"
 target_dir="${CARGO_TARGET_DIR:-target}"
 
-log() { printf 'package: %s\n' "$*" >&2; }
-die() { printf 'package: error: %s\n' "$*" >&2; exit 1; }
-
-# Run a command as root (directly, or through sudo when available).
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "need root to run: $* (install it by hand, then re-run)"
-  fi
-}
+LOG_PREFIX=package
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 ensure_rust_target() {
   if command -v rustup >/dev/null 2>&1; then
@@ -58,9 +48,7 @@ ensure_musl_cc() {
   if ! command -v musl-gcc >/dev/null 2>&1; then
     command -v apt-get >/dev/null 2>&1 ||
       die "no musl C compiler (musl-gcc) and no apt-get: install musl-tools or set CC_x86_64_unknown_linux_musl"
-    log "installing Debian package musl-tools (musl-gcc)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools >/dev/null
+    apt_install musl-tools
   fi
   if ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
     command -v musl-gcc >/dev/null 2>&1 || die "musl-gcc still missing after installing musl-tools"
