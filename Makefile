@@ -9,7 +9,7 @@ PYTHON      := $(VENV)/bin/python
 NODE_ORACLE := tests/oracles/node
 RUN_PORT    := 7071
 
-.PHONY: help run test lint oracles package bench fuzz supply-chain soak clean
+.PHONY: help run test lint oracles tools package bench fuzz supply-chain soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ $(NODE_ORACLE)/node_modules/.installed: $(NODE_ORACLE)/package.json $(NODE_ORACL
 	cd $(NODE_ORACLE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-package: ## dist/handler.zip for zip deploy (static x86_64 Linux binary)
+tools: ## install what make package builds with, when missing: the Rust musl target, Debian's musl-tools
+	@scripts/tools.sh
+
+package: tools ## dist/handler.zip for zip deploy (static x86_64 Linux binary)
 	@scripts/package.sh
 
 bench: ## benchmark the handler against the seed function and the loopback floor (docs/benchmarks.md)

@@ -3,7 +3,8 @@
 # machine, in one run, and record the results in docs/benchmarks.md (its generated section).
 #
 # Works on a fresh Debian 12 machine with rustup/cargo, python3, Node.js/npm and gcc:
-#   - installs wrk (Debian package) when missing, and Node.js/npm when missing;
+#   - installs wrk (Debian package) when missing, and Node.js/npm when missing, and the musl target
+#     and compiler (scripts/tools.sh, as `make tools`);
 #   - installs the seed peer's npm dependencies from its lock file (npm ci);
 #   - builds the release handler for the host (glibc), the shipped static musl handler and
 #     dist/handler.zip (scripts/package.sh, as `make package`), the floor (bench/floor), the
@@ -46,6 +47,7 @@ mkdir -p "$RUN_DIR"
 cleanup
 
 # --- tools -------------------------------------------------------------------------------------
+scripts/tools.sh # the musl target and compiler (the shipped build and the musl variant)
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v taskset >/dev/null 2>&1 || apt_install util-linux
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -5,12 +5,7 @@
 #   dist/app/          staged app root: host.json, handler (0755), <Function>/function.json
 #   dist/handler.zip   the same files, `handler` stored with mode 0755
 #
-# Works on a fresh Debian 12 machine that has rustup/cargo, python3 and gcc:
-#   - adds the Rust target x86_64-unknown-linux-musl if it is missing;
-#   - installs Debian's musl-tools (x86_64-linux-musl-gcc) if no musl C compiler
-#     is found: C code in dependencies (aws-lc-sys, pulled in by the Azure SDK's
-#     rustls TLS stack) is compiled for musl with it. No cmake is needed:
-#     aws-lc-sys builds with cc-rs and ships pre-generated musl bindings.
+# Builds with the musl target and Debian's musl-tools, which `make tools` installs (scripts/tools.sh).
 # Linking uses rust-lld (see .cargo/config.toml), shipped with the toolchain.
 # local.settings.json is never packaged. Safe to run again: it rebuilds
 # incrementally and rewrites dist/ from scratch.
@@ -29,35 +24,13 @@ LOG_PREFIX=package
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-ensure_rust_target() {
-  if command -v rustup >/dev/null 2>&1; then
-    if ! rustup target list --installed | grep -x "$TARGET" >/dev/null; then
-      log "adding Rust target $TARGET"
-      rustup target add "$TARGET"
-    fi
-  elif [[ ! -d "$(rustc --print sysroot)/lib/rustlib/$TARGET" ]]; then
-    die "Rust target $TARGET is not installed and rustup is not available"
-  fi
-}
-
-# cc-rs looks for x86_64-linux-musl-gcc first; Debian's musl-tools ships it and musl-gcc.
-ensure_musl_cc() {
-  if command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
-    return
-  fi
-  if ! command -v musl-gcc >/dev/null 2>&1; then
-    command -v apt-get >/dev/null 2>&1 ||
-      die "no musl C compiler (musl-gcc) and no apt-get: install musl-tools or set CC_x86_64_unknown_linux_musl"
-    apt_install musl-tools
-  fi
-  if ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
-    command -v musl-gcc >/dev/null 2>&1 || die "musl-gcc still missing after installing musl-tools"
-    export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}"
-  fi
-}
-
-ensure_rust_target
-ensure_musl_cc
+# `make tools` installs the musl target and compiler; this script only builds with them.
+# cc-rs looks for x86_64-linux-musl-gcc first; elsewhere musl-gcc is the usual name.
+[[ -d "$(rustc --print sysroot)/lib/rustlib/$TARGET" ]] || die "Rust target $TARGET is missing: run \`make tools\`"
+if [[ -z ${CC_x86_64_unknown_linux_musl:-} ]] && ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
+  command -v musl-gcc >/dev/null 2>&1 || die "no musl C compiler (x86_64-linux-musl-gcc, musl-gcc): run \`make tools\`"
+  export CC_x86_64_unknown_linux_musl=musl-gcc
+fi
 
 log "building $BIN (release, $TARGET)"
 cargo build --locked --release --target "$TARGET" --bin "$BIN"
