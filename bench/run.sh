@@ -7,7 +7,7 @@
 #     and compiler (scripts/tools.sh, as `make tools`);
 #   - installs the seed peer's npm dependencies from its lock file (npm ci);
 #   - builds the release handler for the host (glibc), the shipped static musl handler and
-#     dist/handler.zip (scripts/package.sh, as `make package`), the floor (bench/floor), the
+#     dist/handler.zip (`cargo xtask package`, as `make package`), the floor (bench/floor), the
 #     variants (bench/flavours: runtime chosen at start-up; musl with its own malloc) and the
 #     criterion micro-benchmarks (benches/core.rs);
 #   - runs the micro-benchmarks, then bench/measure.py, which starts the servers on 127.0.0.1,
@@ -66,7 +66,7 @@ log "building the handler (release, host)"
 cargo build --locked --release --bin handler
 
 log "building the shipped handler and dist/handler.zip (make package)"
-scripts/package.sh >/dev/null
+cargo xtask package >/dev/null
 
 log "building the floor (bench/floor)"
 (cd bench/floor && CARGO_TARGET_DIR="$root/target/bench" cargo build --locked --release --quiet)
