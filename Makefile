@@ -15,7 +15,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
-	@scripts/run-local.sh $(RUN_PORT)
+	@cargo xtask run-local --port $(RUN_PORT)
 
 test: oracles lint supply-chain package infra-check ## everything CI runs
 	cargo test --locked --benches
