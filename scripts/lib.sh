@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # The shell helpers every script here and under bench/ (and infra/) shares: messages, root, and
-# installing Debian packages. Source it after setting LOG_PREFIX, the name messages start with:
+# installing Debian packages. From the project root, set LOG_PREFIX (the name messages start
+# with) and source it:
 #
 #   LOG_PREFIX=bench
-#   source "$root/scripts/lib.sh"
+#   source scripts/lib.sh
 #
 # Only helpers live here. What a script builds, checks or packages is a program (xtask/) or a
 # Makefile target; installing is separate from building (`make tools`).
