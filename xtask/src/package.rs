@@ -19,6 +19,9 @@ pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Builds, checks, stages and zips the handler of the project in `project`.
 pub fn run(project: &Path) -> Result<()> {
+    // Everything that can be refused without building is checked first: the build takes minutes.
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let timestamp = archive::timestamp(epoch.as_deref())?;
     tools::require_rust_target(TARGET)?;
     let cc_env = tools::musl_cc_env()?;
 
@@ -42,8 +45,7 @@ pub fn run(project: &Path) -> Result<()> {
 
     log("writing dist/handler.zip");
     let zip_path = project.join("dist/handler.zip");
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
-    archive::write(&root, &zip_path, archive::timestamp(epoch.as_deref())?)?;
+    archive::write(&root, &zip_path, timestamp)?;
 
     let size = fs::metadata(&zip_path).map_err(Error::io(&zip_path))?.len();
     let listing = listing(&archive::entries(&zip_path)?, size);
