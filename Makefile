@@ -9,22 +9,22 @@ PYTHON      := $(VENV)/bin/python
 NODE_ORACLE := tests/oracles/node
 RUN_PORT    := 7071
 
-.PHONY: help run test lint oracles package bench fuzz supply-chain soak clean
+.PHONY: help run test lint oracles tools package bench fuzz supply-chain soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
-	@scripts/run-local.sh $(RUN_PORT)
+	@cargo xtask run-local --port $(RUN_PORT)
 
 test: oracles lint supply-chain package infra-check ## everything CI runs
 	cargo test --locked --benches
-	cargo test --locked --lib --bins --tests
+	cargo test --locked --workspace --lib --bins --tests
 
-lint: ## fmt, clippy and rustdoc with warnings denied
+lint: ## fmt, clippy and rustdoc with warnings denied (the handler and xtask/)
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 
 oracles: $(VENV)/.installed $(NODE_ORACLE)/node_modules/.installed ## install the official Azure IoT SDKs used as test oracles
 
@@ -37,8 +37,11 @@ $(NODE_ORACLE)/node_modules/.installed: $(NODE_ORACLE)/package.json $(NODE_ORACL
 	cd $(NODE_ORACLE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-package: ## dist/handler.zip for zip deploy (static x86_64 Linux binary)
-	@scripts/package.sh
+tools: ## install what make package builds with, when missing: the Rust musl target, Debian's musl-tools
+	@scripts/tools.sh
+
+package: tools ## dist/handler.zip for zip deploy (static x86_64 Linux binary; cargo xtask package)
+	@cargo xtask package
 
 bench: ## benchmark the handler against the seed function and the loopback floor (docs/benchmarks.md)
 	@bench/run.sh

@@ -17,10 +17,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
-command -v valgrind >/dev/null 2>&1 || {
-  env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null
-}
+LOG_PREFIX=profile
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+command -v valgrind >/dev/null 2>&1 || apt_install valgrind
 
 export CARGO_TARGET_DIR="$root/target/prof" CARGO_PROFILE_RELEASE_STRIP=false \
   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only

@@ -3,10 +3,11 @@
 # machine, in one run, and record the results in docs/benchmarks.md (its generated section).
 #
 # Works on a fresh Debian 12 machine with rustup/cargo, python3, Node.js/npm and gcc:
-#   - installs wrk (Debian package) when missing, and Node.js/npm when missing;
+#   - installs wrk (Debian package) when missing, and Node.js/npm when missing, and the musl target
+#     and compiler (scripts/tools.sh, as `make tools`);
 #   - installs the seed peer's npm dependencies from its lock file (npm ci);
 #   - builds the release handler for the host (glibc), the shipped static musl handler and
-#     dist/handler.zip (scripts/package.sh, as `make package`), the floor (bench/floor), the
+#     dist/handler.zip (`cargo xtask package`, as `make package`), the floor (bench/floor), the
 #     variants (bench/flavours: runtime chosen at start-up; musl with its own malloc) and the
 #     criterion micro-benchmarks (benches/core.rs);
 #   - runs the micro-benchmarks, then bench/measure.py, which starts the servers on 127.0.0.1,
@@ -25,29 +26,9 @@ readonly SEED_DIR=bench/peers/node-seed
 readonly RUN_DIR=target/bench/run
 readonly PID_FILE=$RUN_DIR/pids
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "need root to run: $* (install it by hand, then re-run)"
-  fi
-}
-
-apt_updated=0
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "$1 is missing and there is no apt-get: install $*"
-  if ((apt_updated == 0)); then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    apt_updated=1
-  fi
-  log "installing Debian package(s) $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+LOG_PREFIX=bench
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Kill the servers measure.py started and has not stopped (it also cleans up itself; this covers
 # a crash or a signal). Only the pids it recorded, one by one.
@@ -66,9 +47,12 @@ mkdir -p "$RUN_DIR"
 cleanup
 
 # --- tools -------------------------------------------------------------------------------------
+scripts/tools.sh # the musl target and compiler (the shipped build and the musl variant)
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v taskset >/dev/null 2>&1 || apt_install util-linux
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
 command -v python3 >/dev/null 2>&1 || die "python3 is needed (bench/measure.py)"
 
 if [[ ! -f $SEED_DIR/node_modules/.installed || $SEED_DIR/package-lock.json -nt $SEED_DIR/node_modules/.installed ]]; then
@@ -82,7 +66,7 @@ log "building the handler (release, host)"
 cargo build --locked --release --bin handler
 
 log "building the shipped handler and dist/handler.zip (make package)"
-scripts/package.sh >/dev/null
+cargo xtask package >/dev/null
 
 log "building the floor (bench/floor)"
 (cd bench/floor && CARGO_TARGET_DIR="$root/target/bench" cargo build --locked --release --quiet)

@@ -11,6 +11,9 @@
 # SNAPSHOT.txt; `--offline` keeps cargo-deny from fetching anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LOG_PREFIX=supply-chain
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Pinned: the directory name below is how this version names the default database.
 deny_version=0.20.2
@@ -18,7 +21,7 @@ db_dir=target/advisory-dbs/advisory-db-3157b0e258782691
 snapshot=${RUSTSEC_DB:-../shared/rustsec-advisory-db}
 
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $deny_version"; then
-    echo "supply-chain: installing cargo-deny $deny_version (a few minutes on 2 cores)" >&2
+    log "installing cargo-deny $deny_version (a few minutes on 2 cores)"
     cargo install cargo-deny --locked --version "$deny_version"
 fi
 
@@ -35,11 +38,11 @@ if [[ -d $snapshot/crates ]]; then
     mkdir -p "$db_dir/.git"
     ln -s "$snapshot/crates" "$db_dir/crates"
     touch -d "$date" "$db_dir/.git/FETCH_HEAD"
-    age=$(((($(date -u +%s) - $(date -u -d "$date" +%s))) / 86400))
-    echo "supply-chain: advisories from $snapshot (snapshot of $date, $age days old)" >&2
+    age=$((($(date -u +%s) - $(date -u -d "$date" +%s)) / 86400))
+    log "advisories from $snapshot (snapshot of $date, $age days old)"
     checks+=(advisories)
 else
-    echo "supply-chain: advisories SKIPPED: no RustSec database at $snapshot (this check never fetches one; set RUSTSEC_DB to use another copy)" >&2
+    log "advisories SKIPPED: no RustSec database at $snapshot (this check never fetches one; set RUSTSEC_DB to use another copy)"
 fi
 
 cargo deny --offline --locked check --hide-inclusion-graph "${checks[@]}"

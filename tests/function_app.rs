@@ -10,6 +10,10 @@
 //!   byte for byte; `handler` is an x86-64 ELF that is fully static (or needs
 //!   no glibc newer than 2.31) and actually runs: with no settings it reports a
 //!   `configuration error:` on stderr and exits non-zero.
+//!
+//! The packaged binary's ELF headers are read with `xtask::elf`, the reader `cargo xtask package`
+//! judges the binary with before zipping it (its unit tests feed it made-up and real binaries);
+//! this file reads the zip with the `zip` crate's reader, apart from the writer in xtask.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -20,9 +24,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use object::elf;
-use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use serde_json::{Value, json};
+use xtask::elf::Linkage;
 
 /// The functions this app serves, with the route each one must declare.
 const FUNCTIONS: [(&str, &str); 2] = [
@@ -398,90 +401,18 @@ fn package_zip_holds_exactly_the_app_root() {
     }
 }
 
-/// What the loader would need to run a binary.
-#[derive(Debug)]
-struct Linkage {
-    interpreter: Option<String>,
-    needed: Vec<String>,
-    glibc_versions: Vec<(u32, u32)>,
-}
-
-fn parse_glibc_version(name: &str) -> Option<(u32, u32)> {
-    let mut parts = name.strip_prefix("GLIBC_")?.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
-    Some((major, minor))
-}
-
-fn linkage(data: &[u8]) -> Linkage {
-    let header = elf::FileHeader64::<object::Endianness>::parse(data)
-        .expect("handler must be a 64-bit ELF file");
-    let endian = header.endian().expect("ELF byte order");
-    assert_eq!(
-        header.e_machine(endian),
-        elf::EM_X86_64,
-        "handler must be built for x86-64"
-    );
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-
-    let mut interpreter = None;
-    for ph in header
-        .program_headers(endian, data)
-        .expect("ELF program headers")
-    {
-        if let Some(path) = ph.interpreter(endian, data).expect("PT_INTERP") {
-            interpreter = Some(text(path));
-        }
-    }
-
-    let sections = header.sections(endian, data).expect("ELF section headers");
-    let dynamic = sections
-        .dynamic_table(endian, data)
-        .expect("ELF dynamic section");
-    let needed = dynamic
-        .iter()
-        .filter(|d| d.tag == elf::DT_NEEDED)
-        .map(|d| text(dynamic.string(d).expect("DT_NEEDED name")))
-        .collect();
-
-    let mut glibc_versions = Vec::new();
-    if let Some((verneeds, link)) = sections.gnu_verneed(endian, data).expect("SHT_GNU_VERNEED") {
-        let strings = sections
-            .strings(endian, data, link)
-            .expect("verneed string table");
-        for verneed in verneeds {
-            let (_, auxes) = verneed.expect("verneed entry");
-            for aux in auxes {
-                let aux = aux.expect("vernaux entry");
-                let name = text(aux.name(endian, strings).expect("vernaux name"));
-                if let Some(version) = parse_glibc_version(&name) {
-                    glibc_versions.push(version);
-                }
-            }
-        }
-    }
-
-    Linkage {
-        interpreter,
-        needed,
-        glibc_versions,
-    }
-}
-
-#[test]
-fn glibc_version_names_parse() {
-    assert_eq!(parse_glibc_version("GLIBC_2.31"), Some((2, 31)));
-    assert_eq!(parse_glibc_version("GLIBC_2.2.5"), Some((2, 2)));
-    assert_eq!(parse_glibc_version("GLIBC_2.34"), Some((2, 34)));
-    assert_eq!(parse_glibc_version("GCC_3.0"), None);
-}
-
 #[test]
 fn packaged_handler_is_a_static_or_portable_x86_64_elf() {
     let mut archive = open_package();
     let binary = zipped_bytes(&mut archive, HANDLER);
-    let linkage = linkage(&binary);
-    if linkage.interpreter.is_none() && linkage.needed.is_empty() {
+    // The reader `cargo xtask package` judges the binary with (xtask/src/elf.rs, unit-tested
+    // there); this test applies it to what the zip actually holds.
+    let linkage = Linkage::read(&binary).expect("handler must be a 64-bit ELF file");
+    assert!(
+        linkage.is_x86_64(),
+        "handler must be built for x86-64: {linkage:?}"
+    );
+    if linkage.is_fully_static() {
         return; // fully static: runs on any x86-64 Linux image
     }
     assert_eq!(
@@ -489,7 +420,7 @@ fn packaged_handler_is_a_static_or_portable_x86_64_elf() {
         Some("/lib64/ld-linux-x86-64.so.2"),
         "a dynamically linked handler must use the glibc loader: {linkage:?}"
     );
-    let newest = linkage.glibc_versions.iter().max().copied();
+    let newest = linkage.newest_glibc();
     assert!(
         newest.is_none_or(|v| v <= MAX_GLIBC),
         "handler needs GLIBC_{}.{} but Debian 11 Functions images have glibc {}.{}: {linkage:?}",
