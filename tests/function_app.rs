@@ -28,7 +28,15 @@ use serde_json::{Value, json};
 use xtask::elf::Linkage;
 
 /// The functions this app serves, with the route each one must declare.
-const FUNCTIONS: [(&str, &str); 2] = [
+const FUNCTIONS: [(&str, &str); 4] = [
+    (
+        "GetModuleSasToken",
+        "devices/{deviceId}/modules/{moduleId}/sas-token",
+    ),
+    (
+        "GetRegistrationSasToken",
+        "registrations/{registrationId}/sas-token",
+    ),
     ("GetSasToken", "devices/{deviceId}/sas-token"),
     ("getSASTokenByDeviceID", "getSASTokenByDeviceID"),
 ];
