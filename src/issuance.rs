@@ -2,7 +2,7 @@
 //!
 //! **What it owns.** The order of the steps and the 200 answer:
 //! 1. **caller** — [`Callers::identify`]: allow list, client certificate, bearer token (403/401);
-//! 2. **input** — what the route found, parsed into a [`Subject`] (a device, a device's module, a
+//! 2. **input** — what the route found, parsed into a `Subject` (a device, a device's module, a
 //!    DPS registration) and a [`Ttl`] (400). In enrollment-group mode a device id is its DPS
 //!    registration id and must be a valid one (400), and module tokens do not exist (404);
 //! 3. **scope** — with `DEVICE_SCOPES`, the caller must hold a rule that covers the subject's id

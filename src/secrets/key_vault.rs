@@ -4,10 +4,11 @@
 //! **What it owns.** Its settings ([`KeyVaultSettings`]: `KEYVAULT_URI`, the secret's name
 //! (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`), `KEYVAULT_REFRESH_SECONDS`,
 //! `KEYVAULT_MAX_KEY_AGE_SECONDS`, `AZURE_CLIENT_ID`, and the platform's `IDENTITY_ENDPOINT` and
-//! `WEBSITE_SITE_NAME`), one credential and one `SecretClient` for the process
-//! lifetime (the SDK caches the identity token and the vault's authentication challenge per
-//! client), the refresh loop that is the only writer of the [`KeyPublisher`], and the secret's
-//! format (a base64 key or an IoT Hub connection string).
+//! `WEBSITE_SITE_NAME`), one credential and one `SecretClient` for the process lifetime (the SDK
+//! caches the identity token and the vault's authentication challenge per client), and one read of
+//! the secret ([`VaultSecret::fetch`]), which the refresh loop
+//! ([`refresh`](crate::secrets::refresh)) runs on its schedule. What the value may be is
+//! [`secret_value`](crate::secrets::secret_value)'s.
 //!
 //! **What it trusts.** The identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, set by the
 //! platform) or, off Azure, the developer's `az login`; the vault's TLS certificate through the
@@ -17,7 +18,7 @@
 //! removed) from an outage. The value is never logged; the secret's name and
 //! version are.
 //!
-//! **Load on the vault.** The request path never calls Key Vault. The loop reads the secret once
+//! **Load on the vault.** The request path never calls Key Vault. The refresh loop reads the secret once
 //! per `KEYVAULT_REFRESH_SECONDS`, plus retries after failures with capped exponential back-off and
 //! jitter, however many requests arrive — Key Vault's throttling limits are per vault and shared
 //! with everything else that uses it. The SDK's own retry policy is turned off (it can spend about a
