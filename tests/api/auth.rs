@@ -23,12 +23,17 @@ use reqwest::Response;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{
-    LEGACY_ROUTE, Refusal, TestApp, assert_problem, log_text, media_type, misrefused_startups,
-    settings_with, token_path, unix_now,
-};
 use crate::stand_ins::issuer::{
     Caller, Forgery, Issuer, Signer, Version, entra_claims, v1_issuer, v2_issuer,
+};
+use crate::support::{
+    answers::{assert_problem, media_type},
+    app::TestApp,
+    clock::unix_now,
+    logs::log_text,
+    routes::{LEGACY_ROUTE, token_path},
+    settings::settings_with,
+    startup::{Refusal, misrefused_startups},
 };
 
 /// The handler's App ID URI: what API Management asks Entra for as `resource` (v1 `aud`).

@@ -1,7 +1,10 @@
 //! Each bad setting stops the binary before it binds: a non-zero exit, exactly one stderr line
 //! `configuration error: <SETTING>: <problem>` naming the setting it read, and never a key.
 
-use crate::helpers::{KEY, Refusal, StartupFailure, misrefused_startups, settings_without};
+use crate::support::{
+    settings::{KEY, settings_without},
+    startup::{Refusal, StartupFailure, misrefused_startups},
+};
 
 /// A malformed key with a recognisable tail, so an echo of it is easy to spot.
 const BAD_KEY: &str = "not-base64!!secretvalue";

@@ -3,7 +3,7 @@
 //! peer when there is no X-Forwarded-For at all. Every request asks for a valid device, so the
 //! status says only whether the caller was allowed.
 
-use crate::helpers::{TestApp, assert_problem, settings_with};
+use crate::support::{answers::assert_problem, app::TestApp, settings::settings_with};
 
 /// Allow list for the depth-1 app. 127.0.0.1 (the TCP peer) is on it, so a 403 also shows
 /// that a bad X-Forwarded-For is never replaced by the peer address.

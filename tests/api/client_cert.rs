@@ -16,10 +16,15 @@ use crate::auth::{
     DENIED_IP, Fixture, assert_caller_not_allowed, assert_invalid_token, assert_issued,
     assert_no_token, both_routes, ip_denial_body,
 };
-use crate::helpers::{
-    Refusal, TestApp, assert_problem, log_text, misrefused_startups, settings_with, token_path,
-};
 use crate::stand_ins::issuer::Version;
+use crate::support::{
+    answers::assert_problem,
+    app::TestApp,
+    logs::log_text,
+    routes::token_path,
+    settings::settings_with,
+    startup::{Refusal, misrefused_startups},
+};
 
 /// The header App Service forwards the client certificate in.
 const HEADER: &str = "X-ARR-ClientCert";

@@ -3,8 +3,11 @@
 
 use reqwest::Method;
 
-use crate::helpers::{
-    LEGACY_ROUTE, TestApp, assert_problem, base_settings, settings_with, token_path,
+use crate::support::{
+    answers::assert_problem,
+    app::TestApp,
+    routes::{LEGACY_ROUTE, token_path},
+    settings::{base_settings, settings_with},
 };
 
 /// Device ids the IoT Hub registry refuses, already percent-encoded for a URL.

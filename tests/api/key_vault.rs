@@ -17,8 +17,14 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::task::JoinSet;
 
-use crate::helpers::{HOSTNAME, POLICY, SasToken, TestApp, assert_problem, encode, token_path};
 use crate::stand_ins::{Auth, Outage, StandIns};
+use crate::support::{
+    answers::assert_problem,
+    app::TestApp,
+    routes::token_path,
+    sas::{SasToken, encode},
+    settings::{HOSTNAME, POLICY},
+};
 
 /// The secret's name in the vault (`IOTHUB_POLICY_KEY_SECRET`).
 const SECRET: &str = "iothub-policy-key";

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestApp;
 use crate::limits::settings_with_unreachable_vault;
+use crate::support::app::TestApp;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -101,7 +101,7 @@ async fn the_drain_is_bounded_by_shutdown_grace_seconds() {
 
 #[tokio::test]
 async fn after_the_signal_new_connections_are_refused() {
-    let mut app = TestApp::spawn(&crate::helpers::base_settings());
+    let mut app = TestApp::spawn(&crate::support::settings::base_settings());
     let address = app.address;
     app.signal("TERM");
     app.wait_exit(Duration::from_secs(5))

@@ -5,7 +5,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, assert_problem, settings_with, settings_without, token_path};
+use crate::support::{
+    answers::assert_problem,
+    app::TestApp,
+    routes::token_path,
+    settings::{settings_with, settings_without},
+};
 
 /// Settings for Key Vault mode with a vault that refuses connections: no key ever arrives, so a
 /// token request stays in flight for the whole first-key wait (about 5 s) and then gets 503.
@@ -33,7 +38,7 @@ async fn a_url_longer_than_max_url_bytes_gets_414() {
 
 #[tokio::test]
 async fn a_declared_body_gets_413_by_default() {
-    let app = TestApp::spawn(&crate::helpers::base_settings());
+    let app = TestApp::spawn(&crate::support::settings::base_settings());
     // Raw requests: HTTP clients will not put a body on a GET.
     let status = app
         .raw_status(

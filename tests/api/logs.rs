@@ -7,8 +7,11 @@ use percent_encoding::percent_decode_str;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{
-    KEY, LEGACY_ROUTE, TOKEN_ROUTE, TestApp, log_text, settings_with, token_path,
+use crate::support::{
+    app::TestApp,
+    logs::log_text,
+    routes::{LEGACY_ROUTE, TOKEN_ROUTE, token_path},
+    settings::{KEY, settings_with},
 };
 
 #[tokio::test]

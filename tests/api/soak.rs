@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, base_settings};
+use crate::support::{app::TestApp, settings::base_settings};
 
 /// A setting of this test, from the environment, or `default`.
 fn knob(name: &str, default: u64) -> u64 {

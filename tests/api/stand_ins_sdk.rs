@@ -20,10 +20,10 @@ use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions
 use azure_security_keyvault_secrets::SecretClient;
 use serde_json::{Value, json};
 
-use crate::helpers::unix_now;
 use crate::stand_ins::identity::{API_VERSION, VAULT_RESOURCE};
 use crate::stand_ins::key_vault::SDK_API_VERSION;
 use crate::stand_ins::{Auth, Outage, StandIns};
+use crate::support::clock::unix_now;
 
 /// Set in the child's environment; without it the child test does nothing.
 const CHILD_MARKER: &str = "STAND_INS_SDK_CHILD";

@@ -8,9 +8,13 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    HOSTNAME, Issued, KEY, LEGACY_ROUTE, POLICY, TestApp, assert_problem, base_settings, encode,
-    media_type, node_oracle, oracle_str, python_oracle, rfc3339, settings_with, token_path,
+use crate::support::{
+    answers::{Issued, assert_problem, media_type},
+    app::TestApp,
+    oracles::{node_oracle, oracle_str, python_oracle},
+    routes::{LEGACY_ROUTE, token_path},
+    sas::encode,
+    settings::{HOSTNAME, KEY, POLICY, base_settings, settings_with},
 };
 
 /// A second key, for the settings tests (must differ from `KEY`).
@@ -98,19 +102,6 @@ fn upper_hex(encoded: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-#[test]
-fn rfc3339_helper_matches_known_instants() {
-    for (secs, expected) in [
-        (0, "1970-01-01T00:00:00Z"),
-        (951_782_400, "2000-02-29T00:00:00Z"),
-        (1_700_000_000, "2023-11-14T22:13:20Z"),
-        (1_795_415_309, "2026-11-23T06:28:29Z"),
-        (4_102_444_799, "2099-12-31T23:59:59Z"),
-    ] {
-        assert_eq!(rfc3339(secs), expected, "rfc3339({secs})");
-    }
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ use rcgen::{
 use serde_json::{Map, Value, json};
 
 use super::{lock, random_guid, random_string};
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
 
 /// How long the driver may take to start (node, two RSA keys) and to answer one command.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(20);

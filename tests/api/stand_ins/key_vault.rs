@@ -45,7 +45,7 @@ use super::{
     Grants, bind_loopback, header, json, lock, query_pairs, random_guid, random_hex32,
     random_string, serve,
 };
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
 
 /// The API version the SDK (`azure_security_keyvault_secrets` 1.0.1) asks for.
 pub(crate) const SDK_API_VERSION: &str = "2025-07-01";

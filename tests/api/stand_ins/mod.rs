@@ -40,7 +40,7 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) use identity::Identity;
 pub(crate) use key_vault::{Auth, KeyVault, Outage};
 
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
 
 /// The managed-identity endpoint and the vault, sharing the tokens one issues and the other
 /// accepts.

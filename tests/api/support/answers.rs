@@ -1,0 +1,123 @@
+//! What the handler's answers must look like: the RFC 9457 problem every error is, and a 200
+//! with a token.
+
+use reqwest::Response;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use super::clock::{rfc3339, unix_now};
+use super::sas::SasToken;
+
+/// A `200` answer from either token route.
+pub(crate) struct Issued {
+    pub(crate) token: SasToken,
+    pub(crate) device_id: String,
+    pub(crate) expires_on: String,
+    pub(crate) headers: HeaderMap,
+    /// Unix seconds just before the request was sent.
+    pub(crate) before: u64,
+    /// Unix seconds just after the answer arrived.
+    pub(crate) after: u64,
+}
+
+impl Issued {
+    /// Reads `response` to a `GET path_and_query` sent at Unix second `before`, asserting a 200
+    /// and a body of exactly `deviceId`, `expiresOn` and a policy-signed `sastoken`.
+    pub(crate) async fn read(response: Response, path_and_query: &str, before: u64) -> Issued {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body is readable");
+        let after = unix_now();
+        assert_eq!(
+            status, 200,
+            "GET {path_and_query} answered {status}: {text}"
+        );
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: body is not JSON ({e}): {text}"));
+        let object = body
+            .as_object()
+            .unwrap_or_else(|| panic!("GET {path_and_query}: body is not an object: {text}"));
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["deviceId", "expiresOn", "sastoken"],
+            "GET {path_and_query}: body keys"
+        );
+        let string = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("GET {path_and_query}: `{name}` is not a string: {text}"))
+                .to_owned()
+        };
+        Issued {
+            token: SasToken::parse(&string("sastoken")),
+            device_id: string("deviceId"),
+            expires_on: string("expiresOn"),
+            headers,
+            before,
+            after,
+        }
+    }
+
+    /// Asserts `se` is "now + ttl" for some now inside the request's time window.
+    pub(crate) fn assert_lifetime(&self, ttl: u64, context: &str) {
+        let se = self.token.se;
+        assert!(
+            self.before + ttl <= se && se <= self.after + ttl,
+            "{context}: se={se} is not now+{ttl} (now was {}..={})",
+            self.before,
+            self.after
+        );
+        assert_eq!(
+            self.expires_on,
+            rfc3339(se),
+            "{context}: expiresOn must be se as RFC 3339 UTC"
+        );
+    }
+}
+
+/// Asserts `response` is an RFC 9457 problem with `status`; returns its headers and body.
+pub(crate) async fn assert_problem(
+    response: Response,
+    status: u16,
+    context: &str,
+) -> (HeaderMap, Value) {
+    let actual = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body is readable");
+    assert_eq!(actual, status, "{context}: status (body: {text})");
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert_eq!(
+        media_type(content_type),
+        "application/problem+json",
+        "{context}: content type of {text}"
+    );
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{context}: problem body is not JSON ({e}): {text}"));
+    for member in ["type", "title", "detail"] {
+        assert!(
+            body.get(member).is_some_and(Value::is_string),
+            "{context}: problem member `{member}` must be a string: {text}"
+        );
+    }
+    assert_eq!(
+        body.get("status").and_then(Value::as_u64),
+        Some(u64::from(status)),
+        "{context}: problem `status` must be the number {status}: {text}"
+    );
+    (headers, body)
+}
+
+/// `application/json; charset=utf-8` → `application/json`.
+pub(crate) fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}

@@ -1,0 +1,15 @@
+//! The handler's routes as a caller writes them, and the names the request log gives them.
+//! A new route gets its path builder and its log name here.
+
+/// Route templates as the request log must name them.
+pub(crate) const TOKEN_ROUTE: &str = "/api/devices/{deviceId}/sas-token";
+pub(crate) const LEGACY_ROUTE: &str = "/api/getSASTokenByDeviceID";
+
+/// `/api/devices/{segment}/sas-token[?query]`; `segment` and `query` are already
+/// percent-encoded.
+pub(crate) fn token_path(segment: &str, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("/api/devices/{segment}/sas-token?{query}"),
+        None => format!("/api/devices/{segment}/sas-token"),
+    }
+}
