@@ -32,7 +32,7 @@ use crate::support::{
     clock::unix_now,
     logs::log_text,
     routes::{LEGACY_ROUTE, token_path},
-    settings::settings_with,
+    settings::Settings,
     startup::{Refusal, misrefused_startups},
 };
 
@@ -68,19 +68,13 @@ impl Fixture {
         format!("{AUDIENCE_URI},{}", self.audience_id)
     }
 
-    /// The handler with the base settings, the issuer's, `AUTH_AUDIENCE` = both audiences and
-    /// `AUTH_ALLOWED_CALLERS` = API Management's `oid`; `overrides` replace or add settings.
-    pub(crate) fn spawn(&self, overrides: &[(&str, &str)]) -> TestApp {
-        let mut owned = self.issuer.settings();
-        owned.push(("AUTH_AUDIENCE", self.audiences()));
-        owned.push(("AUTH_ALLOWED_CALLERS", self.apim.oid.clone()));
-        let mut pairs: Vec<(&str, &str)> = owned
-            .iter()
-            .filter(|(name, _)| !overrides.iter().any(|(o, _)| o == name))
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
-        pairs.extend_from_slice(overrides);
-        TestApp::spawn(&settings_with(&pairs))
+    /// The base settings with the issuer's, `AUTH_AUDIENCE` = both audiences and
+    /// `AUTH_ALLOWED_CALLERS` = API Management's `oid`.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings::base()
+            .set_all(self.issuer.settings().iter())
+            .set("AUTH_AUDIENCE", self.audiences())
+            .set("AUTH_ALLOWED_CALLERS", &self.apim.oid)
     }
 
     /// Entra's claims for `caller`, audience as Entra sets it for `version` (v1: the App ID URI
@@ -247,7 +241,7 @@ where
 #[tokio::test]
 async fn a_valid_v1_token_from_api_management_gets_a_sas_token_on_both_routes() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let token = fixture.token(Version::V1);
 
     for (route, path) in both_routes() {
@@ -259,7 +253,7 @@ async fn a_valid_v1_token_from_api_management_gets_a_sas_token_on_both_routes() 
 #[tokio::test]
 async fn a_valid_v2_token_gets_a_sas_token_on_both_routes() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let token = fixture.token(Version::V2);
 
     for (route, path) in both_routes() {
@@ -272,7 +266,7 @@ async fn a_valid_v2_token_gets_a_sas_token_on_both_routes() {
 async fn a_caller_may_be_allowed_by_its_client_id_in_appid_or_azp() {
     let fixture = Fixture::new();
     let allowed = format!("{} , {}", Caller::random().oid, fixture.apim.client_id);
-    let app = fixture.spawn(&[("AUTH_ALLOWED_CALLERS", &allowed)]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_ALLOWED_CALLERS", &allowed));
 
     for version in [Version::V1, Version::V2] {
         let token = fixture.token(version);
@@ -288,7 +282,7 @@ async fn a_caller_may_be_allowed_by_its_client_id_in_appid_or_azp() {
 #[tokio::test]
 async fn tokens_within_five_minutes_of_their_validity_window_are_accepted() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let now = unix_now();
     let cases = [
         (
@@ -311,7 +305,7 @@ async fn tokens_within_five_minutes_of_their_validity_window_are_accepted() {
 #[tokio::test]
 async fn a_request_without_a_bearer_token_gets_401_with_a_bearer_challenge_on_both_routes() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let token = fixture.token(Version::V1);
     let basic = "Basic dXNlcjpwYXNzd29yZA==".to_owned();
     let cases: [(&str, Option<String>); 3] = [
@@ -469,7 +463,7 @@ fn invalid_tokens(fixture: &Fixture) -> Vec<(String, String)> {
 #[tokio::test]
 async fn every_invalid_token_gets_the_same_401_invalid_token_answer_on_both_routes() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let tokens = invalid_tokens(&fixture);
 
     // Every case is tried before anything is asserted, so one run reports all that fail.
@@ -533,7 +527,7 @@ async fn every_invalid_token_gets_the_same_401_invalid_token_answer_on_both_rout
 #[tokio::test]
 async fn a_valid_token_from_a_caller_not_in_the_list_gets_the_403_an_ip_denial_gets() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let ip_denial = ip_denial_body(&app).await;
     let stranger = Caller::random();
     // Ids are matched whole: neither a prefix nor an extension of an allowed id is allowed.
@@ -566,7 +560,7 @@ async fn a_valid_token_from_a_caller_not_in_the_list_gets_the_403_an_ip_denial_g
 #[tokio::test]
 async fn with_a_required_role_only_tokens_carrying_it_get_a_sas_token() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[("AUTH_REQUIRED_ROLE", ROLE)]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_REQUIRED_ROLE", ROLE));
     let ip_denial = ip_denial_body(&app).await;
     let cases = [
         ("the role", Some(json!([ROLE])), true),
@@ -608,7 +602,7 @@ async fn with_a_required_role_only_tokens_carrying_it_get_a_sas_token() {
 #[tokio::test]
 async fn a_new_signing_key_at_the_issuer_is_accepted_without_a_restart() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[("AUTH_JWKS_REFETCH_SECONDS", "1")]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_JWKS_REFETCH_SECONDS", "1"));
     let path = token_path("dev-1", None);
     let old_token = fixture.token(Version::V1);
     assert_issued(
@@ -642,7 +636,7 @@ async fn a_new_signing_key_at_the_issuer_is_accepted_without_a_restart() {
 #[tokio::test]
 async fn unknown_kids_refetch_the_key_set_at_most_once_per_interval() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[("AUTH_JWKS_REFETCH_SECONDS", "60")]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_JWKS_REFETCH_SECONDS", "60"));
     let path = token_path("dev-1", None);
     assert_issued(
         get_with_token(&app, &path, Some(&fixture.token(Version::V1)), &[]).await,
@@ -673,7 +667,7 @@ async fn unknown_kids_refetch_the_key_set_at_most_once_per_interval() {
 async fn a_key_set_in_entras_shape_without_alg_is_accepted() {
     let fixture = Fixture::new();
     fixture.issuer.set_entra_jwks_shape(true);
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
 
     for version in [Version::V1, Version::V2] {
         let response = get_with_token(
@@ -700,7 +694,7 @@ async fn an_unreachable_issuer_means_503_with_retry_after_on_both_routes() {
         "https://127.0.0.1:{}/.well-known/openid-configuration",
         closed_port()
     );
-    let mut app = fixture.spawn(&[("AUTH_OPENID_CONFIG_URL", &metadata)]);
+    let mut app = TestApp::spawn(&fixture.settings().set("AUTH_OPENID_CONFIG_URL", &metadata));
     let token = fixture.token(Version::V1);
 
     for (route, path) in both_routes() {
@@ -717,7 +711,7 @@ async fn an_unreachable_issuer_means_503_with_retry_after_on_both_routes() {
 async fn an_issuer_down_at_start_means_503_then_recovery_without_a_restart() {
     let fixture = Fixture::new();
     fixture.issuer.set_outage(true);
-    let app = fixture.spawn(&[("AUTH_JWKS_REFETCH_SECONDS", "1")]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_JWKS_REFETCH_SECONDS", "1"));
     let path = token_path("dev-1", None);
     let token = fixture.token(Version::V1);
 
@@ -783,7 +777,7 @@ async fn a_jwks_uri_over_plain_http_is_never_fetched() {
     fixture
         .issuer
         .advertise_jwks_uri(Some(&format!("http://127.0.0.1:{port}/jwks")));
-    let app = fixture.spawn(&[("AUTH_JWKS_REFETCH_SECONDS", "1")]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_JWKS_REFETCH_SECONDS", "1"));
 
     let response = get_with_token(
         &app,
@@ -808,14 +802,13 @@ type BadSetting<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str
 #[test]
 fn bad_auth_settings_stop_the_binary_naming_the_setting() {
     let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-    let on = [
-        ("AUTH_TENANT_ID", tenant),
-        ("AUTH_AUDIENCE", AUDIENCE_URI),
-        (
+    let on = Settings::base()
+        .set("AUTH_TENANT_ID", tenant)
+        .set("AUTH_AUDIENCE", AUDIENCE_URI)
+        .set(
             "AUTH_ALLOWED_CALLERS",
             "6a1f1d8e-0000-4000-8000-000000000001",
-        ),
-    ];
+        );
     let cases: &[BadSetting<'_>] = &[
         (
             "AUTH_AUDIENCE missing",
@@ -904,18 +897,14 @@ fn bad_auth_settings_stop_the_binary_naming_the_setting() {
 
     let refusals: Vec<Refusal<'_>> = cases
         .iter()
-        .map(|(description, removed, set, setting)| {
-            let mut layer: Vec<(&str, &str)> = on
+        .map(|(description, removed, set, setting)| Refusal {
+            description: (*description).to_owned(),
+            settings: removed
                 .iter()
-                .filter(|(name, _)| !removed.contains(name) && !set.iter().any(|(s, _)| s == name))
-                .copied()
-                .collect();
-            layer.extend_from_slice(set);
-            Refusal {
-                description: (*description).to_owned(),
-                settings: settings_with(&layer),
-                setting,
-            }
+                .fold(on.clone().set_all(set.iter().copied()), |settings, name| {
+                    settings.unset(name)
+                }),
+            setting,
         })
         .collect();
     let failures = misrefused_startups(&refusals, |_| Vec::new());
@@ -952,7 +941,7 @@ type LoggedRequest<'a> = (&'a str, Option<String>, u16, &'a str, Option<&'a str>
 #[tokio::test]
 async fn auth_outcomes_are_logged_with_the_callers_oid_and_the_token_is_never_printed() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[("AUTH_REQUIRED_ROLE", ROLE)]);
+    let app = TestApp::spawn(&fixture.settings().set("AUTH_REQUIRED_ROLE", ROLE));
     let stranger = Caller::random();
     let with_role = |caller: &Caller| {
         with(
@@ -1045,7 +1034,7 @@ async fn auth_outcomes_are_logged_with_the_callers_oid_and_the_token_is_never_pr
 #[tokio::test]
 async fn no_token_is_printed_even_at_trace_level() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[("RUST_LOG", "trace")]);
+    let app = TestApp::spawn(&fixture.settings().set("RUST_LOG", "trace"));
     let now = unix_now();
     let tokens = [
         ("valid v1", fixture.token(Version::V1)),
@@ -1090,7 +1079,7 @@ async fn no_token_is_printed_even_at_trace_level() {
 
 #[tokio::test]
 async fn without_auth_tenant_id_no_token_is_needed_and_no_auth_field_is_logged() {
-    let app = TestApp::spawn(&settings_with(&[]));
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, headers) in [
         ("no Authorization", vec![]),
@@ -1119,7 +1108,7 @@ async fn without_auth_tenant_id_no_token_is_needed_and_no_auth_field_is_logged()
 #[tokio::test]
 async fn the_ip_allow_list_comes_before_the_token_and_input_validation_after_it() {
     let fixture = Fixture::new();
-    let app = fixture.spawn(&[]);
+    let app = TestApp::spawn(&fixture.settings());
     let valid = fixture.token(Version::V1);
     let denied = [("X-Forwarded-For", DENIED_IP)];
     let bad_device = token_path("bad%20device", None);

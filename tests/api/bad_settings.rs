@@ -2,7 +2,7 @@
 //! `configuration error: <SETTING>: <problem>` naming the setting it read, and never a key.
 
 use crate::support::{
-    settings::{KEY, settings_without},
+    settings::{KEY, Settings},
     startup::{Refusal, StartupFailure, misrefused_startups},
 };
 
@@ -16,6 +16,16 @@ struct Case {
     removed: &'static [&'static str],
     set: &'static [(&'static str, &'static str)],
     setting: &'static str,
+}
+
+impl Case {
+    /// The base settings with this case's settings set and removed.
+    fn settings(&self) -> Settings {
+        let set = Settings::base().set_all(self.set.iter().copied());
+        self.removed
+            .iter()
+            .fold(set, |settings, name| settings.unset(name))
+    }
 }
 
 const fn case(
@@ -280,7 +290,7 @@ fn every_bad_setting_stops_startup_with_one_line_naming_it() {
         .iter()
         .map(|case| Refusal {
             description: case.description.to_owned(),
-            settings: settings_without(case.removed, case.set),
+            settings: case.settings(),
             setting: case.setting,
         })
         .collect();

@@ -22,7 +22,7 @@ use crate::support::{
     app::TestApp,
     logs::log_text,
     routes::token_path,
-    settings::settings_with,
+    settings::Settings,
     startup::{Refusal, misrefused_startups},
 };
 
@@ -101,7 +101,7 @@ async fn listed_certificates_get_a_sas_token_by_sha1_or_sha256_thumbprint_in_eit
     ];
 
     for (list_description, list) in &lists {
-        let app = TestApp::spawn(&settings_with(&[("CLIENT_CERT_THUMBPRINTS", list)]));
+        let app = TestApp::spawn(&Settings::base().set("CLIENT_CERT_THUMBPRINTS", list));
         for (route, path) in both_routes() {
             for (description, der) in [("SHA-1 listed", &by_sha1), ("SHA-256 listed", &by_sha256)] {
                 let response = get_with_cert(&app, &path, Some(&forwarded(der)), &[]).await;
@@ -143,7 +143,7 @@ async fn unusable_certificates_get_the_403_an_ip_denial_gets_on_both_routes() {
         .map(|der| sha256(der))
         .collect::<Vec<_>>()
         .join(",");
-    let app = TestApp::spawn(&settings_with(&[("CLIENT_CERT_THUMBPRINTS", &list)]));
+    let app = TestApp::spawn(&Settings::base().set("CLIENT_CERT_THUMBPRINTS", &list));
     let ip_denial = ip_denial_body(&app).await;
     let pem = format!(
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
@@ -263,7 +263,7 @@ fn malformed_thumbprint_settings_stop_the_binary_naming_the_setting() {
         .iter()
         .map(|(description, value)| Refusal {
             description: format!("{description} ({value:?})"),
-            settings: settings_with(&[("CLIENT_CERT_THUMBPRINTS", value)]),
+            settings: Settings::base().set("CLIENT_CERT_THUMBPRINTS", value),
             setting: "CLIENT_CERT_THUMBPRINTS",
         })
         .collect();
@@ -293,7 +293,7 @@ async fn the_certificate_is_checked_after_the_ip_and_before_the_token() {
     let fixture = Fixture::new();
     let listed = current("API Management");
     let list = sha1(&listed);
-    let app = fixture.spawn(&[("CLIENT_CERT_THUMBPRINTS", &list)]);
+    let app = TestApp::spawn(&fixture.settings().set("CLIENT_CERT_THUMBPRINTS", &list));
     let cert = forwarded(&listed);
     let unlisted = forwarded(&current("stranger"));
     let token = fixture.token(Version::V1);

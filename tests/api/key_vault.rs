@@ -23,7 +23,7 @@ use crate::support::{
     app::TestApp,
     routes::token_path,
     sas::{SasToken, encode},
-    settings::{HOSTNAME, POLICY},
+    settings::{HOSTNAME, POLICY, Settings},
 };
 
 /// The secret's name in the vault (`IOTHUB_POLICY_KEY_SECRET`).
@@ -41,39 +41,9 @@ fn random_key() -> String {
     BASE64.encode(bytes)
 }
 
-/// The handler's settings for Key Vault mode: the stand-ins' environment, the secret's name,
-/// 127.0.0.1 allowed, then `overrides` (replacing or adding; an empty value removes).
-fn vault_settings(stand_ins: &StandIns, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut settings: Vec<(String, String)> = stand_ins
-        .environment()
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-    for (name, value) in [
-        ("IOTHUB_POLICY_KEY_SECRET", SECRET),
-        ("IOTHUB_HOSTNAME", HOSTNAME),
-        ("IOTHUB_POLICY_NAME", POLICY),
-        ("ALLOWED_IPS", "127.0.0.1"),
-    ] {
-        settings.push((name.to_owned(), value.to_owned()));
-    }
-    for (name, value) in overrides {
-        settings.retain(|(existing, _)| existing != name);
-        if !value.is_empty() {
-            settings.push(((*name).to_owned(), (*value).to_owned()));
-        }
-    }
-    settings
-}
-
-/// Starts the handler against `stand_ins`.
-fn spawn_handler(stand_ins: &StandIns, overrides: &[(&str, &str)]) -> TestApp {
-    let settings = vault_settings(stand_ins, overrides);
-    let borrowed: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect();
-    TestApp::spawn(&borrowed)
+/// The handler's settings for Key Vault mode against `stand_ins`, reading the secret `SECRET`.
+fn vault_settings(stand_ins: &StandIns) -> Settings {
+    Settings::key_vault(SECRET).set_all(stand_ins.environment().iter())
 }
 
 /// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
@@ -209,7 +179,7 @@ async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() 
     let key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &key);
     let refresh = REFRESH_SECONDS.to_string();
-    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
 
     // Act: 50 requests, then one refresh, then more requests.
     for n in 0..50 {
@@ -259,7 +229,7 @@ async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
     stand_ins.key_vault.set_secret(SECRET, &key);
     stand_ins.identity.set_token_lifetime(303);
     let refresh = REFRESH_SECONDS.to_string();
-    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "first key");
 
     // Act
@@ -296,7 +266,7 @@ async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
     let key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &key);
     stand_ins.key_vault.set_delay(Duration::from_millis(1_500));
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -343,7 +313,7 @@ async fn a_request_during_the_first_read_waits_for_it_instead_of_failing() {
 
     // The port opens before the key is read: spawning returns at once.
     let started = Instant::now();
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the handler must listen before the first read completes (took {:?})",
@@ -364,7 +334,8 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     let new_key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &old_key);
     let refresh = REFRESH_SECONDS.to_string();
-    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let mut app =
+        TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
     let before = issue(&app).await;
     assert_token(&before, HOSTNAME, POLICY, &old_key, "before rotation");
 
@@ -414,11 +385,12 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
     stand_ins.key_vault.set_secret(SECRET, &connection_string);
 
     // Act
-    let from_secret = spawn_handler(
-        &stand_ins,
-        &[("IOTHUB_HOSTNAME", ""), ("IOTHUB_POLICY_NAME", "")],
+    let from_secret = TestApp::spawn(
+        &vault_settings(&stand_ins)
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME"),
     );
-    let from_settings = spawn_handler(&stand_ins, &[]);
+    let from_settings = TestApp::spawn(&vault_settings(&stand_ins));
 
     // Assert
     let token = issue(&from_secret).await;
@@ -449,7 +421,7 @@ async fn azure_client_id_is_passed_to_the_identity_endpoint_as_client_id() {
     stand_ins.key_vault.set_secret(SECRET, &key);
     let (client_id, _object_id) = stand_ins.identity.add_user_assigned();
 
-    let app = spawn_handler(&stand_ins, &[("AZURE_CLIENT_ID", &client_id)]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("AZURE_CLIENT_ID", &client_id));
     let token = issue(&app).await;
 
     assert_token(&token, HOSTNAME, POLICY, &key, "user-assigned identity");
@@ -478,7 +450,8 @@ async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_o
     stand_ins.key_vault.set_secret(SECRET, &key);
     stand_ins.key_vault.go_down(Outage::ServiceUnavailable);
     let refresh = REFRESH_SECONDS.to_string();
-    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let mut app =
+        TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
 
     // Act / Assert: no key yet.
     let took = assert_unavailable(&app, "vault down at start").await;
@@ -512,7 +485,8 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     let key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &key);
     let refresh = REFRESH_SECONDS.to_string();
-    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let mut app =
+        TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
 
     // Act: the vault drops every connection when the refresh comes.
@@ -550,7 +524,7 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
 struct Failure {
     description: &'static str,
     stand_ins: StandIns,
-    overrides: Vec<(&'static str, String)>,
+    settings: Settings,
     /// Text the log line's `error` must contain: the cause, in words an operator can act on.
     cause: &'static str,
     /// Values that must never be printed.
@@ -572,8 +546,8 @@ fn failure_cases() -> Vec<Failure> {
     stand_ins.identity.set_failing(true);
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins),
         stand_ins,
-        overrides: vec![],
         cause: "ManagedIdentityCredential",
         secrets: vec![key],
     });
@@ -582,8 +556,8 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("wrong IDENTITY_HEADER", Some(&key));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins).set("IDENTITY_HEADER", "not-the-platform-secret"),
         stand_ins,
-        overrides: vec![("IDENTITY_HEADER", "not-the-platform-secret".to_owned())],
         cause: "X-IDENTITY-HEADER",
         secrets: vec![key],
     });
@@ -592,11 +566,9 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("unassigned AZURE_CLIENT_ID", Some(&key));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins)
+            .set("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000000"),
         stand_ins,
-        overrides: vec![(
-            "AZURE_CLIENT_ID",
-            "00000000-0000-0000-0000-000000000000".to_owned(),
-        )],
         cause: "not been assigned",
         secrets: vec![key],
     });
@@ -605,8 +577,8 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("a secret that is not base64", Some(value));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins),
         stand_ins,
-        overrides: vec![],
         cause: "base64",
         secrets: vec![value.to_owned()],
     });
@@ -619,11 +591,10 @@ fn failure_cases() -> Vec<Failure> {
     );
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins)
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
-        overrides: vec![
-            ("IOTHUB_HOSTNAME", String::new()),
-            ("IOTHUB_POLICY_NAME", String::new()),
-        ],
         cause: "SharedAccessKeyName",
         secrets: vec![key, value],
     });
@@ -633,11 +604,10 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("a connection string with bad syntax", Some(&value));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins)
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
-        overrides: vec![
-            ("IOTHUB_HOSTNAME", String::new()),
-            ("IOTHUB_POLICY_NAME", String::new()),
-        ],
         cause: "connection string",
         secrets: vec![key, value],
     });
@@ -645,8 +615,8 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("no such secret", None);
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins),
         stand_ins,
-        overrides: vec![],
         cause: "not found",
         secrets: vec![],
     });
@@ -659,15 +629,11 @@ async fn assert_no_key_but_alive(case: Failure) {
     let Failure {
         description,
         stand_ins,
-        overrides,
+        settings,
         cause,
         secrets,
     } = case;
-    let overrides: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    let mut app = spawn_handler(&stand_ins, &overrides);
+    let mut app = TestApp::spawn(&settings);
     assert_unavailable(&app, description).await;
     assert_logged_failure(&app, cause, description).await;
     assert!(app.is_running(), "{description}: the handler must not exit");
@@ -695,7 +661,7 @@ async fn the_handler_recovers_once_the_identity_endpoint_works_again() {
     let key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &key);
     stand_ins.identity.set_failing(true);
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
     assert_logged_failure(&app, "ManagedIdentityCredential", "identity endpoint 500").await;
 
     stand_ins.identity.set_failing(false);
@@ -726,7 +692,7 @@ async fn neither_the_key_nor_the_access_token_is_printed_even_at_trace_level() {
     );
     stand_ins.key_vault.set_secret(SECRET, &connection_string);
 
-    let app = spawn_handler(&stand_ins, &[("RUST_LOG", "trace")]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("RUST_LOG", "trace"));
     let token = issue(&app).await;
 
     assert!(signed_with(&token, &key));
@@ -759,7 +725,7 @@ async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_k
     let key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &key);
     let refresh = REFRESH_SECONDS.to_string();
-    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
     let vault = &stand_ins.key_vault;
     vault.set_delay(FETCH_TIMEOUT + Duration::from_secs(5));
@@ -801,7 +767,7 @@ async fn a_slow_first_read_answers_503_at_the_bound_then_serves_when_the_key_arr
     let key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &key);
     stand_ins.key_vault.set_delay(Duration::from_secs(3));
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
 
     // Act + Assert: the early request is answered 503 after the first-key wait, not later.
     let took = assert_unavailable(&app, "before the slow first read completes").await;

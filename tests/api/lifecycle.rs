@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::limits::settings_with_unreachable_vault;
 use crate::support::app::TestApp;
+use crate::support::settings::Settings;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -18,7 +18,7 @@ fn client() -> reqwest::Client {
 }
 
 async fn drains_in_flight_requests_then_exits_0(signal: &str) {
-    let mut app = TestApp::spawn(&settings_with_unreachable_vault(&[]));
+    let mut app = TestApp::spawn(&Settings::unreachable_vault());
     let url = app.url("/api/devices/dev-1/sas-token");
     let in_flight: Vec<_> = (0..5)
         .map(|_| {
@@ -71,10 +71,7 @@ async fn sigint_drains_in_flight_requests_and_exits_0() {
 
 #[tokio::test]
 async fn the_drain_is_bounded_by_shutdown_grace_seconds() {
-    let mut app = TestApp::spawn(&settings_with_unreachable_vault(&[(
-        "SHUTDOWN_GRACE_SECONDS",
-        "1",
-    )]));
+    let mut app = TestApp::spawn(&Settings::unreachable_vault().set("SHUTDOWN_GRACE_SECONDS", "1"));
     let url = app.url("/api/devices/dev-1/sas-token");
     let stuck = tokio::spawn(async move { client().get(url).send().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -101,7 +98,7 @@ async fn the_drain_is_bounded_by_shutdown_grace_seconds() {
 
 #[tokio::test]
 async fn after_the_signal_new_connections_are_refused() {
-    let mut app = TestApp::spawn(&crate::support::settings::base_settings());
+    let mut app = TestApp::spawn(&Settings::base());
     let address = app.address;
     app.signal("TERM");
     app.wait_exit(Duration::from_secs(5))

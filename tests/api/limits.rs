@@ -6,28 +6,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    answers::assert_problem,
-    app::TestApp,
-    routes::token_path,
-    settings::{settings_with, settings_without},
+    answers::assert_problem, app::TestApp, routes::token_path, settings::Settings,
 };
-
-/// Settings for Key Vault mode with a vault that refuses connections: no key ever arrives, so a
-/// token request stays in flight for the whole first-key wait (about 5 s) and then gets 503.
-pub(crate) fn settings_with_unreachable_vault<'a>(
-    overrides: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut extra = vec![
-        ("KEYVAULT_URI", "https://127.0.0.1:9/"),
-        ("IOTHUB_POLICY_KEY_SECRET", "iothub-key"),
-    ];
-    extra.extend_from_slice(overrides);
-    settings_without(&["IOTHUB_POLICY_KEY"], &extra)
-}
 
 #[tokio::test]
 async fn a_url_longer_than_max_url_bytes_gets_414() {
-    let app = TestApp::spawn(&settings_with(&[("MAX_URL_BYTES", "300")]));
+    let app = TestApp::spawn(&Settings::base().set("MAX_URL_BYTES", "300"));
     let long_query = format!("ttl=120&pad={}", "a".repeat(300));
     let response = app.get(&token_path("dev-1", Some(&long_query)), &[]).await;
     assert_problem(response, 414, "long URL").await;
@@ -38,7 +22,7 @@ async fn a_url_longer_than_max_url_bytes_gets_414() {
 
 #[tokio::test]
 async fn a_declared_body_gets_413_by_default() {
-    let app = TestApp::spawn(&crate::support::settings::base_settings());
+    let app = TestApp::spawn(&Settings::base());
     // Raw requests: HTTP clients will not put a body on a GET.
     let status = app
         .raw_status(
@@ -64,7 +48,7 @@ async fn a_declared_body_gets_413_by_default() {
 
 #[tokio::test]
 async fn max_body_bytes_admits_bodies_up_to_the_limit() {
-    let app = TestApp::spawn(&settings_with(&[("MAX_BODY_BYTES", "10")]));
+    let app = TestApp::spawn(&Settings::base().set("MAX_BODY_BYTES", "10"));
     let request = |len: usize| {
         format!(
             "GET /api/devices/dev-1/sas-token HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{}",
@@ -77,7 +61,7 @@ async fn max_body_bytes_admits_bodies_up_to_the_limit() {
 
 #[tokio::test]
 async fn a_request_head_over_max_request_header_bytes_gets_431() {
-    let app = TestApp::spawn(&settings_with(&[("MAX_REQUEST_HEADER_BYTES", "8192")]));
+    let app = TestApp::spawn(&Settings::base().set("MAX_REQUEST_HEADER_BYTES", "8192"));
     let big = "x".repeat(9000);
     let request = format!(
         "GET /api/devices/dev-1/sas-token HTTP/1.1\r\nHost: x\r\nX-Padding: {big}\r\nConnection: close\r\n\r\n"
@@ -97,7 +81,7 @@ async fn a_request_head_over_max_request_header_bytes_gets_431() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
-    let app = TestApp::spawn(&settings_with(&[("REQUEST_HEADER_TIMEOUT_SECONDS", "1")]));
+    let app = TestApp::spawn(&Settings::base().set("REQUEST_HEADER_TIMEOUT_SECONDS", "1"));
     let mut stream = TcpStream::connect(app.address).expect("connects");
     stream
         .write_all(b"GET /api/devices/dev-1/sas-token HTTP/1.1\r\nHost: x\r\n")
@@ -125,10 +109,7 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
 
 #[tokio::test]
 async fn requests_beyond_max_concurrent_requests_get_503_at_once() {
-    let app = TestApp::spawn(&settings_with_unreachable_vault(&[(
-        "MAX_CONCURRENT_REQUESTS",
-        "2",
-    )]));
+    let app = TestApp::spawn(&Settings::unreachable_vault().set("MAX_CONCURRENT_REQUESTS", "2"));
     let url = app.url(&token_path("dev-1", None));
     // Two requests occupy both permits while they wait for a key that never comes.
     let waiting: Vec<_> = (0..2)

@@ -11,12 +11,12 @@ use crate::support::{
     app::TestApp,
     logs::log_text,
     routes::{LEGACY_ROUTE, TOKEN_ROUTE, token_path},
-    settings::{KEY, settings_with},
+    settings::{KEY, Settings},
 };
 
 #[tokio::test]
 async fn each_request_logs_one_json_line_with_route_status_latency_caller_and_device() {
-    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "127.0.0.1,203.0.113.7")]));
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "127.0.0.1,203.0.113.7"));
     // (description, path, X-Forwarded-For, route, status, caller, device)
     let requests = [
         (
@@ -109,7 +109,7 @@ async fn each_request_logs_one_json_line_with_route_status_latency_caller_and_de
 
 #[tokio::test]
 async fn no_key_signature_function_key_or_code_ever_reaches_the_output() {
-    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "127.0.0.1")]));
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "127.0.0.1"));
     let fn_key = ("x-functions-key", "SECRETFNKEY456");
     let requests = [
         (
@@ -210,7 +210,9 @@ async fn rust_log_turns_the_request_line_off_and_on() {
         ("info,request=warn", false),
     ];
     for (filter, expected) in filters {
-        let settings = settings_with(&[("ALLOWED_IPS", "127.0.0.1"), ("RUST_LOG", filter)]);
+        let settings = Settings::base()
+            .set("ALLOWED_IPS", "127.0.0.1")
+            .set("RUST_LOG", filter);
         let mut app = TestApp::spawn(&settings);
         for path in [
             token_path("dev-1", None),

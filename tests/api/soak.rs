@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{app::TestApp, settings::base_settings};
+use crate::support::{app::TestApp, settings::Settings};
 
 /// A setting of this test, from the environment, or `default`.
 fn knob(name: &str, default: u64) -> u64 {
@@ -53,9 +53,7 @@ async fn a_mixed_load_gets_no_5xx_drops_nothing_and_keeps_memory_flat() {
     let seconds = knob("SOAK_SECONDS", 3);
     let connections = knob("SOAK_CONNECTIONS", 32);
     // Production logging: one info line per request.
-    let mut settings = base_settings();
-    settings.push(("RUST_LOG", "info"));
-    let app = TestApp::spawn(&settings);
+    let app = TestApp::spawn(&Settings::base().set("RUST_LOG", "info"));
     let pid = app.pid();
     let base = format!("http://{}", app.address);
 

@@ -14,7 +14,7 @@ use crate::support::{
     oracles::{node_oracle, oracle_str, python_oracle},
     routes::{LEGACY_ROUTE, token_path},
     sas::encode,
-    settings::{HOSTNAME, KEY, POLICY, base_settings, settings_with},
+    settings::{HOSTNAME, KEY, POLICY, Settings},
 };
 
 /// A second key, for the settings tests (must differ from `KEY`).
@@ -106,7 +106,7 @@ fn upper_hex(encoded: &str) -> String {
 
 #[tokio::test]
 async fn ordinary_device_tokens_match_the_python_sdk_byte_for_byte() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     let issued = issue_on_both_routes(&app, &ordinary_ids(), 3600).await;
     let results = python_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
@@ -129,7 +129,7 @@ async fn ordinary_device_tokens_match_the_python_sdk_byte_for_byte() {
 
 #[tokio::test]
 async fn ordinary_device_tokens_match_the_node_sdk_field_by_field() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     let issued = issue_on_both_routes(&app, &ordinary_ids(), 3600).await;
     let results = node_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
@@ -154,7 +154,7 @@ async fn ordinary_device_tokens_match_the_node_sdk_field_by_field() {
 
 #[tokio::test]
 async fn special_character_ids_are_encoded_strictly_and_signed_as_both_sdks_sign() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     // `?` and `%` cannot travel in a path segment without ambiguity: query route only.
     let mut issued = Vec::new();
@@ -216,7 +216,7 @@ async fn special_character_ids_are_encoded_strictly_and_signed_as_both_sdks_sign
 
 #[tokio::test]
 async fn ttl_at_either_bound_sets_se_and_expires_on() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, url, ttl) in [
         (
@@ -249,10 +249,11 @@ async fn ttl_at_either_bound_sets_se_and_expires_on() {
 
 #[tokio::test]
 async fn default_and_maximum_lifetime_come_from_the_settings() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("TOKEN_TTL_SECONDS", "120"),
-        ("TOKEN_MAX_TTL_SECONDS", "600"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("TOKEN_TTL_SECONDS", "120")
+            .set("TOKEN_MAX_TTL_SECONDS", "600"),
+    );
 
     app.issue(&token_path("dev-1", None))
         .await
@@ -272,10 +273,11 @@ async fn default_and_maximum_lifetime_come_from_the_settings() {
 
 #[tokio::test]
 async fn a_one_year_maximum_and_a_one_minute_default_are_accepted() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("TOKEN_TTL_SECONDS", "60"),
-        ("TOKEN_MAX_TTL_SECONDS", "31536000"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("TOKEN_TTL_SECONDS", "60")
+            .set("TOKEN_MAX_TTL_SECONDS", "31536000"),
+    );
 
     app.issue(&token_path("dev-1", None))
         .await
@@ -293,10 +295,7 @@ async fn the_handler_listens_on_the_configured_port() {
         .port()
         .to_string();
 
-    let app = TestApp::spawn(&settings_with(&[(
-        "FUNCTIONS_CUSTOMHANDLER_PORT",
-        port.as_str(),
-    )]));
+    let app = TestApp::spawn(&Settings::base().set("FUNCTIONS_CUSTOMHANDLER_PORT", port.as_str()));
 
     assert_eq!(
         app.address.port().to_string(),
@@ -308,7 +307,7 @@ async fn the_handler_listens_on_the_configured_port() {
 
 #[tokio::test]
 async fn token_answers_are_json_and_never_cached() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for url in [
         token_path("dev-1", None),
@@ -335,7 +334,7 @@ async fn token_answers_are_json_and_never_cached() {
 
 #[tokio::test]
 async fn query_keys_match_case_insensitively_and_unknown_keys_are_ignored() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, url, ttl) in [
         (
@@ -369,12 +368,13 @@ async fn query_keys_match_case_insensitively_and_unknown_keys_are_ignored() {
 
 #[tokio::test]
 async fn seed_setting_names_configure_the_handler_when_upper_case_names_are_unset() {
-    let app = TestApp::spawn(&[
-        ("iothubhostname", "seed-hub.azure-devices.net"),
-        ("keyname", "seedpolicy"),
-        ("keyvalue", OTHER_KEY),
-        ("allowedip", "127.0.0.1"),
-    ]);
+    let app = TestApp::spawn(
+        &Settings::none()
+            .set("iothubhostname", "seed-hub.azure-devices.net")
+            .set("keyname", "seedpolicy")
+            .set("keyvalue", OTHER_KEY)
+            .set("allowedip", "127.0.0.1"),
+    );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
     let sdk = python_oracle(&json!({
@@ -389,16 +389,17 @@ async fn seed_setting_names_configure_the_handler_when_upper_case_names_are_unse
 
 #[tokio::test]
 async fn an_empty_upper_case_setting_counts_as_unset_and_the_seed_name_applies() {
-    let app = TestApp::spawn(&[
-        ("IOTHUB_HOSTNAME", ""),
-        ("iothubhostname", "seed-hub.azure-devices.net"),
-        ("IOTHUB_POLICY_NAME", ""),
-        ("keyname", "seedpolicy"),
-        ("IOTHUB_POLICY_KEY", ""),
-        ("keyvalue", OTHER_KEY),
-        ("ALLOWED_IPS", ""),
-        ("allowedip", "127.0.0.1"),
-    ]);
+    let app = TestApp::spawn(
+        &Settings::none()
+            .set("IOTHUB_HOSTNAME", "")
+            .set("iothubhostname", "seed-hub.azure-devices.net")
+            .set("IOTHUB_POLICY_NAME", "")
+            .set("keyname", "seedpolicy")
+            .set("IOTHUB_POLICY_KEY", "")
+            .set("keyvalue", OTHER_KEY)
+            .set("ALLOWED_IPS", "")
+            .set("allowedip", "127.0.0.1"),
+    );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
     let sdk = python_oracle(&json!({
@@ -413,12 +414,13 @@ async fn an_empty_upper_case_setting_counts_as_unset_and_the_seed_name_applies()
 
 #[tokio::test]
 async fn upper_case_settings_win_over_seed_names() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("iothubhostname", "seed-hub.azure-devices.net"),
-        ("keyname", "seedpolicy"),
-        ("keyvalue", OTHER_KEY),
-        ("allowedip", "10.9.9.9"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("iothubhostname", "seed-hub.azure-devices.net")
+            .set("keyname", "seedpolicy")
+            .set("keyvalue", OTHER_KEY)
+            .set("allowedip", "10.9.9.9"),
+    );
 
     // 127.0.0.1 is allowed only by ALLOWED_IPS, so a 200 shows the upper-case allow list won.
     let answer = app.issue(&token_path("dev-1", None)).await;
@@ -436,7 +438,7 @@ async fn upper_case_settings_win_over_seed_names() {
 async fn policy_name_is_percent_encoded_in_skn() {
     // Policy names have no spaces, but `*`, `(` and `)` are printable ASCII that must be encoded.
     let policy = "device*(1)";
-    let app = TestApp::spawn(&settings_with(&[("IOTHUB_POLICY_NAME", policy)]));
+    let app = TestApp::spawn(&Settings::base().set("IOTHUB_POLICY_NAME", policy));
 
     let answer = app.issue(&token_path("dev-1", None)).await;
     let batch = json!({

@@ -37,6 +37,7 @@ use serde_json::{Map, Value, json};
 
 use super::{lock, random_guid, random_string};
 use crate::support::clock::unix_now;
+use crate::support::settings::Settings;
 
 /// How long the driver may take to start (node, two RSA keys) and to answer one command.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -290,12 +291,11 @@ impl Issuer {
 
     /// What the handler needs to trust this issuer for `AUTH_TENANT_ID`'s tokens:
     /// `AUTH_TENANT_ID`, `AUTH_OPENID_CONFIG_URL` and `SSL_CERT_FILE`.
-    pub(crate) fn settings(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AUTH_TENANT_ID", self.tenant.clone()),
-            ("AUTH_OPENID_CONFIG_URL", self.metadata_url.clone()),
-            ("SSL_CERT_FILE", self.ca_file.display().to_string()),
-        ]
+    pub(crate) fn settings(&self) -> Settings {
+        Settings::none()
+            .set("AUTH_TENANT_ID", &self.tenant)
+            .set("AUTH_OPENID_CONFIG_URL", &self.metadata_url)
+            .set("SSL_CERT_FILE", self.ca_file.display().to_string())
     }
 
     /// Sends one command and returns its answer; panics on a driver error.

@@ -41,6 +41,7 @@ pub(crate) use identity::Identity;
 pub(crate) use key_vault::{Auth, KeyVault, Outage};
 
 use crate::support::clock::unix_now;
+use crate::support::settings::Settings;
 
 /// The managed-identity endpoint and the vault, sharing the tokens one issues and the other
 /// accepts.
@@ -73,18 +74,17 @@ impl StandIns {
     /// What the handler (or any Azure SDK client) needs in its environment to use the stand-ins:
     /// `KEYVAULT_URI`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`, `SSL_CERT_FILE`, `HTTPS_PROXY`
     /// and `NO_PROXY` (so that the identity endpoint on 127.0.0.1 is reached directly).
-    pub(crate) fn environment(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("KEYVAULT_URI", self.key_vault.uri()),
-            ("IDENTITY_ENDPOINT", self.identity.endpoint()),
-            ("IDENTITY_HEADER", self.identity.header_secret().to_owned()),
-            (
+    pub(crate) fn environment(&self) -> Settings {
+        Settings::none()
+            .set("KEYVAULT_URI", self.key_vault.uri())
+            .set("IDENTITY_ENDPOINT", self.identity.endpoint())
+            .set("IDENTITY_HEADER", self.identity.header_secret())
+            .set(
                 "SSL_CERT_FILE",
                 self.key_vault.ca_file().display().to_string(),
-            ),
-            ("HTTPS_PROXY", self.key_vault.proxy_url()),
-            ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
-        ]
+            )
+            .set("HTTPS_PROXY", self.key_vault.proxy_url())
+            .set("NO_PROXY", "127.0.0.1,localhost")
     }
 }
 

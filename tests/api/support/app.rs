@@ -16,6 +16,7 @@ use super::clock::unix_now;
 use super::logs::log_field;
 use super::process::{self, Captured, listening_address};
 use super::routes::{LEGACY_ROUTE, token_path};
+use super::settings::Settings;
 
 /// How long the binary may take to print its `listening` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +92,7 @@ impl SecretWatch {
 
 impl TestApp {
     /// Starts the binary with `settings` on port 0 and waits for its `listening` line.
-    pub(crate) fn spawn(settings: &[(&str, &str)]) -> TestApp {
+    pub(crate) fn spawn(settings: &Settings) -> TestApp {
         let process::Started {
             mut child,
             stdout,
@@ -126,8 +127,8 @@ impl TestApp {
             }
         };
         let secrets = SecretWatch::default();
-        for (name, value) in settings {
-            if SECRET_SETTINGS.contains(name) {
+        for (name, value) in settings.iter() {
+            if SECRET_SETTINGS.contains(&name) {
                 secrets.add(value);
             }
         }

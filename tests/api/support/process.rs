@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 
 use serde_json::Value;
 
+use super::settings::Settings;
+
 /// What a process printed, shared with the thread that keeps reading it.
 #[derive(Clone, Default)]
 pub(super) struct Captured(Arc<Mutex<String>>);
@@ -43,7 +45,7 @@ pub(super) struct Started {
 
 /// Starts the binary with a clean environment (PATH only), port 0, `RUST_LOG=trace` and
 /// `settings` (which may override both).
-pub(super) fn start(settings: &[(&str, &str)]) -> Started {
+pub(super) fn start(settings: &Settings) -> Started {
     let mut child = handler_command(settings)
         .spawn()
         .expect("failed to start the handler binary");
@@ -99,7 +101,7 @@ fn drain(
 }
 
 /// The binary with a clean environment (PATH only), port 0 and `settings`.
-fn handler_command(settings: &[(&str, &str)]) -> Command {
+fn handler_command(settings: &Settings) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
     command.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
@@ -109,7 +111,7 @@ fn handler_command(settings: &[(&str, &str)]) -> Command {
     // Every scenario runs at the most verbose level unless a test says otherwise, and every
     // TestApp checks on drop that nothing secret was printed.
     command.env("RUST_LOG", "trace");
-    for (name, value) in settings {
+    for (name, value) in settings.iter() {
         command.env(name, value);
     }
     command

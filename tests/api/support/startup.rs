@@ -6,6 +6,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use super::process;
+use super::settings::Settings;
 
 /// How long a misconfigured binary may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,7 +19,7 @@ pub(crate) struct StartupFailure {
 }
 
 /// Runs the binary with `settings` and expects it to exit by itself within a few seconds.
-pub(crate) fn spawn_expecting_failure(settings: &[(&str, &str)]) -> StartupFailure {
+pub(crate) fn spawn_expecting_failure(settings: &Settings) -> StartupFailure {
     let process::Started {
         mut child,
         stdout,
@@ -90,7 +91,7 @@ impl StartupFailure {
 /// stderr line must name.
 pub(crate) struct Refusal<'a> {
     pub(crate) description: String,
-    pub(crate) settings: Vec<(&'a str, &'a str)>,
+    pub(crate) settings: Settings,
     pub(crate) setting: &'a str,
 }
 
