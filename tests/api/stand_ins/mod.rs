@@ -16,10 +16,14 @@
 //! Management sends (OpenID metadata and JWKS over HTTPS): a child process around the
 //! `oauth2-mock-server` npm package, started by each bearer-token test on its own.
 //!
+//! [`bearer::Fixture`] is the arrangement the bearer-token tests start from: an issuer, API
+//! Management's identity as the allowed caller, and the handler's app registration.
+//!
 //! [`StandIns`] starts both on a runtime of their own: they keep answering while the test thread
 //! blocks (for instance in `TestApp::spawn`), and they stop when it is dropped. Each test starts
 //! its own, on ports picked by the system, so tests run in parallel.
 
+pub(crate) mod bearer;
 pub(crate) mod identity;
 pub(crate) mod issuer;
 pub(crate) mod key_vault;

@@ -121,3 +121,85 @@ pub(crate) fn media_type(content_type: &str) -> String {
         .trim()
         .to_ascii_lowercase()
 }
+
+/// The problem `type` of every 403 for a caller (IP, certificate or token).
+pub(crate) const CALLER_NOT_ALLOWED: &str = "urn:iothub-sas:problem:caller-not-allowed";
+
+/// Asserts a 200 with a SAS token in the body (whatever else the body holds; see [`Issued`]
+/// for the exact body).
+pub(crate) async fn assert_issued(response: Response, context: &str) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body is readable");
+    assert_eq!(status, 200, "{context}: status (body: {text})");
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{context}: body is not JSON ({e}): {text}"));
+    assert!(
+        body["sastoken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("SharedAccessSignature ")),
+        "{context}: body carries a SAS token: {text}"
+    );
+}
+
+/// The `WWW-Authenticate` header of a response, or "" without one.
+pub(crate) fn challenge(headers: &HeaderMap) -> String {
+    headers
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Asserts the 401 for a request without a bearer token: `WWW-Authenticate: Bearer` without an
+/// `error` (RFC 6750 §3.1: no error code when no credentials were sent). Returns the body.
+pub(crate) async fn assert_no_token(response: Response, context: &str) -> Value {
+    let (headers, body) = assert_problem(response, 401, context).await;
+    let challenge = challenge(&headers);
+    assert!(
+        challenge == "Bearer" || challenge.starts_with("Bearer "),
+        "{context}: WWW-Authenticate must be a Bearer challenge, got {challenge:?}"
+    );
+    assert!(
+        !challenge.contains("error="),
+        "{context}: no error code without a token, got {challenge:?}"
+    );
+    body
+}
+
+/// Asserts the 401 for an invalid token: `WWW-Authenticate: Bearer error="invalid_token"`.
+/// Returns the body.
+pub(crate) async fn assert_invalid_token(response: Response, context: &str) -> Value {
+    let (headers, body) = assert_problem(response, 401, context).await;
+    let challenge = challenge(&headers);
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#),
+        "{context}: WWW-Authenticate must be `Bearer error=\"invalid_token\"`, got {challenge:?}"
+    );
+    body
+}
+
+/// Asserts the caller-not-allowed 403. Returns the body.
+pub(crate) async fn assert_caller_not_allowed(response: Response, context: &str) -> Value {
+    let (headers, body) = assert_problem(response, 403, context).await;
+    assert_eq!(body["type"], CALLER_NOT_ALLOWED, "{context}: problem type");
+    assert!(
+        headers.get("www-authenticate").is_none(),
+        "{context}: a 403 is no authentication challenge"
+    );
+    body
+}
+
+/// Asserts a 503 problem with a `Retry-After` of whole seconds, at least one. Returns its
+/// headers and body.
+pub(crate) async fn assert_unavailable(response: Response, context: &str) -> (HeaderMap, Value) {
+    let (headers, body) = assert_problem(response, 503, context).await;
+    let retry_after = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("{context}: a 503 carries Retry-After: {body}"));
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
+        "{context}: Retry-After must be whole seconds, got {retry_after:?}"
+    );
+    (headers, body)
+}

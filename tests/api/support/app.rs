@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, Response};
 use serde_json::Value;
 
-use super::answers::Issued;
+use super::answers::{Issued, assert_caller_not_allowed};
+use super::client_certs::CLIENT_CERT_HEADER;
 use super::clock::unix_now;
 use super::logs::log_field;
 use super::process::{self, Captured, listening_address};
 use super::routes::{LEGACY_ROUTE, token_path};
-use super::settings::Settings;
+use super::settings::{DENIED_IP, Settings};
 
 /// How long the binary may take to print its `listening` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -202,6 +203,44 @@ impl TestApp {
             .map(|line| ("X-Forwarded-For", *line))
             .collect();
         self.get(&token_path("dev-1", None), &headers).await
+    }
+
+    /// `GET path` with `Authorization: Bearer <token>` (no header when `None`) and `extra`
+    /// headers.
+    pub(crate) async fn get_with_token(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(value) = &authorization {
+            headers.push(("Authorization", value));
+        }
+        self.get(path, &headers).await
+    }
+
+    /// `GET path` with the client certificate header App Service forwards set to `value` (no
+    /// header when `None`; see `client_certs`) and `extra` headers.
+    pub(crate) async fn get_with_cert(
+        &self,
+        path: &str,
+        value: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(value) = value {
+            headers.push((CLIENT_CERT_HEADER, value));
+        }
+        self.get(path, &headers).await
+    }
+
+    /// The body of the 403 a caller outside the allow list gets: what every other refused
+    /// caller must get too.
+    pub(crate) async fn ip_denial_body(&self) -> Value {
+        let response = self.get_with_xff(&[DENIED_IP]).await;
+        assert_caller_not_allowed(response, "IP denial").await
     }
 
     /// `GET path_and_query`, asserting a 200 and a well-formed body, with the time window the

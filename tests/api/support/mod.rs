@@ -6,7 +6,9 @@
 //! - [`process`]: starting the binary and keeping what it prints (under `app` and `startup`).
 //! - [`startup`]: start-ups that must be refused, run side by side.
 //! - [`routes`]: the routes' paths, and the names the request log gives them.
-//! - [`answers`]: what each answer must look like: problem+json, a 200 with a token.
+//! - [`answers`]: what each answer must look like: problem+json, a 200 with a token, the 401
+//!   and 403 of each refused caller, the 503 with `Retry-After`.
+//! - [`client_certs`]: client certificates and thumbprints, as App Service forwards them.
 //! - [`sas`]: SAS tokens taken apart, and the percent-encoding rule they follow.
 //! - [`oracles`]: the official Azure IoT SDKs (Python, Node) as oracles.
 //! - [`logs`]: the handler's JSON log lines.
@@ -14,6 +16,7 @@
 
 pub(crate) mod answers;
 pub(crate) mod app;
+pub(crate) mod client_certs;
 pub(crate) mod clock;
 pub(crate) mod logs;
 pub(crate) mod oracles;

@@ -12,6 +12,9 @@ pub(crate) const POLICY: &str = "device";
 /// 32 random bytes in base64. The `+` and `/` make sure the key is decoded, not used as text.
 pub(crate) const KEY: &str = "1CwqlolcDe+RIf3BLgbXJFiKOxGMxWbMGpbR598oqiw=";
 
+/// An address outside every test's `ALLOWED_IPS`.
+pub(crate) const DENIED_IP: &str = "203.0.113.9";
+
 /// Environment variables for one start of the handler (or of any child process), at most one
 /// value a name. Built from a starting point ([`Settings::none`], [`Settings::base`],
 /// [`Settings::key_vault`]) by [`set`](Settings::set) and [`unset`](Settings::unset).
