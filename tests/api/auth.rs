@@ -18,9 +18,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::Response;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,29 +35,13 @@ use crate::support::{
     logs::log_text,
     routes::{LEGACY_ROUTE, both_routes, token_path},
     settings::{DENIED_IP, Settings},
+    waiting::wait_until,
 };
 
 /// `header.payload.signature` → the three parts.
 fn jws_parts(token: &str) -> [&str; 3] {
     let parts: Vec<&str> = token.split('.').collect();
     [parts[0], parts[1], parts[2]]
-}
-
-/// Polls `request` (every 200 ms) until it answers 200 or `timeout` passes; returns the last
-/// status.
-async fn poll_until_ok<F, Fut>(timeout: Duration, mut request: F) -> u16
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = request().await.status().as_u16();
-        if status == 200 || Instant::now() >= deadline {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
@@ -439,12 +422,16 @@ async fn a_new_signing_key_at_the_issuer_is_accepted_without_a_restart() {
     let new_token = fixture.token(Version::V1);
     // The handler re-fetches for an unknown kid at most once a second here; by the time that
     // second has passed since its last fetch, the new key must be found.
-    let status = poll_until_ok(Duration::from_secs(5), || {
-        app.get_with_token(&path, Some(&new_token), &[])
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "a token signed with the new key to be accepted",
+        || async {
+            let response = app.get_with_token(&path, Some(&new_token), &[]).await;
+            response.status() == 200
+        },
+    )
     .await;
 
-    assert_eq!(status, 200, "a token signed with the new key");
     assert!(
         fixture.issuer.requests("/jwks") > fetches_before,
         "the key set was fetched again"
@@ -543,11 +530,12 @@ async fn an_issuer_down_at_start_means_503_then_recovery_without_a_restart() {
     assert_unavailable(response, "issuer answering 503").await;
 
     fixture.issuer.set_outage(false);
-    let status = poll_until_ok(Duration::from_secs(10), || {
-        app.get_with_token(&path, Some(&token), &[])
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "tokens to be accepted once the issuer is back",
+        || async { app.get_with_token(&path, Some(&token), &[]).await.status() == 200 },
+    )
     .await;
-    assert_eq!(status, 200, "once the issuer is back, tokens are accepted");
 }
 
 /// A plain-HTTP server on 127.0.0.1 answering every request with `body`; returns its port and

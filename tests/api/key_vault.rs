@@ -6,7 +6,6 @@
 //! refresh polls (it does not sleep a fixed time) and fails if it takes longer than the
 //! interval plus a small margin.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,9 +20,11 @@ use crate::stand_ins::{Auth, Outage, StandIns};
 use crate::support::{
     answers::assert_unavailable,
     app::TestApp,
+    logs::{json_lines, problem_lines},
     routes::token_path,
     sas::{SasToken, encode},
     settings::{HOSTNAME, POLICY, Settings},
+    waiting::{poll, wait_until},
 };
 
 /// The secret's name in the vault (`IOTHUB_POLICY_KEY_SECRET`).
@@ -44,31 +45,6 @@ fn random_key() -> String {
 /// The handler's settings for Key Vault mode against `stand_ins`, reading the secret `SECRET`.
 fn vault_settings(stand_ins: &StandIns) -> Settings {
     Settings::key_vault(SECRET).set_all(stand_ins.environment().iter())
-}
-
-/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
-async fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls the async `condition` every 200 ms until it holds; returns how long that took.
-async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < timeout, "waited {timeout:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Whether `token`'s `sig` is HMAC-SHA256 over `sr + "\n" + se` with the base64 `key`.
@@ -112,34 +88,22 @@ async fn assert_token_unavailable(app: &TestApp, context: &str) -> Duration {
     took
 }
 
-/// The handler's stdout JSON lines at level WARN or ERROR.
-fn problems_logged(app: &TestApp) -> Vec<Value> {
-    app.stdout()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| matches!(line["level"].as_str(), Some("WARN" | "ERROR")))
-        .collect()
-}
-
 /// Waits for a WARN/ERROR line that names the secret and says `contains` (the cause, in any
 /// field).
 async fn assert_logged_failure(app: &TestApp, contains: &str, context: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = problems_logged(app).iter().any(|line| {
-            let text = line.to_string();
-            text.contains(SECRET) && text.contains(contains)
-        });
-        if found {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{context}: no WARN/ERROR line names the secret `{SECRET}` and says {contains:?}\n{}",
-            app.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = poll(Duration::from_secs(10), || async {
+        problem_lines(&app.stdout())
+            .iter()
+            .map(Value::to_string)
+            .any(|text| text.contains(SECRET) && text.contains(contains))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "{context}: no WARN/ERROR line names the secret `{SECRET}` and says {contains:?}\n{}",
+        app.output()
+    );
 }
 
 /// Asserts nothing the handler printed contains a secret: any value stored in the vault, any
@@ -181,7 +145,7 @@ async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() 
     wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the first refresh",
-        || vault.authorized_reads() >= 2,
+        || async { vault.authorized_reads() >= 2 },
     )
     .await;
     let token = issue(&app).await;
@@ -228,7 +192,7 @@ async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
     wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the first refresh",
-        || vault.authorized_reads() >= 2,
+        || async { vault.authorized_reads() >= 2 },
     )
     .await;
 
@@ -332,7 +296,7 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
 
     // Act
     let new_version = stand_ins.key_vault.set_secret(SECRET, &new_key);
-    let took = wait_until_async(
+    let took = wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "tokens signed with the rotated key",
         || async {
@@ -350,10 +314,8 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     // Assert
     assert!(took <= Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN);
     assert!(app.is_running(), "no restart");
-    let loaded: Vec<Value> = app
-        .stdout()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    let loaded: Vec<Value> = json_lines(&app.stdout())
+        .into_iter()
         .filter(|line| line["secret"] == SECRET && line["version"] == new_version.as_str())
         .collect();
     assert_eq!(
@@ -456,7 +418,7 @@ async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_o
 
     // The vault comes back: the handler recovers by itself within its back-off (≤ refresh).
     stand_ins.key_vault.come_back();
-    let took = wait_until_async(
+    let took = wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "recovery after the vault came back",
         || async { app.get_sas_token("dev-1", None).await.status() == 200 },
@@ -486,7 +448,7 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "a refresh that meets the outage",
-        || vault.failed_by_outage() >= 1,
+        || async { vault.failed_by_outage() >= 1 },
     )
     .await;
 
@@ -500,7 +462,7 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     let new_key = random_key();
     vault.set_secret(SECRET, &new_key);
     vault.come_back();
-    wait_until_async(
+    wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the rotated key after the outage",
         || async { signed_with(&issue(&app).await, &new_key) },
@@ -656,7 +618,7 @@ async fn the_handler_recovers_once_the_identity_endpoint_works_again() {
     assert_logged_failure(&app, "ManagedIdentityCredential", "identity endpoint 500").await;
 
     stand_ins.identity.set_failing(false);
-    wait_until_async(
+    wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "recovery once the identity endpoint works",
         || async { app.get_sas_token("dev-1", None).await.status() == 200 },
@@ -741,7 +703,7 @@ async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_k
     let new_key = random_key();
     vault.set_secret(SECRET, &new_key);
     vault.set_delay(Duration::ZERO);
-    wait_until_async(
+    wait_until(
         FETCH_TIMEOUT + Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the rotated key once the vault is fast again",
         || async { signed_with(&issue(&app).await, &new_key) },
@@ -768,7 +730,7 @@ async fn a_slow_first_read_answers_503_at_the_bound_then_serves_when_the_key_arr
         "the early request took {took:?}; the bound is {FIRST_KEY_WAIT:?}"
     );
     // The same read completes and is used without a restart.
-    wait_until_async(
+    wait_until(
         Duration::from_secs(10),
         "a token once the slow first read completes",
         || async { app.get_sas_token("dev-1", None).await.status().as_u16() == 200 },

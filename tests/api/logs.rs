@@ -12,6 +12,7 @@ use crate::support::{
     logs::log_text,
     routes::{LEGACY_ROUTE, TOKEN_ROUTE, token_path},
     settings::{KEY, Settings},
+    waiting::poll,
 };
 
 #[tokio::test]
@@ -228,11 +229,12 @@ async fn rust_log_turns_the_request_line_off_and_on() {
             app.wait_exit(Duration::from_secs(10)).is_some(),
             "RUST_LOG={filter}: the handler must exit on SIGTERM"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !app.stdout().contains("\"shutting down\"") && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let stdout = app.stdout();
+        let stdout = poll(Duration::from_secs(5), || async {
+            let stdout = app.stdout();
+            stdout.contains("\"shutting down\"").then_some(stdout)
+        })
+        .await
+        .unwrap_or_else(|| app.stdout());
         assert!(
             stdout.contains("\"shutting down\""),
             "RUST_LOG={filter}: other info lines must still be written:\n{stdout}"

@@ -14,10 +14,11 @@ use serde_json::Value;
 use super::answers::{Issued, assert_caller_not_allowed};
 use super::client_certs::CLIENT_CERT_HEADER;
 use super::clock::unix_now;
-use super::logs::log_field;
+use super::logs::request_lines;
 use super::process::{self, Captured, listening_address};
 use super::routes::{LEGACY_ROUTE, token_path};
 use super::settings::{DENIED_IP, Settings};
+use super::waiting::{poll, poll_blocking};
 
 /// How long the binary may take to print its `listening` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -294,16 +295,7 @@ impl TestApp {
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll_blocking(timeout, || self.child.try_wait().ok().flatten())
     }
 
     /// True while the process has not exited.
@@ -324,19 +316,12 @@ impl TestApp {
     /// Request log lines (stdout JSON lines that carry `latency_us`), once there are at
     /// least `at_least` of them (or the wait runs out: the caller asserts the count).
     pub(crate) async fn request_log_lines(&self, at_least: usize) -> Vec<Value> {
-        let deadline = Instant::now() + LOG_TIMEOUT;
-        loop {
-            let lines: Vec<Value> = self
-                .stdout()
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|line| log_field(line, "latency_us").is_some())
-                .collect();
-            if lines.len() >= at_least || Instant::now() >= deadline {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(LOG_TIMEOUT, || async {
+            let lines = request_lines(&self.stdout());
+            (lines.len() >= at_least).then_some(lines)
+        })
+        .await
+        .unwrap_or_else(|| request_lines(&self.stdout()))
     }
 }
 

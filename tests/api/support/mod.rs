@@ -12,6 +12,7 @@
 //! - [`sas`]: SAS tokens taken apart, and the percent-encoding rule they follow.
 //! - [`oracles`]: the official Azure IoT SDKs (Python, Node) as oracles.
 //! - [`logs`]: the handler's JSON log lines.
+//! - [`waiting`]: waiting for something to become true, with a deadline (one polling schedule).
 //! - [`clock`]: Unix seconds now, and RFC 3339.
 
 pub(crate) mod answers;
@@ -25,3 +26,4 @@ pub(crate) mod routes;
 pub(crate) mod sas;
 pub(crate) mod settings;
 pub(crate) mod startup;
+pub(crate) mod waiting;

@@ -3,10 +3,11 @@
 //! Many such start-ups run side by side, since each only parses its settings and exits.
 
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::process;
 use super::settings::Settings;
+use super::waiting::poll_blocking;
 
 /// How long a misconfigured binary may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,23 +28,20 @@ pub(crate) fn spawn_expecting_failure(settings: &Settings) -> StartupFailure {
         readers,
         ..
     } = process::start(settings);
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the handler was still running after {EXIT_TIMEOUT:?} with settings \
-                     {settings:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                    stdout.text(),
-                    stderr.text()
-                );
-            }
-            Err(e) => panic!("waiting for the handler failed: {e}"),
-        }
+    let exited = poll_blocking(EXIT_TIMEOUT, || {
+        child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("waiting for the handler failed: {e}"))
+    });
+    let Some(status) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the handler was still running after {EXIT_TIMEOUT:?} with settings \
+             {settings:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            stdout.text(),
+            stderr.text()
+        );
     };
     for reader in readers {
         let _ = reader.join();
