@@ -6,25 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::app::TestApp;
+use crate::support::app::{TestApp, separate_client};
 use crate::support::settings::Settings;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a plain-HTTP client builds")
-}
 
 async fn drains_in_flight_requests_then_exits_0(signal: &str) {
     let mut app = TestApp::spawn(&Settings::unreachable_vault());
     let url = app.url("/api/devices/dev-1/sas-token");
+    // Each client is built before its request is spawned, so that the pause only has to cover
+    // connecting and sending on loopback, not building five TLS-capable clients.
     let in_flight: Vec<_> = (0..5)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { client().get(url).send().await })
-        })
+        .map(|_| tokio::spawn(separate_client().get(&url).send()))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -73,7 +64,7 @@ async fn sigint_drains_in_flight_requests_and_exits_0() {
 async fn the_drain_is_bounded_by_shutdown_grace_seconds() {
     let mut app = TestApp::spawn(&Settings::unreachable_vault().set("SHUTDOWN_GRACE_SECONDS", "1"));
     let url = app.url("/api/devices/dev-1/sas-token");
-    let stuck = tokio::spawn(async move { client().get(url).send().await });
+    let stuck = tokio::spawn(separate_client().get(url).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let signalled = Instant::now();

@@ -6,7 +6,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    answers::assert_problem, app::TestApp, routes::token_path, settings::Settings,
+    answers::assert_problem,
+    app::{TestApp, separate_client},
+    routes::token_path,
+    settings::Settings,
 };
 
 #[tokio::test]
@@ -112,15 +115,14 @@ async fn requests_beyond_max_concurrent_requests_get_503_at_once() {
     let app = TestApp::spawn(&Settings::unreachable_vault().set("MAX_CONCURRENT_REQUESTS", "2"));
     let url = app.url(&token_path("dev-1", None));
     // Two requests occupy both permits while they wait for a key that never comes.
+    // Clients are built before the requests start: building one takes longer than sending.
     let waiting: Vec<_> = (0..2)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { plain_client().get(url).send().await })
-        })
+        .map(|_| tokio::spawn(separate_client().get(&url).send()))
         .collect();
+    let third_client = separate_client();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let third = plain_client().get(&url).send().await.expect("an answer");
+    let third = third_client.get(&url).send().await.expect("an answer");
     let third_took = started.elapsed();
 
     assert!(
@@ -143,13 +145,4 @@ async fn requests_beyond_max_concurrent_requests_get_503_at_once() {
             "{body}"
         );
     }
-}
-
-/// A client of its own, so requests run on separate connections.
-fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a plain-HTTP client builds")
 }

@@ -325,6 +325,17 @@ impl TestApp {
     }
 }
 
+/// A client of its own, so that its requests run on separate connections (requests held in
+/// flight side by side). Build it before the moment that matters: building a client takes
+/// longer than sending a request on loopback.
+pub(crate) fn separate_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a plain-HTTP client builds")
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
