@@ -6,6 +6,7 @@
 use crate::stand_ins::bearer::AUDIENCE_URI;
 use crate::support::{
     client_certs::{current, sha1, sha256},
+    leaks::Secrets,
     settings::{KEY, Settings},
     startup::{Refusal, StartupFailure, misrefused_startups},
 };
@@ -281,10 +282,13 @@ const CASES: &[Case] = &[
 /// A start-up line that echoes a key value, however malformed, is wrong.
 fn echoed_keys(failure: &StartupFailure) -> Vec<String> {
     let output = format!("{}{}", failure.stdout, failure.stderr);
-    [KEY, BAD_KEY, "secretvalue"]
+    Secrets::default()
+        .with("policy key", KEY)
+        .with("malformed key", BAD_KEY)
+        .with("malformed key's tail", "secretvalue")
+        .found_in(&output)
         .into_iter()
-        .filter(|secret| output.contains(secret))
-        .map(|secret| format!("echoed the key value {secret:?}"))
+        .map(|found| format!("echoed {found}"))
         .collect()
 }
 

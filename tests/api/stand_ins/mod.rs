@@ -45,6 +45,7 @@ pub(crate) use identity::Identity;
 pub(crate) use key_vault::{Auth, KeyVault, Outage};
 
 use crate::support::clock::unix_now;
+use crate::support::leaks::Secrets;
 use crate::support::settings::Settings;
 
 /// The managed-identity endpoint and the vault, sharing the tokens one issues and the other
@@ -89,6 +90,23 @@ impl StandIns {
             )
             .set("HTTPS_PROXY", self.key_vault.proxy_url())
             .set("NO_PROXY", "127.0.0.1,localhost")
+    }
+}
+
+impl StandIns {
+    /// What the stand-ins hold that the handler must never print: every value ever stored in
+    /// the vault, every access token the identity endpoint issued, and the `IDENTITY_HEADER`
+    /// value.
+    pub(crate) fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        for value in self.key_vault.secret_values() {
+            secrets.add("vault secret value", &value);
+        }
+        for token in self.identity.issued_tokens() {
+            secrets.add("managed-identity access token", &token);
+        }
+        secrets.add("IDENTITY_HEADER value", self.identity.header_secret());
+        secrets
     }
 }
 

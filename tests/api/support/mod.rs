@@ -12,6 +12,7 @@
 //! - [`sas`]: SAS tokens taken apart, and the percent-encoding rule they follow.
 //! - [`oracles`]: the official Azure IoT SDKs (Python, Node) as oracles.
 //! - [`logs`]: the handler's JSON log lines.
+//! - [`leaks`]: what the handler must never print, and the one scan for it.
 //! - [`waiting`]: waiting for something to become true, with a deadline (one polling schedule).
 //! - [`clock`]: Unix seconds now, and RFC 3339.
 
@@ -19,6 +20,7 @@ pub(crate) mod answers;
 pub(crate) mod app;
 pub(crate) mod client_certs;
 pub(crate) mod clock;
+pub(crate) mod leaks;
 pub(crate) mod logs;
 pub(crate) mod oracles;
 mod process;
