@@ -36,6 +36,7 @@ use crate::support::{
     logs::log_text,
     routes::{LEGACY_ROUTE, both_routes, token_path},
     settings::{DENIED_IP, Settings},
+    tls::client_trusting,
     waiting::wait_until,
 };
 
@@ -570,12 +571,7 @@ async fn plain_http_server(body: String) -> (u16, Arc<AtomicUsize>) {
 async fn a_jwks_uri_over_plain_http_is_never_fetched() {
     let fixture = Fixture::new();
     // The same keys, served over plain HTTP: had the handler used them, the token would pass.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .tls_certs_only([
-            reqwest::Certificate::from_pem(fixture.issuer.ca_pem().as_bytes())
-                .expect("the CA PEM parses"),
-        ])
+    let client = client_trusting(fixture.issuer.ca_pem())
         .build()
         .expect("a reqwest client builds");
     let jwks = client

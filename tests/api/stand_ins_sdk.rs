@@ -25,6 +25,7 @@ use crate::stand_ins::key_vault::SDK_API_VERSION;
 use crate::stand_ins::{Auth, Outage, StandIns};
 use crate::support::clock::unix_now;
 use crate::support::settings::Settings;
+use crate::support::tls::client_trusting;
 
 /// Set in the child's environment; without it the child test does nothing.
 const CHILD_MARKER: &str = "STAND_INS_SDK_CHILD";
@@ -310,10 +311,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// A client that trusts the stand-in CA only and reaches the vault through its proxy.
 fn vault_client(stand_ins: &StandIns) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(stand_ins.key_vault.ca_pem().as_bytes())
-        .expect("the stand-in CA is PEM");
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
+    client_trusting(stand_ins.key_vault.ca_pem())
         .proxy(
             reqwest::Proxy::https(stand_ins.key_vault.proxy_url()).expect("the proxy URL parses"),
         )

@@ -15,6 +15,7 @@
 //! - [`leaks`]: what the handler must never print, and the one scan for it.
 //! - [`waiting`]: waiting for something to become true, with a deadline (one polling schedule).
 //! - [`clock`]: Unix seconds now, and RFC 3339.
+//! - [`tls`]: a test CA per stand-in, the server certificates it issues, clients that trust it.
 
 pub(crate) mod answers;
 pub(crate) mod app;
@@ -28,4 +29,5 @@ pub(crate) mod routes;
 pub(crate) mod sas;
 pub(crate) mod settings;
 pub(crate) mod startup;
+pub(crate) mod tls;
 pub(crate) mod waiting;
