@@ -6,12 +6,12 @@
 //! equal ours byte for byte, for every valid device id. Node's `azure-iot-common` writes
 //! `sr, sig, skn, se` and lower-case hex for `!'()*`, so it is compared field by field.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::{
     answers::{Issued, assert_problem, media_type},
     app::TestApp,
-    oracles::{node_oracle, oracle_str, python_oracle},
+    oracles::{node_oracle, oracle_batch, oracle_case, oracle_str, python_oracle},
     routes::{LEGACY_ROUTE, token_path},
     sas::encode,
     settings::{HOSTNAME, KEY, POLICY, Settings},
@@ -69,25 +69,31 @@ async fn issue_on_both_routes(
     issued
 }
 
-fn oracle_batch(
+/// The oracle batch for `issued`: every token signed with `key` under `policy` for `hostname`.
+fn batch_of(
     key: &str,
     policy: &str,
     hostname: &str,
     issued: &[(String, String, u64, Issued)],
 ) -> Value {
-    let cases: Vec<Value> = issued
-        .iter()
-        .map(|(_, id, ttl, answer)| {
-            json!({
-                "hostname": hostname,
-                "device_id": id,
-                "se": answer.token.se,
-                "ttl": ttl,
-                "token": answer.token.raw,
-            })
-        })
-        .collect();
-    json!({ "key": key, "policy": policy, "cases": cases })
+    oracle_batch(
+        key,
+        policy,
+        issued
+            .iter()
+            .map(|(_, id, ttl, answer)| oracle_case(hostname, id, *ttl, &answer.token)),
+    )
+}
+
+/// The token Python's `azure-iot-device` makes for `dev-1` on `hostname` with `key` under
+/// `policy`, expiring when `answer`'s token does (an hour after it was asked for).
+fn python_sdk_token(key: &str, policy: &str, hostname: &str, answer: &Issued) -> String {
+    let results = python_oracle(&oracle_batch(
+        key,
+        policy,
+        [oracle_case(hostname, "dev-1", 3600, &answer.token)],
+    ));
+    oracle_str(&results[0], "sdk_token").to_owned()
 }
 
 /// `%2a` → `%2A`: Node writes lower-case hex for `!'()*`.
@@ -109,7 +115,7 @@ async fn ordinary_device_tokens_match_the_python_sdk_byte_for_byte() {
     let app = TestApp::spawn(&Settings::base());
 
     let issued = issue_on_both_routes(&app, &ordinary_ids(), 3600).await;
-    let results = python_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
+    let results = python_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
 
     for ((what, id, ttl, answer), sdk) in issued.iter().zip(&results) {
         assert_eq!(answer.device_id, *id, "{what}: deviceId");
@@ -132,13 +138,17 @@ async fn ordinary_device_tokens_match_the_node_sdk_field_by_field() {
     let app = TestApp::spawn(&Settings::base());
 
     let issued = issue_on_both_routes(&app, &ordinary_ids(), 3600).await;
-    let results = node_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
+    let results = node_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
 
     for ((what, _, _, answer), sdk) in issued.iter().zip(&results) {
         let fields = &sdk["sdk_fields"];
         assert_eq!(answer.token.sr, oracle_str(fields, "sr"), "{what}: sr");
         assert_eq!(answer.token.sig, oracle_str(fields, "sig"), "{what}: sig");
-        assert_eq!(answer.token.skn, oracle_str(fields, "skn"), "{what}: skn");
+        assert_eq!(
+            answer.token.skn.as_deref(),
+            Some(oracle_str(fields, "skn")),
+            "{what}: skn"
+        );
         assert_eq!(
             answer.token.se.to_string(),
             oracle_str(fields, "se"),
@@ -175,8 +185,8 @@ async fn special_character_ids_are_encoded_strictly_and_signed_as_both_sdks_sign
             ));
         }
     }
-    let python = python_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
-    let node = node_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
+    let python = python_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
+    let node = node_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
 
     for (((what, id, ttl, answer), py), nd) in issued.iter().zip(&python).zip(&node) {
         assert_eq!(answer.device_id, *id, "{what}: deviceId");
@@ -377,14 +387,14 @@ async fn seed_setting_names_configure_the_handler_when_upper_case_names_are_unse
     );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk = python_oracle(&json!({
-        "key": OTHER_KEY,
-        "policy": "seedpolicy",
-        "cases": [{"hostname": "seed-hub.azure-devices.net", "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    }));
+    let sdk_token = python_sdk_token(
+        OTHER_KEY,
+        "seedpolicy",
+        "seed-hub.azure-devices.net",
+        &answer,
+    );
 
-    assert_eq!(answer.token.raw, oracle_str(&sdk[0], "sdk_token"));
+    assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
@@ -402,14 +412,14 @@ async fn an_empty_upper_case_setting_counts_as_unset_and_the_seed_name_applies()
     );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk = python_oracle(&json!({
-        "key": OTHER_KEY,
-        "policy": "seedpolicy",
-        "cases": [{"hostname": "seed-hub.azure-devices.net", "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    }));
+    let sdk_token = python_sdk_token(
+        OTHER_KEY,
+        "seedpolicy",
+        "seed-hub.azure-devices.net",
+        &answer,
+    );
 
-    assert_eq!(answer.token.raw, oracle_str(&sdk[0], "sdk_token"));
+    assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
@@ -424,14 +434,9 @@ async fn upper_case_settings_win_over_seed_names() {
 
     // 127.0.0.1 is allowed only by ALLOWED_IPS, so a 200 shows the upper-case allow list won.
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk = python_oracle(&json!({
-        "key": KEY,
-        "policy": POLICY,
-        "cases": [{"hostname": HOSTNAME, "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    }));
+    let sdk_token = python_sdk_token(KEY, POLICY, HOSTNAME, &answer);
 
-    assert_eq!(answer.token.raw, oracle_str(&sdk[0], "sdk_token"));
+    assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
@@ -441,19 +446,18 @@ async fn policy_name_is_percent_encoded_in_skn() {
     let app = TestApp::spawn(&Settings::base().set("IOTHUB_POLICY_NAME", policy));
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let batch = json!({
-        "key": KEY,
-        "policy": policy,
-        "cases": [{"hostname": HOSTNAME, "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    });
+    let batch = oracle_batch(
+        KEY,
+        policy,
+        [oracle_case(HOSTNAME, "dev-1", 3600, &answer.token)],
+    );
     let python = python_oracle(&batch);
     let node = node_oracle(&batch);
 
-    assert_eq!(answer.token.skn, "device%2A%281%29");
+    assert_eq!(answer.token.skn.as_deref(), Some("device%2A%281%29"));
     assert_eq!(
         answer.token.skn,
-        upper_hex(oracle_str(&node[0]["sdk_fields"], "skn")),
+        Some(upper_hex(oracle_str(&node[0]["sdk_fields"], "skn"))),
         "skn as azure-iot-common encodes it (modulo hex case)"
     );
     assert_eq!(

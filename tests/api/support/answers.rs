@@ -8,6 +8,9 @@ use serde_json::Value;
 use super::clock::{rfc3339, unix_now};
 use super::sas::SasToken;
 
+/// The members of a 200 body, sorted: exactly these, no more.
+const ISSUED_BODY_KEYS: [&str; 3] = ["deviceId", "expiresOn", "sastoken"];
+
 /// A `200` answer from either token route.
 pub(crate) struct Issued {
     pub(crate) token: SasToken,
@@ -39,11 +42,7 @@ impl Issued {
             .unwrap_or_else(|| panic!("GET {path_and_query}: body is not an object: {text}"));
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            ["deviceId", "expiresOn", "sastoken"],
-            "GET {path_and_query}: body keys"
-        );
+        assert_eq!(keys, ISSUED_BODY_KEYS, "GET {path_and_query}: body keys");
         let string = |name: &str| {
             body[name]
                 .as_str()

@@ -6,7 +6,31 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::sas::SasToken;
+
+/// One case of an oracle batch: `token`, which the handler issued for `device_id` on the hub
+/// `hostname`, asked to live `ttl` seconds.
+pub(crate) fn oracle_case(hostname: &str, device_id: &str, ttl: u64, token: &SasToken) -> Value {
+    json!({
+        "hostname": hostname,
+        "device_id": device_id,
+        "se": token.se,
+        "ttl": ttl,
+        "token": token.raw,
+    })
+}
+
+/// A batch of `cases` for the oracles to sign with the base64 `key` under `policy`.
+pub(crate) fn oracle_batch(
+    key: &str,
+    policy: &str,
+    cases: impl IntoIterator<Item = Value>,
+) -> Value {
+    let cases: Vec<Value> = cases.into_iter().collect();
+    json!({ "key": key, "policy": policy, "cases": cases })
+}
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
