@@ -39,6 +39,14 @@ fn random_key() -> String {
     BASE64.encode(bytes)
 }
 
+/// Stand-ins whose vault holds a fresh random key as `SECRET`, and that key.
+fn stand_ins_with_key() -> (StandIns, String) {
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    (stand_ins, key)
+}
+
 /// The handler's settings for Key Vault mode against `stand_ins`, reading the secret `SECRET`.
 fn vault_settings(stand_ins: &StandIns) -> Settings {
     Settings::key_vault(SECRET).set_all(stand_ins.environment().iter())
@@ -107,11 +115,10 @@ fn assert_no_secret_printed(app: &TestApp, stand_ins: &StandIns, extra: &[&str],
 #[tokio::test]
 async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() {
     // Arrange
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let app = TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
+    let (stand_ins, key) = stand_ins_with_key();
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
 
     // Act: 50 requests, then one refresh, then more requests.
     for n in 0..50 {
@@ -156,12 +163,11 @@ async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() 
 async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
     // Arrange: tokens that expire 303 s after issue. The SDK renews a token within 300 s of its
     // expiry, so the one fetched at start is due for renewal by the first refresh.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.identity.set_token_lifetime(303);
-    let refresh = REFRESH_SECONDS.to_string();
-    let app = TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "first key");
 
     // Act
@@ -194,9 +200,7 @@ async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
 #[tokio::test]
 async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
     // Arrange: a slow vault, so every request arrives while the first read is in flight.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.set_delay(Duration::from_millis(1_500));
     let app = TestApp::spawn(&vault_settings(&stand_ins));
     let client = reqwest::Client::builder()
@@ -238,9 +242,7 @@ async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
 
 #[tokio::test]
 async fn a_request_during_the_first_read_waits_for_it_instead_of_failing() {
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.set_delay(Duration::from_secs(2));
 
     // The port opens before the key is read: spawning returns at once.
@@ -265,9 +267,9 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     let old_key = random_key();
     let new_key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &old_key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let mut app =
-        TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     let before = issue(&app).await;
     assert_token(&before, HOSTNAME, POLICY, &old_key, "before rotation");
 
@@ -346,9 +348,7 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
 
 #[tokio::test]
 async fn azure_client_id_is_passed_to_the_identity_endpoint_as_client_id() {
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     let (client_id, _object_id) = stand_ins.identity.add_user_assigned();
 
     let app = TestApp::spawn(&vault_settings(&stand_ins).set("AZURE_CLIENT_ID", &client_id));
@@ -375,13 +375,11 @@ async fn azure_client_id_is_passed_to_the_identity_endpoint_as_client_id() {
 #[tokio::test]
 async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_own() {
     // Arrange
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.go_down(Outage::ServiceUnavailable);
-    let refresh = REFRESH_SECONDS.to_string();
-    let mut app =
-        TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
 
     // Act / Assert: no key yet.
     let took = assert_token_unavailable(&app, "vault down at start").await;
@@ -411,12 +409,10 @@ async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_o
 #[tokio::test]
 async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     // Arrange
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let mut app =
-        TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
+    let (stand_ins, key) = stand_ins_with_key();
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
 
     // Act: the vault drops every connection when the refresh comes.
@@ -587,9 +583,7 @@ async fn identity_and_secret_failures_mean_503_an_error_line_and_no_crash() {
 
 #[tokio::test]
 async fn the_handler_recovers_once_the_identity_endpoint_works_again() {
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.identity.set_failing(true);
     let app = TestApp::spawn(&vault_settings(&stand_ins));
     assert_logged_failure(&app, "ManagedIdentityCredential", "identity endpoint 500").await;
@@ -651,11 +645,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_key_serves() {
     // Arrange: a key is loaded, then the vault starts taking longer than the read bound.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let app = TestApp::spawn(&vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", &refresh));
+    let (stand_ins, key) = stand_ins_with_key();
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
     let vault = &stand_ins.key_vault;
     vault.set_delay(FETCH_TIMEOUT + Duration::from_secs(5));
@@ -693,9 +686,7 @@ async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_k
 async fn a_slow_first_read_answers_503_at_the_bound_then_serves_when_the_key_arrives() {
     // Arrange: the first read takes about 6 s (two answers — the challenge and the secret — of 3 s
     // each): longer than a request may wait, shorter than the bound on the read itself.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.set_delay(Duration::from_secs(3));
     let app = TestApp::spawn(&vault_settings(&stand_ins));
 

@@ -19,6 +19,18 @@ use crate::support::{
 
 /// A second key, for the settings tests (must differ from `KEY`).
 const OTHER_KEY: &str = "q83vEjRWeJC7zN7/ASNFZ4mrze8BI0VniavN7wEjRWc=";
+/// The hub and policy the seed-name tests configure.
+const SEED_HUB: &str = "seed-hub.azure-devices.net";
+const SEED_POLICY: &str = "seedpolicy";
+
+/// `settings` with the seed's setting names set: hub, policy, `OTHER_KEY`, and `allowedip`.
+fn seed_names(settings: Settings, allowedip: &str) -> Settings {
+    settings
+        .set("iothubhostname", SEED_HUB)
+        .set("keyname", SEED_POLICY)
+        .set("keyvalue", OTHER_KEY)
+        .set("allowedip", allowedip)
+}
 
 /// Device ids every SDK encodes the same way.
 fn ordinary_ids() -> Vec<String> {
@@ -387,12 +399,7 @@ async fn seed_setting_names_configure_the_handler_when_upper_case_names_are_unse
     );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk_token = python_sdk_token(
-        OTHER_KEY,
-        "seedpolicy",
-        "seed-hub.azure-devices.net",
-        &answer,
-    );
+    let sdk_token = python_sdk_token(OTHER_KEY, SEED_POLICY, SEED_HUB, &answer);
 
     assert_eq!(answer.token.raw, sdk_token);
 }
@@ -412,25 +419,14 @@ async fn an_empty_upper_case_setting_counts_as_unset_and_the_seed_name_applies()
     );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk_token = python_sdk_token(
-        OTHER_KEY,
-        "seedpolicy",
-        "seed-hub.azure-devices.net",
-        &answer,
-    );
+    let sdk_token = python_sdk_token(OTHER_KEY, SEED_POLICY, SEED_HUB, &answer);
 
     assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
 async fn upper_case_settings_win_over_seed_names() {
-    let app = TestApp::spawn(
-        &Settings::base()
-            .set("iothubhostname", "seed-hub.azure-devices.net")
-            .set("keyname", "seedpolicy")
-            .set("keyvalue", OTHER_KEY)
-            .set("allowedip", "10.9.9.9"),
-    );
+    let app = TestApp::spawn(&seed_names(Settings::base(), "10.9.9.9"));
 
     // 127.0.0.1 is allowed only by ALLOWED_IPS, so a 200 shows the upper-case allow list won.
     let answer = app.issue(&token_path("dev-1", None)).await;
