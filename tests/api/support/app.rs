@@ -163,6 +163,7 @@ impl TestApp {
         headers: &[(&str, &str)],
     ) -> Response {
         self.secrets.add_request(path_and_query, headers);
+        let described = format!("{method} {path_and_query}");
         let mut request = self.client.request(method, self.url(path_and_query));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -170,7 +171,7 @@ impl TestApp {
         request
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query} got no answer: {e}"))
+            .unwrap_or_else(|e| panic!("{described} got no answer: {e}"))
     }
 
     /// `GET path_and_query` with `headers`.
