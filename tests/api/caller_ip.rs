@@ -3,7 +3,7 @@
 //! peer when there is no X-Forwarded-For at all. Every request asks for a valid device, so the
 //! status says only whether the caller was allowed.
 
-use crate::helpers::{TestApp, assert_problem, settings_with};
+use crate::support::{answers::assert_problem, app::TestApp, settings::Settings};
 
 /// Allow list for the depth-1 app. 127.0.0.1 (the TCP peer) is on it, so a 403 also shows
 /// that a bad X-Forwarded-For is never replaced by the peer address.
@@ -14,17 +14,19 @@ const DEPTH_ONE_ALLOWED: &str =
 const DEPTH_TWO_ALLOWED: &str = "127.0.0.1,10.0.0.1,2001:db8::/32";
 
 fn depth_one_app() -> TestApp {
-    TestApp::spawn(&settings_with(&[
-        ("ALLOWED_IPS", DEPTH_ONE_ALLOWED),
-        ("XFF_DEPTH", "1"),
-    ]))
+    TestApp::spawn(
+        &Settings::base()
+            .set("ALLOWED_IPS", DEPTH_ONE_ALLOWED)
+            .set("XFF_DEPTH", "1"),
+    )
 }
 
 fn depth_two_app() -> TestApp {
-    TestApp::spawn(&settings_with(&[
-        ("ALLOWED_IPS", DEPTH_TWO_ALLOWED),
-        ("XFF_DEPTH", "2"),
-    ]))
+    TestApp::spawn(
+        &Settings::base()
+            .set("ALLOWED_IPS", DEPTH_TWO_ALLOWED)
+            .set("XFF_DEPTH", "2"),
+    )
 }
 
 /// Sends each case's X-Forwarded-For lines and asserts 200 or a 403 problem.
@@ -282,10 +284,11 @@ async fn depth_two_selects_the_second_entry_from_the_right() {
 
 #[tokio::test]
 async fn depth_sixteen_selects_the_sixteenth_entry_from_the_right() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("ALLOWED_IPS", "127.0.0.1,10.0.0.1"),
-        ("XFF_DEPTH", "16"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("ALLOWED_IPS", "127.0.0.1,10.0.0.1")
+            .set("XFF_DEPTH", "16"),
+    );
     let proxies: Vec<String> = (1..=15).map(|i| format!("172.16.0.{i}")).collect();
     let sixteen = format!("6.6.6.6, 10.0.0.1, {}", proxies.join(", "));
     let fifteen = proxies.join(", ");
@@ -323,7 +326,7 @@ async fn without_xff_the_tcp_peer_is_the_caller() {
         ),
         ("peer not listed", "10.0.0.1,::1", 403),
     ] {
-        let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", allowed)]));
+        let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", allowed));
 
         let response = app.get_sas_token("dev-1", None).await;
 
@@ -338,7 +341,7 @@ async fn without_xff_the_tcp_peer_is_the_caller() {
 
 #[tokio::test]
 async fn star_allows_every_caller_and_warns_at_start() {
-    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "*")]));
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "*"));
 
     assert_cases(
         &app,
@@ -366,10 +369,9 @@ async fn star_allows_every_caller_and_warns_at_start() {
 
 #[tokio::test]
 async fn denied_answer_reveals_neither_the_allow_list_nor_the_caller() {
-    let app = TestApp::spawn(&settings_with(&[(
-        "ALLOWED_IPS",
-        "10.1.2.3,192.0.2.0/24,2001:db8:abcd::/48",
-    )]));
+    let app = TestApp::spawn(
+        &Settings::base().set("ALLOWED_IPS", "10.1.2.3,192.0.2.0/24,2001:db8:abcd::/48"),
+    );
 
     for (description, xff) in [
         ("IPv4 caller", "198.18.7.9"),

@@ -4,77 +4,27 @@
 //! validity period, and whose SHA-1 or SHA-256 thumbprint is listed. Anything else gets the
 //! caller-not-allowed 403. The check runs after the IP allow list and before the bearer token.
 //!
-//! The certificates are made here with rcgen; the thumbprints are computed with aws-lc-rs, not
-//! with the hash crates the handler uses.
+//! The certificates and their thumbprints come from `support::client_certs` (rcgen, and
+//! aws-lc-rs rather than the hash crates the handler uses). Malformed thumbprint lists are in
+//! `bad_settings`.
 
-use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rcgen::{CertificateParams, DnType, KeyPair, date_time_ymd};
 
-use crate::auth::{
-    DENIED_IP, Fixture, assert_caller_not_allowed, assert_invalid_token, assert_issued,
-    assert_no_token, both_routes, ip_denial_body,
-};
-use crate::helpers::{
-    Refusal, TestApp, assert_problem, log_text, misrefused_startups, settings_with, token_path,
-};
+use crate::stand_ins::bearer::Fixture;
 use crate::stand_ins::issuer::Version;
-
-/// The header App Service forwards the client certificate in.
-const HEADER: &str = "X-ARR-ClientCert";
-
-/// A self-signed client certificate, DER, valid from `from` to `until` (year, month, day).
-fn certificate(name: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> Vec<u8> {
-    let key = KeyPair::generate().expect("a key pair generates");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("parameters");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.not_before = date_time_ymd(from.0, from.1, from.2);
-    params.not_after = date_time_ymd(until.0, until.1, until.2);
-    params
-        .self_signed(&key)
-        .expect("the certificate self-signs")
-        .der()
-        .to_vec()
-}
-
-/// Valid from 2024 to 2049.
-fn current(name: &str) -> Vec<u8> {
-    certificate(name, (2024, 1, 1), (2049, 12, 31))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The SHA-1 thumbprint, lower-case hex (40 digits): what the portal shows, in lower case.
-fn sha1(der: &[u8]) -> String {
-    hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref())
-}
-
-/// The SHA-256 thumbprint, lower-case hex (64 digits).
-fn sha256(der: &[u8]) -> String {
-    hex(digest::digest(&digest::SHA256, der).as_ref())
-}
-
-/// The header value App Service would forward for `der`.
-fn forwarded(der: &[u8]) -> String {
-    STANDARD.encode(der)
-}
-
-/// `GET path` with the certificate header set to `value` (none when `None`) and `extra` headers.
-async fn get_with_cert(
-    app: &TestApp,
-    path: &str,
-    value: Option<&str>,
-    extra: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut headers: Vec<(&str, &str)> = extra.to_vec();
-    if let Some(value) = value {
-        headers.push((HEADER, value));
-    }
-    app.get(path, &headers).await
-}
+use crate::support::{
+    answers::{
+        assert_caller_not_allowed, assert_invalid_token, assert_issued, assert_no_token,
+        assert_problem,
+    },
+    app::TestApp,
+    client_certs::{CLIENT_CERT_HEADER, certificate, current, forwarded, sha1, sha256},
+    leaks::Secrets,
+    logs::log_text,
+    routes::{both_routes, token_path},
+    settings::{DENIED_IP, Settings},
+};
 
 #[tokio::test]
 async fn listed_certificates_get_a_sas_token_by_sha1_or_sha256_thumbprint_in_either_case() {
@@ -96,10 +46,10 @@ async fn listed_certificates_get_a_sas_token_by_sha1_or_sha256_thumbprint_in_eit
     ];
 
     for (list_description, list) in &lists {
-        let app = TestApp::spawn(&settings_with(&[("CLIENT_CERT_THUMBPRINTS", list)]));
+        let app = TestApp::spawn(&Settings::base().set("CLIENT_CERT_THUMBPRINTS", list));
         for (route, path) in both_routes() {
             for (description, der) in [("SHA-1 listed", &by_sha1), ("SHA-256 listed", &by_sha256)] {
-                let response = get_with_cert(&app, &path, Some(&forwarded(der)), &[]).await;
+                let response = app.get_with_cert(&path, Some(&forwarded(der)), &[]).await;
                 assert_issued(
                     response,
                     &format!("{description} ({list_description}), {route}"),
@@ -138,8 +88,8 @@ async fn unusable_certificates_get_the_403_an_ip_denial_gets_on_both_routes() {
         .map(|der| sha256(der))
         .collect::<Vec<_>>()
         .join(",");
-    let app = TestApp::spawn(&settings_with(&[("CLIENT_CERT_THUMBPRINTS", &list)]));
-    let ip_denial = ip_denial_body(&app).await;
+    let app = TestApp::spawn(&Settings::base().set("CLIENT_CERT_THUMBPRINTS", &list));
+    let ip_denial = app.ip_denial_body().await;
     let pem = format!(
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
         forwarded(&listed)
@@ -197,18 +147,14 @@ async fn unusable_certificates_get_the_403_an_ip_denial_gets_on_both_routes() {
     for (route, path) in both_routes() {
         for case in &cases {
             let context = format!("{}, {route}", case.description);
-            let response = get_with_cert(&app, &path, case.header.as_deref(), &[]).await;
+            let response = app.get_with_cert(&path, case.header.as_deref(), &[]).await;
             let body = assert_caller_not_allowed(response, &context).await;
             assert_eq!(body, ip_denial, "{context}: the same body as an IP denial");
         }
     }
-    let response = get_with_cert(
-        &app,
-        &token_path("dev-1", None),
-        Some(&forwarded(&listed)),
-        &[],
-    )
-    .await;
+    let response = app
+        .get_with_cert(&token_path("dev-1", None), Some(&forwarded(&listed)), &[])
+        .await;
     assert_issued(response, "the listed certificate still works").await;
 
     // The IP denial, then each case on each route, then the listed certificate.
@@ -238,40 +184,6 @@ async fn unusable_certificates_get_the_403_an_ip_denial_gets_on_both_routes() {
     );
 }
 
-#[test]
-fn malformed_thumbprint_settings_stop_the_binary_naming_the_setting() {
-    let sha1_hex = sha1(&current("any"));
-    let sha256_hex = sha256(&current("any"));
-    let cases: Vec<(&str, String)> = vec![
-        ("only commas", " , ,".to_owned()),
-        ("too short", "abc123".to_owned()),
-        ("39 hex digits", sha1_hex[..39].to_owned()),
-        ("41 hex digits", format!("{sha1_hex}a")),
-        ("63 hex digits", sha256_hex[..63].to_owned()),
-        ("65 hex digits", format!("{sha256_hex}a")),
-        ("48 hex digits", format!("{sha1_hex}01234567")),
-        ("40 characters, not hex", "z".repeat(40)),
-        ("a good one and a bad one", format!("{sha1_hex},xyz")),
-    ];
-
-    let refusals: Vec<Refusal<'_>> = cases
-        .iter()
-        .map(|(description, value)| Refusal {
-            description: format!("{description} ({value:?})"),
-            settings: settings_with(&[("CLIENT_CERT_THUMBPRINTS", value)]),
-            setting: "CLIENT_CERT_THUMBPRINTS",
-        })
-        .collect();
-    let failures = misrefused_startups(&refusals, |_| Vec::new());
-    assert!(
-        failures.is_empty(),
-        "{} of {} malformed thumbprint lists misbehaved:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-}
-
 /// One request of the layer-order test: description, from a denied IP, certificate header,
 /// `Authorization` header, path, expected status.
 type Step<'a> = (
@@ -288,7 +200,7 @@ async fn the_certificate_is_checked_after_the_ip_and_before_the_token() {
     let fixture = Fixture::new();
     let listed = current("API Management");
     let list = sha1(&listed);
-    let app = fixture.spawn(&[("CLIENT_CERT_THUMBPRINTS", &list)]);
+    let app = TestApp::spawn(&fixture.settings().set("CLIENT_CERT_THUMBPRINTS", &list));
     let cert = forwarded(&listed);
     let unlisted = forwarded(&current("stranger"));
     let token = fixture.token(Version::V1);
@@ -374,7 +286,7 @@ async fn the_certificate_is_checked_after_the_ip_and_before_the_token() {
             headers.extend_from_slice(&denied);
         }
         if let Some(cert) = cert {
-            headers.push((HEADER, cert));
+            headers.push((CLIENT_CERT_HEADER, cert));
         }
         if let Some(authorization) = authorization {
             headers.push(("Authorization", authorization));
@@ -427,6 +339,7 @@ async fn the_certificate_is_checked_after_the_ip_and_before_the_token() {
             );
         }
     }
-    let output = app.output();
-    assert!(!output.contains(&token), "the token was printed");
+    Secrets::default()
+        .with("bearer token", &token)
+        .assert_absent_from(&app.output(), "layer order");
 }

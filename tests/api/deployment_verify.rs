@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{HOSTNAME, KEY, POLICY, TestApp};
 use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
+use crate::support::app::TestApp;
+use crate::support::settings::{HOSTNAME, POLICY, Settings};
 
 /// The gateway's own source address towards the front end (API Management's outbound address).
 const GATEWAY_ADDRESS: &str = "127.0.0.2";
@@ -449,24 +450,17 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
     } else {
         "*"
     };
-    let mut settings: Vec<(&str, String)> = vec![
-        ("IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
-        ("IOTHUB_POLICY_NAME", POLICY.to_owned()),
-        ("IOTHUB_POLICY_KEY", KEY.to_owned()),
-        ("ALLOWED_IPS", allowed.to_owned()),
-        ("XFF_DEPTH", "1".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ];
+    let mut settings = Settings::base()
+        .set("ALLOWED_IPS", allowed)
+        .set("XFF_DEPTH", "1")
+        .set("RUST_LOG", "info");
     if layers.bearer {
-        settings.extend(issuer.settings());
-        settings.push(("AUTH_AUDIENCE", AUDIENCE.to_owned()));
-        settings.push(("AUTH_ALLOWED_CALLERS", apim.oid.clone()));
+        settings = settings
+            .set_all(issuer.settings().iter())
+            .set("AUTH_AUDIENCE", AUDIENCE)
+            .set("AUTH_ALLOWED_CALLERS", &apim.oid);
     }
-    let pairs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    let app = TestApp::spawn(&pairs);
+    let app = TestApp::spawn(&settings);
     let token = issuer.sign(&entra_claims(Version::V1, issuer.tenant(), AUDIENCE, apim));
 
     let front_end_port = free_port();

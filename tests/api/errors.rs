@@ -3,8 +3,11 @@
 
 use reqwest::Method;
 
-use crate::helpers::{
-    LEGACY_ROUTE, TestApp, assert_problem, base_settings, settings_with, token_path,
+use crate::support::{
+    answers::assert_problem,
+    app::TestApp,
+    routes::{LEGACY_ROUTE, token_path},
+    settings::Settings,
 };
 
 /// Device ids the IoT Hub registry refuses, already percent-encoded for a URL.
@@ -56,7 +59,7 @@ const INVALID_TTLS: [(&str, &str); 12] = [
 
 #[tokio::test]
 async fn invalid_device_ids_are_a_400_problem_on_both_routes() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     let empty = app.get_legacy("deviceid=").await;
     assert_problem(empty, 400, "legacy route, empty deviceid").await;
@@ -81,7 +84,7 @@ async fn invalid_device_ids_are_a_400_problem_on_both_routes() {
 
 #[tokio::test]
 async fn invalid_ttls_are_a_400_problem_on_both_routes() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, ttl) in INVALID_TTLS {
         let path = app
@@ -106,7 +109,7 @@ async fn invalid_ttls_are_a_400_problem_on_both_routes() {
 
 #[tokio::test]
 async fn a_repeated_deviceid_or_ttl_key_is_a_400_problem() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, path_and_query) in [
         (
@@ -142,7 +145,7 @@ async fn a_repeated_deviceid_or_ttl_key_is_a_400_problem() {
 
 #[tokio::test]
 async fn a_missing_deviceid_on_the_legacy_route_is_a_400_problem() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, path_and_query) in [
         ("no query", LEGACY_ROUTE.to_owned()),
@@ -159,7 +162,7 @@ async fn a_missing_deviceid_on_the_legacy_route_is_a_400_problem() {
 
 #[tokio::test]
 async fn a_denied_caller_gets_403_whatever_the_input() {
-    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "10.0.0.1")]));
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "10.0.0.1"));
 
     for (description, path_and_query) in [
         ("valid request", token_path("dev-1", None)),
@@ -194,7 +197,7 @@ async fn a_denied_caller_gets_403_whatever_the_input() {
 
 #[tokio::test]
 async fn unknown_paths_are_a_404_problem() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for path in [
         "/",
@@ -216,7 +219,7 @@ async fn unknown_paths_are_a_404_problem() {
 
 #[tokio::test]
 async fn other_methods_on_the_token_routes_are_a_405_problem_allowing_get() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for path in [
         token_path("dev-1", None),
@@ -409,7 +412,7 @@ fn clip(text: &str) -> String {
 
 #[tokio::test]
 async fn hostile_inputs_never_get_a_5xx_or_crash_the_handler() {
-    let mut app = TestApp::spawn(&base_settings());
+    let mut app = TestApp::spawn(&Settings::base());
 
     let mut failures = Vec::new();
     for (description, request) in hostile_requests() {

@@ -6,19 +6,23 @@
 //! refresh polls (it does not sleep a fixed time) and fails if it takes longer than the
 //! interval plus a small margin.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
-use percent_encoding::percent_decode_str;
 use serde_json::Value;
-use sha2::Sha256;
 use tokio::task::JoinSet;
 
-use crate::helpers::{HOSTNAME, POLICY, SasToken, TestApp, assert_problem, encode, token_path};
 use crate::stand_ins::{Auth, Outage, StandIns};
+use crate::support::{
+    answers::assert_unavailable,
+    app::TestApp,
+    logs::{json_lines, problem_lines},
+    routes::token_path,
+    sas::{SasToken, encode},
+    settings::{HOSTNAME, POLICY, Settings},
+    waiting::{poll, wait_until},
+};
 
 /// The secret's name in the vault (`IOTHUB_POLICY_KEY_SECRET`).
 const SECRET: &str = "iothub-policy-key";
@@ -35,76 +39,17 @@ fn random_key() -> String {
     BASE64.encode(bytes)
 }
 
-/// The handler's settings for Key Vault mode: the stand-ins' environment, the secret's name,
-/// 127.0.0.1 allowed, then `overrides` (replacing or adding; an empty value removes).
-fn vault_settings(stand_ins: &StandIns, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut settings: Vec<(String, String)> = stand_ins
-        .environment()
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-    for (name, value) in [
-        ("IOTHUB_POLICY_KEY_SECRET", SECRET),
-        ("IOTHUB_HOSTNAME", HOSTNAME),
-        ("IOTHUB_POLICY_NAME", POLICY),
-        ("ALLOWED_IPS", "127.0.0.1"),
-    ] {
-        settings.push((name.to_owned(), value.to_owned()));
-    }
-    for (name, value) in overrides {
-        settings.retain(|(existing, _)| existing != name);
-        if !value.is_empty() {
-            settings.push(((*name).to_owned(), (*value).to_owned()));
-        }
-    }
-    settings
+/// Stand-ins whose vault holds a fresh random key as `SECRET`, and that key.
+fn stand_ins_with_key() -> (StandIns, String) {
+    let stand_ins = StandIns::start();
+    let key = random_key();
+    stand_ins.key_vault.set_secret(SECRET, &key);
+    (stand_ins, key)
 }
 
-/// Starts the handler against `stand_ins`.
-fn spawn_handler(stand_ins: &StandIns, overrides: &[(&str, &str)]) -> TestApp {
-    let settings = vault_settings(stand_ins, overrides);
-    let borrowed: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect();
-    TestApp::spawn(&borrowed)
-}
-
-/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
-async fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls the async `condition` every 200 ms until it holds; returns how long that took.
-async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < timeout, "waited {timeout:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Whether `token`'s `sig` is HMAC-SHA256 over `sr + "\n" + se` with the base64 `key`.
-fn signed_with(token: &SasToken, key: &str) -> bool {
-    let key = BASE64.decode(key).expect("test keys are base64");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(format!("{}\n{}", token.sr, token.se).as_bytes());
-    let expected = BASE64.encode(mac.finalize().into_bytes());
-    let actual = percent_decode_str(&token.sig)
-        .decode_utf8()
-        .expect("sig decodes to UTF-8");
-    actual == expected
+/// The handler's settings for Key Vault mode against `stand_ins`, reading the secret `SECRET`.
+fn vault_settings(stand_ins: &StandIns) -> Settings {
+    Settings::key_vault(SECRET).set_all(stand_ins.environment().iter())
 }
 
 /// Issues a token for `dev-1` and returns it, asserting a 200.
@@ -119,79 +64,50 @@ fn assert_token(token: &SasToken, hub: &str, policy: &str, key: &str, context: &
         encode(&format!("{hub}/devices/dev-1")),
         "{context}: sr"
     );
-    assert_eq!(token.skn, encode(policy), "{context}: skn");
+    assert_eq!(token.skn, Some(encode(policy)), "{context}: skn");
     assert!(
-        signed_with(token, key),
+        token.is_signed_with(key),
         "{context}: the token is not signed with the vault's key: {}",
         token.raw
     );
 }
 
-/// Asserts a token request is answered 503 problem+json with a `Retry-After` of whole seconds;
-/// returns how long the answer took.
-async fn assert_unavailable(app: &TestApp, context: &str) -> Duration {
+/// Asserts a token request is answered 503 with `Retry-After`; returns how long the answer took.
+async fn assert_token_unavailable(app: &TestApp, context: &str) -> Duration {
     let started = Instant::now();
     let response = app.get_sas_token("dev-1", None).await;
     let took = started.elapsed();
-    let (headers, _body) = assert_problem(response, 503, context).await;
-    let retry_after = headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("{context}: a 503 carries Retry-After"));
-    assert!(
-        retry_after.parse::<u32>().is_ok_and(|s| s >= 1),
-        "{context}: Retry-After must be whole seconds, got {retry_after:?}"
-    );
+    assert_unavailable(response, context).await;
     took
-}
-
-/// The handler's stdout JSON lines at level WARN or ERROR.
-fn problems_logged(app: &TestApp) -> Vec<Value> {
-    app.stdout()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| matches!(line["level"].as_str(), Some("WARN" | "ERROR")))
-        .collect()
 }
 
 /// Waits for a WARN/ERROR line that names the secret and says `contains` (the cause, in any
 /// field).
 async fn assert_logged_failure(app: &TestApp, contains: &str, context: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = problems_logged(app).iter().any(|line| {
-            let text = line.to_string();
-            text.contains(SECRET) && text.contains(contains)
-        });
-        if found {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{context}: no WARN/ERROR line names the secret `{SECRET}` and says {contains:?}\n{}",
-            app.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = poll(Duration::from_secs(10), || async {
+        problem_lines(&app.stdout())
+            .iter()
+            .map(Value::to_string)
+            .any(|text| text.contains(SECRET) && text.contains(contains))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "{context}: no WARN/ERROR line names the secret `{SECRET}` and says {contains:?}\n{}",
+        app.output()
+    );
 }
 
 /// Asserts nothing the handler printed contains a secret: any value stored in the vault, any
 /// access token the identity endpoint issued, the `IDENTITY_HEADER` value, or any of `extra`
 /// (keys inside connection strings); nor their percent-encoding.
 fn assert_no_secret_printed(app: &TestApp, stand_ins: &StandIns, extra: &[&str], context: &str) {
-    let mut secrets: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-    secrets.extend(stand_ins.key_vault.secret_values());
-    secrets.extend(stand_ins.identity.issued_tokens());
-    secrets.push(stand_ins.identity.header_secret().to_owned());
-    let output = app.output();
-    for secret in &secrets {
-        for form in [secret.clone(), encode(secret)] {
-            assert!(
-                !output.contains(&form),
-                "{context}: the handler printed a secret ({form})\n{output}"
-            );
-        }
+    let mut secrets = stand_ins.secrets();
+    for key in extra {
+        secrets.add("key inside a secret", key);
     }
+    secrets.assert_absent_from(&app.output(), context);
 }
 
 // ----- Reading the key -----
@@ -199,11 +115,10 @@ fn assert_no_secret_printed(app: &TestApp, stand_ins: &StandIns, extra: &[&str],
 #[tokio::test]
 async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() {
     // Arrange
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let (stand_ins, key) = stand_ins_with_key();
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
 
     // Act: 50 requests, then one refresh, then more requests.
     for n in 0..50 {
@@ -214,7 +129,7 @@ async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() 
     wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the first refresh",
-        || vault.authorized_reads() >= 2,
+        || async { vault.authorized_reads() >= 2 },
     )
     .await;
     let token = issue(&app).await;
@@ -248,12 +163,11 @@ async fn a_token_is_signed_with_the_vaults_key_and_the_identity_is_asked_once() 
 async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
     // Arrange: tokens that expire 303 s after issue. The SDK renews a token within 300 s of its
     // expiry, so the one fetched at start is due for renewal by the first refresh.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.identity.set_token_lifetime(303);
-    let refresh = REFRESH_SECONDS.to_string();
-    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "first key");
 
     // Act
@@ -261,7 +175,7 @@ async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
     wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the first refresh",
-        || vault.authorized_reads() >= 2,
+        || async { vault.authorized_reads() >= 2 },
     )
     .await;
 
@@ -286,11 +200,9 @@ async fn an_identity_token_near_its_expiry_is_renewed_at_the_next_refresh() {
 #[tokio::test]
 async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
     // Arrange: a slow vault, so every request arrives while the first read is in flight.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.set_delay(Duration::from_millis(1_500));
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -315,7 +227,7 @@ async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
     for (status, body) in &answers {
         assert_eq!(*status, 200, "{body}");
         let token = SasToken::parse(body["sastoken"].as_str().unwrap_or_default());
-        assert!(signed_with(&token, &key), "{}", token.raw);
+        assert!(token.is_signed_with(&key), "{}", token.raw);
     }
     assert_eq!(answers.len(), 1_000);
     assert_eq!(
@@ -330,14 +242,12 @@ async fn a_thousand_concurrent_requests_cause_at_most_one_secret_read() {
 
 #[tokio::test]
 async fn a_request_during_the_first_read_waits_for_it_instead_of_failing() {
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.set_delay(Duration::from_secs(2));
 
     // The port opens before the key is read: spawning returns at once.
     let started = Instant::now();
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the handler must listen before the first read completes (took {:?})",
@@ -357,22 +267,23 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     let old_key = random_key();
     let new_key = random_key();
     stand_ins.key_vault.set_secret(SECRET, &old_key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     let before = issue(&app).await;
     assert_token(&before, HOSTNAME, POLICY, &old_key, "before rotation");
 
     // Act
     let new_version = stand_ins.key_vault.set_secret(SECRET, &new_key);
-    let took = wait_until_async(
+    let took = wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "tokens signed with the rotated key",
         || async {
             let token = issue(&app).await;
-            if signed_with(&token, &new_key) {
+            if token.is_signed_with(&new_key) {
                 true
             } else {
-                assert!(signed_with(&token, &old_key), "{}", token.raw);
+                assert!(token.is_signed_with(&old_key), "{}", token.raw);
                 false
             }
         },
@@ -382,10 +293,8 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     // Assert
     assert!(took <= Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN);
     assert!(app.is_running(), "no restart");
-    let loaded: Vec<Value> = app
-        .stdout()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    let loaded: Vec<Value> = json_lines(&app.stdout())
+        .into_iter()
         .filter(|line| line["secret"] == SECRET && line["version"] == new_version.as_str())
         .collect();
     assert_eq!(
@@ -408,11 +317,12 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
     stand_ins.key_vault.set_secret(SECRET, &connection_string);
 
     // Act
-    let from_secret = spawn_handler(
-        &stand_ins,
-        &[("IOTHUB_HOSTNAME", ""), ("IOTHUB_POLICY_NAME", "")],
+    let from_secret = TestApp::spawn(
+        &vault_settings(&stand_ins)
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME"),
     );
-    let from_settings = spawn_handler(&stand_ins, &[]);
+    let from_settings = TestApp::spawn(&vault_settings(&stand_ins));
 
     // Assert
     let token = issue(&from_secret).await;
@@ -438,12 +348,10 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
 
 #[tokio::test]
 async fn azure_client_id_is_passed_to_the_identity_endpoint_as_client_id() {
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     let (client_id, _object_id) = stand_ins.identity.add_user_assigned();
 
-    let app = spawn_handler(&stand_ins, &[("AZURE_CLIENT_ID", &client_id)]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("AZURE_CLIENT_ID", &client_id));
     let token = issue(&app).await;
 
     assert_token(&token, HOSTNAME, POLICY, &key, "user-assigned identity");
@@ -467,15 +375,14 @@ async fn azure_client_id_is_passed_to_the_identity_endpoint_as_client_id() {
 #[tokio::test]
 async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_own() {
     // Arrange
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.go_down(Outage::ServiceUnavailable);
-    let refresh = REFRESH_SECONDS.to_string();
-    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
 
     // Act / Assert: no key yet.
-    let took = assert_unavailable(&app, "vault down at start").await;
+    let took = assert_token_unavailable(&app, "vault down at start").await;
     assert!(
         took >= FIRST_KEY_WAIT - Duration::from_millis(500) && took < FIRST_KEY_WAIT * 2,
         "a request waits about {FIRST_KEY_WAIT:?} for the first key, took {took:?}"
@@ -486,7 +393,7 @@ async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_o
 
     // The vault comes back: the handler recovers by itself within its back-off (≤ refresh).
     stand_ins.key_vault.come_back();
-    let took = wait_until_async(
+    let took = wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "recovery after the vault came back",
         || async { app.get_sas_token("dev-1", None).await.status() == 200 },
@@ -502,11 +409,10 @@ async fn a_vault_down_at_start_means_503_with_retry_after_then_recovery_on_its_o
 #[tokio::test]
 async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     // Arrange
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let mut app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let (stand_ins, key) = stand_ins_with_key();
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
 
     // Act: the vault drops every connection when the refresh comes.
@@ -515,7 +421,7 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "a refresh that meets the outage",
-        || vault.failed_by_outage() >= 1,
+        || async { vault.failed_by_outage() >= 1 },
     )
     .await;
 
@@ -529,10 +435,10 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
     let new_key = random_key();
     vault.set_secret(SECRET, &new_key);
     vault.come_back();
-    wait_until_async(
+    wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the rotated key after the outage",
-        || async { signed_with(&issue(&app).await, &new_key) },
+        || async { issue(&app).await.is_signed_with(&new_key) },
     )
     .await;
     assert_no_secret_printed(&app, &stand_ins, &[], "vault down later");
@@ -544,7 +450,7 @@ async fn a_vault_down_later_leaves_the_last_good_key_in_use() {
 struct Failure {
     description: &'static str,
     stand_ins: StandIns,
-    overrides: Vec<(&'static str, String)>,
+    settings: Settings,
     /// Text the log line's `error` must contain: the cause, in words an operator can act on.
     cause: &'static str,
     /// Values that must never be printed.
@@ -566,8 +472,8 @@ fn failure_cases() -> Vec<Failure> {
     stand_ins.identity.set_failing(true);
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins),
         stand_ins,
-        overrides: vec![],
         cause: "ManagedIdentityCredential",
         secrets: vec![key],
     });
@@ -576,8 +482,8 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("wrong IDENTITY_HEADER", Some(&key));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins).set("IDENTITY_HEADER", "not-the-platform-secret"),
         stand_ins,
-        overrides: vec![("IDENTITY_HEADER", "not-the-platform-secret".to_owned())],
         cause: "X-IDENTITY-HEADER",
         secrets: vec![key],
     });
@@ -586,11 +492,9 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("unassigned AZURE_CLIENT_ID", Some(&key));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins)
+            .set("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000000"),
         stand_ins,
-        overrides: vec![(
-            "AZURE_CLIENT_ID",
-            "00000000-0000-0000-0000-000000000000".to_owned(),
-        )],
         cause: "not been assigned",
         secrets: vec![key],
     });
@@ -599,8 +503,8 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("a secret that is not base64", Some(value));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins),
         stand_ins,
-        overrides: vec![],
         cause: "base64",
         secrets: vec![value.to_owned()],
     });
@@ -613,11 +517,10 @@ fn failure_cases() -> Vec<Failure> {
     );
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins)
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
-        overrides: vec![
-            ("IOTHUB_HOSTNAME", String::new()),
-            ("IOTHUB_POLICY_NAME", String::new()),
-        ],
         cause: "SharedAccessKeyName",
         secrets: vec![key, value],
     });
@@ -627,11 +530,10 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("a connection string with bad syntax", Some(&value));
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins)
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
-        overrides: vec![
-            ("IOTHUB_HOSTNAME", String::new()),
-            ("IOTHUB_POLICY_NAME", String::new()),
-        ],
         cause: "connection string",
         secrets: vec![key, value],
     });
@@ -639,8 +541,8 @@ fn failure_cases() -> Vec<Failure> {
     let (description, stand_ins) = case("no such secret", None);
     cases.push(Failure {
         description,
+        settings: vault_settings(&stand_ins),
         stand_ins,
-        overrides: vec![],
         cause: "not found",
         secrets: vec![],
     });
@@ -653,16 +555,12 @@ async fn assert_no_key_but_alive(case: Failure) {
     let Failure {
         description,
         stand_ins,
-        overrides,
+        settings,
         cause,
         secrets,
     } = case;
-    let overrides: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    let mut app = spawn_handler(&stand_ins, &overrides);
-    assert_unavailable(&app, description).await;
+    let mut app = TestApp::spawn(&settings);
+    assert_token_unavailable(&app, description).await;
     assert_logged_failure(&app, cause, description).await;
     assert!(app.is_running(), "{description}: the handler must not exit");
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
@@ -685,15 +583,13 @@ async fn identity_and_secret_failures_mean_503_an_error_line_and_no_crash() {
 
 #[tokio::test]
 async fn the_handler_recovers_once_the_identity_endpoint_works_again() {
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.identity.set_failing(true);
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
     assert_logged_failure(&app, "ManagedIdentityCredential", "identity endpoint 500").await;
 
     stand_ins.identity.set_failing(false);
-    wait_until_async(
+    wait_until(
         Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "recovery once the identity endpoint works",
         || async { app.get_sas_token("dev-1", None).await.status() == 200 },
@@ -720,10 +616,10 @@ async fn neither_the_key_nor_the_access_token_is_printed_even_at_trace_level() {
     );
     stand_ins.key_vault.set_secret(SECRET, &connection_string);
 
-    let app = spawn_handler(&stand_ins, &[("RUST_LOG", "trace")]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins).set("RUST_LOG", "trace"));
     let token = issue(&app).await;
 
-    assert!(signed_with(&token, &key));
+    assert!(token.is_signed_with(&key));
     let verbose = app
         .stdout()
         .lines()
@@ -749,11 +645,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_key_serves() {
     // Arrange: a key is loaded, then the vault starts taking longer than the read bound.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
-    let refresh = REFRESH_SECONDS.to_string();
-    let app = spawn_handler(&stand_ins, &[("KEYVAULT_REFRESH_SECONDS", &refresh)]);
+    let (stand_ins, key) = stand_ins_with_key();
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, "before");
     let vault = &stand_ins.key_vault;
     vault.set_delay(FETCH_TIMEOUT + Duration::from_secs(5));
@@ -778,10 +673,10 @@ async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_k
     let new_key = random_key();
     vault.set_secret(SECRET, &new_key);
     vault.set_delay(Duration::ZERO);
-    wait_until_async(
+    wait_until(
         FETCH_TIMEOUT + Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
         "the rotated key once the vault is fast again",
-        || async { signed_with(&issue(&app).await, &new_key) },
+        || async { issue(&app).await.is_signed_with(&new_key) },
     )
     .await;
     assert_no_secret_printed(&app, &stand_ins, &[], "slow vault");
@@ -791,21 +686,19 @@ async fn a_vault_slower_than_the_read_bound_never_blocks_requests_and_the_last_k
 async fn a_slow_first_read_answers_503_at_the_bound_then_serves_when_the_key_arrives() {
     // Arrange: the first read takes about 6 s (two answers — the challenge and the secret — of 3 s
     // each): longer than a request may wait, shorter than the bound on the read itself.
-    let stand_ins = StandIns::start();
-    let key = random_key();
-    stand_ins.key_vault.set_secret(SECRET, &key);
+    let (stand_ins, key) = stand_ins_with_key();
     stand_ins.key_vault.set_delay(Duration::from_secs(3));
-    let app = spawn_handler(&stand_ins, &[]);
+    let app = TestApp::spawn(&vault_settings(&stand_ins));
 
     // Act + Assert: the early request is answered 503 after the first-key wait, not later.
-    let took = assert_unavailable(&app, "before the slow first read completes").await;
+    let took = assert_token_unavailable(&app, "before the slow first read completes").await;
     assert!(
         took >= FIRST_KEY_WAIT - Duration::from_millis(500)
             && took < FIRST_KEY_WAIT + Duration::from_secs(2),
         "the early request took {took:?}; the bound is {FIRST_KEY_WAIT:?}"
     );
     // The same read completes and is used without a restart.
-    wait_until_async(
+    wait_until(
         Duration::from_secs(10),
         "a token once the slow first read completes",
         || async { app.get_sas_token("dev-1", None).await.status().as_u16() == 200 },

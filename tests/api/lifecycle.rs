@@ -6,25 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestApp;
-use crate::limits::settings_with_unreachable_vault;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a plain-HTTP client builds")
-}
+use crate::support::app::{TestApp, separate_client};
+use crate::support::settings::Settings;
 
 async fn drains_in_flight_requests_then_exits_0(signal: &str) {
-    let mut app = TestApp::spawn(&settings_with_unreachable_vault(&[]));
+    let mut app = TestApp::spawn(&Settings::unreachable_vault());
     let url = app.url("/api/devices/dev-1/sas-token");
+    // Each client is built before its request is spawned, so that the pause only has to cover
+    // connecting and sending on loopback, not building five TLS-capable clients.
     let in_flight: Vec<_> = (0..5)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { client().get(url).send().await })
-        })
+        .map(|_| tokio::spawn(separate_client().get(&url).send()))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -71,12 +62,9 @@ async fn sigint_drains_in_flight_requests_and_exits_0() {
 
 #[tokio::test]
 async fn the_drain_is_bounded_by_shutdown_grace_seconds() {
-    let mut app = TestApp::spawn(&settings_with_unreachable_vault(&[(
-        "SHUTDOWN_GRACE_SECONDS",
-        "1",
-    )]));
+    let mut app = TestApp::spawn(&Settings::unreachable_vault().set("SHUTDOWN_GRACE_SECONDS", "1"));
     let url = app.url("/api/devices/dev-1/sas-token");
-    let stuck = tokio::spawn(async move { client().get(url).send().await });
+    let stuck = tokio::spawn(separate_client().get(url).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let signalled = Instant::now();
@@ -101,7 +89,7 @@ async fn the_drain_is_bounded_by_shutdown_grace_seconds() {
 
 #[tokio::test]
 async fn after_the_signal_new_connections_are_refused() {
-    let mut app = TestApp::spawn(&crate::helpers::base_settings());
+    let mut app = TestApp::spawn(&Settings::base());
     let address = app.address;
     app.signal("TERM");
     app.wait_exit(Duration::from_secs(5))

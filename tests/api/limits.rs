@@ -5,24 +5,16 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, assert_problem, settings_with, settings_without, token_path};
-
-/// Settings for Key Vault mode with a vault that refuses connections: no key ever arrives, so a
-/// token request stays in flight for the whole first-key wait (about 5 s) and then gets 503.
-pub(crate) fn settings_with_unreachable_vault<'a>(
-    overrides: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut extra = vec![
-        ("KEYVAULT_URI", "https://127.0.0.1:9/"),
-        ("IOTHUB_POLICY_KEY_SECRET", "iothub-key"),
-    ];
-    extra.extend_from_slice(overrides);
-    settings_without(&["IOTHUB_POLICY_KEY"], &extra)
-}
+use crate::support::{
+    answers::assert_problem,
+    app::{TestApp, separate_client},
+    routes::token_path,
+    settings::Settings,
+};
 
 #[tokio::test]
 async fn a_url_longer_than_max_url_bytes_gets_414() {
-    let app = TestApp::spawn(&settings_with(&[("MAX_URL_BYTES", "300")]));
+    let app = TestApp::spawn(&Settings::base().set("MAX_URL_BYTES", "300"));
     let long_query = format!("ttl=120&pad={}", "a".repeat(300));
     let response = app.get(&token_path("dev-1", Some(&long_query)), &[]).await;
     assert_problem(response, 414, "long URL").await;
@@ -33,7 +25,7 @@ async fn a_url_longer_than_max_url_bytes_gets_414() {
 
 #[tokio::test]
 async fn a_declared_body_gets_413_by_default() {
-    let app = TestApp::spawn(&crate::helpers::base_settings());
+    let app = TestApp::spawn(&Settings::base());
     // Raw requests: HTTP clients will not put a body on a GET.
     let status = app
         .raw_status(
@@ -59,7 +51,7 @@ async fn a_declared_body_gets_413_by_default() {
 
 #[tokio::test]
 async fn max_body_bytes_admits_bodies_up_to_the_limit() {
-    let app = TestApp::spawn(&settings_with(&[("MAX_BODY_BYTES", "10")]));
+    let app = TestApp::spawn(&Settings::base().set("MAX_BODY_BYTES", "10"));
     let request = |len: usize| {
         format!(
             "GET /api/devices/dev-1/sas-token HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{}",
@@ -72,7 +64,7 @@ async fn max_body_bytes_admits_bodies_up_to_the_limit() {
 
 #[tokio::test]
 async fn a_request_head_over_max_request_header_bytes_gets_431() {
-    let app = TestApp::spawn(&settings_with(&[("MAX_REQUEST_HEADER_BYTES", "8192")]));
+    let app = TestApp::spawn(&Settings::base().set("MAX_REQUEST_HEADER_BYTES", "8192"));
     let big = "x".repeat(9000);
     let request = format!(
         "GET /api/devices/dev-1/sas-token HTTP/1.1\r\nHost: x\r\nX-Padding: {big}\r\nConnection: close\r\n\r\n"
@@ -92,7 +84,7 @@ async fn a_request_head_over_max_request_header_bytes_gets_431() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
-    let app = TestApp::spawn(&settings_with(&[("REQUEST_HEADER_TIMEOUT_SECONDS", "1")]));
+    let app = TestApp::spawn(&Settings::base().set("REQUEST_HEADER_TIMEOUT_SECONDS", "1"));
     let mut stream = TcpStream::connect(app.address).expect("connects");
     stream
         .write_all(b"GET /api/devices/dev-1/sas-token HTTP/1.1\r\nHost: x\r\n")
@@ -120,21 +112,17 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
 
 #[tokio::test]
 async fn requests_beyond_max_concurrent_requests_get_503_at_once() {
-    let app = TestApp::spawn(&settings_with_unreachable_vault(&[(
-        "MAX_CONCURRENT_REQUESTS",
-        "2",
-    )]));
+    let app = TestApp::spawn(&Settings::unreachable_vault().set("MAX_CONCURRENT_REQUESTS", "2"));
     let url = app.url(&token_path("dev-1", None));
     // Two requests occupy both permits while they wait for a key that never comes.
+    // Clients are built before the requests start: building one takes longer than sending.
     let waiting: Vec<_> = (0..2)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { plain_client().get(url).send().await })
-        })
+        .map(|_| tokio::spawn(separate_client().get(&url).send()))
         .collect();
+    let third_client = separate_client();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let third = plain_client().get(&url).send().await.expect("an answer");
+    let third = third_client.get(&url).send().await.expect("an answer");
     let third_took = started.elapsed();
 
     assert!(
@@ -157,13 +145,4 @@ async fn requests_beyond_max_concurrent_requests_get_503_at_once() {
             "{body}"
         );
     }
-}
-
-/// A client of its own, so requests run on separate connections.
-fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a plain-HTTP client builds")
 }

@@ -7,13 +7,18 @@ use percent_encoding::percent_decode_str;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{
-    KEY, LEGACY_ROUTE, TOKEN_ROUTE, TestApp, log_text, settings_with, token_path,
+use crate::support::{
+    app::TestApp,
+    leaks::Secrets,
+    logs::log_text,
+    routes::{LEGACY_ROUTE, TOKEN_ROUTE, token_path},
+    settings::{KEY, Settings},
+    waiting::poll,
 };
 
 #[tokio::test]
 async fn each_request_logs_one_json_line_with_route_status_latency_caller_and_device() {
-    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "127.0.0.1,203.0.113.7")]));
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "127.0.0.1,203.0.113.7"));
     // (description, path, X-Forwarded-For, route, status, caller, device)
     let requests = [
         (
@@ -106,7 +111,7 @@ async fn each_request_logs_one_json_line_with_route_status_latency_caller_and_de
 
 #[tokio::test]
 async fn no_key_signature_function_key_or_code_ever_reaches_the_output() {
-    let app = TestApp::spawn(&settings_with(&[("ALLOWED_IPS", "127.0.0.1")]));
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "127.0.0.1"));
     let fn_key = ("x-functions-key", "SECRETFNKEY456");
     let requests = [
         (
@@ -176,25 +181,15 @@ async fn no_key_signature_function_key_or_code_ever_reaches_the_output() {
         "expected request log lines, got {logged:?}"
     );
 
-    let output = app.output();
-    let unpadded_key = KEY.trim_end_matches('=');
-    for (what, secret) in [
-        ("policy key", KEY),
-        ("policy key without padding", unpadded_key),
-        ("code query parameter", "SECRETCODE123"),
-        ("x-functions-key header", "SECRETFNKEY456"),
-    ]
-    .into_iter()
-    .chain(
-        signatures
-            .iter()
-            .map(|s| ("token or signature", s.as_str())),
-    ) {
-        assert!(
-            !output.contains(secret),
-            "the {what} {secret:?} appears in the handler output:\n{output}"
-        );
+    let mut secrets = Secrets::default()
+        .with("policy key", KEY)
+        .with("policy key without padding", KEY.trim_end_matches('='))
+        .with("code query parameter", "SECRETCODE123")
+        .with("x-functions-key header", "SECRETFNKEY456");
+    for signature in &signatures {
+        secrets.add("token or signature", signature);
     }
+    secrets.assert_absent_from(&app.output(), "request logs");
 }
 
 #[tokio::test]
@@ -207,7 +202,9 @@ async fn rust_log_turns_the_request_line_off_and_on() {
         ("info,request=warn", false),
     ];
     for (filter, expected) in filters {
-        let settings = settings_with(&[("ALLOWED_IPS", "127.0.0.1"), ("RUST_LOG", filter)]);
+        let settings = Settings::base()
+            .set("ALLOWED_IPS", "127.0.0.1")
+            .set("RUST_LOG", filter);
         let mut app = TestApp::spawn(&settings);
         for path in [
             token_path("dev-1", None),
@@ -223,11 +220,12 @@ async fn rust_log_turns_the_request_line_off_and_on() {
             app.wait_exit(Duration::from_secs(10)).is_some(),
             "RUST_LOG={filter}: the handler must exit on SIGTERM"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !app.stdout().contains("\"shutting down\"") && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let stdout = app.stdout();
+        let stdout = poll(Duration::from_secs(5), || async {
+            let stdout = app.stdout();
+            stdout.contains("\"shutting down\"").then_some(stdout)
+        })
+        .await
+        .unwrap_or_else(|| app.stdout());
         assert!(
             stdout.contains("\"shutting down\""),
             "RUST_LOG={filter}: other info lines must still be written:\n{stdout}"

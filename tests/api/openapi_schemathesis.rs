@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, settings_with};
+use crate::support::app::TestApp;
+use crate::support::settings::Settings;
 
 /// Examples per operation and mode; `SCHEMATHESIS_EXAMPLES` overrides.
 const EXAMPLES: &str = "100";
@@ -29,12 +30,13 @@ fn the_handler_answers_as_its_openapi_description_says() {
         "{} is missing: run `make infra-check` (it installs the pinned tools; `make test` runs it first)",
         schemathesis.display()
     );
-    let app = TestApp::spawn(&settings_with(&[
-        ("ALLOWED_IPS", "127.0.0.1,::1"),
-        ("TOKEN_TTL_SECONDS", "3600"),
-        ("TOKEN_MAX_TTL_SECONDS", "86400"),
-        ("RUST_LOG", "info"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("ALLOWED_IPS", "127.0.0.1,::1")
+            .set("TOKEN_TTL_SECONDS", "3600")
+            .set("TOKEN_MAX_TTL_SECONDS", "86400")
+            .set("RUST_LOG", "info"),
+    );
     let examples = std::env::var("SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| EXAMPLES.to_owned());
     let work = std::env::temp_dir().join(format!("schemathesis-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("the temp directory is writable");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, base_settings};
+use crate::support::{app::TestApp, settings::Settings};
 
 /// A setting of this test, from the environment, or `default`.
 fn knob(name: &str, default: u64) -> u64 {
@@ -53,29 +53,34 @@ async fn a_mixed_load_gets_no_5xx_drops_nothing_and_keeps_memory_flat() {
     let seconds = knob("SOAK_SECONDS", 3);
     let connections = knob("SOAK_CONNECTIONS", 32);
     // Production logging: one info line per request.
-    let mut settings = base_settings();
-    settings.push(("RUST_LOG", "info"));
-    let app = TestApp::spawn(&settings);
+    let app = TestApp::spawn(&Settings::base().set("RUST_LOG", "info"));
     let pid = app.pid();
     let base = format!("http://{}", app.address);
 
+    // One keep-alive connection per worker. The clients are built before the clock starts:
+    // building one takes longer than many requests, and the run measures the handler.
+    let clients: Vec<reqwest::Client> = (0..connections)
+        .map(|_| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client builds")
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let sent = Arc::new(AtomicU64::new(0));
     let unexpected = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let workers: Vec<_> = (0..connections)
-        .map(|worker| {
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(worker, client)| {
             let base = base.clone();
             let sent = Arc::clone(&sent);
             let unexpected = Arc::clone(&unexpected);
             tokio::spawn(async move {
-                // One keep-alive connection per worker.
-                let client = reqwest::Client::builder()
-                    .no_proxy()
-                    .pool_max_idle_per_host(1)
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .expect("client builds");
-                let mut step = worker as usize;
+                let mut step = worker;
                 while Instant::now() < deadline {
                     let (path, xff, want) = MIX[step % MIX.len()];
                     step += 1;

@@ -20,10 +20,12 @@ use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions
 use azure_security_keyvault_secrets::SecretClient;
 use serde_json::{Value, json};
 
-use crate::helpers::unix_now;
 use crate::stand_ins::identity::{API_VERSION, VAULT_RESOURCE};
 use crate::stand_ins::key_vault::SDK_API_VERSION;
 use crate::stand_ins::{Auth, Outage, StandIns};
+use crate::support::clock::unix_now;
+use crate::support::settings::Settings;
+use crate::support::tls::client_trusting;
 
 /// Set in the child's environment; without it the child test does nothing.
 const CHILD_MARKER: &str = "STAND_INS_SDK_CHILD";
@@ -31,13 +33,9 @@ const SECRET: &str = "iothub-policy-key";
 const SECRET_VALUE: &str = "c2RrLXByb29mLXZhbHVl";
 const CHILD_TEST: &str = "stand_ins_sdk::official_sdk_clients_in_a_child_process";
 
-/// Runs the child with the stand-ins' environment (`overrides` replacing entries) and returns
-/// its `SDK-RESULT` lines.
-fn run_child(
-    stand_ins: &StandIns,
-    extra: &[(&str, String)],
-    overrides: &[(&str, &str)],
-) -> Vec<Value> {
+/// Runs the child with `environment` (the stand-ins' and what the steps read) and returns its
+/// `SDK-RESULT` lines.
+fn run_child(environment: &Settings) -> Vec<Value> {
     let mut command = Command::new(std::env::current_exe().expect("the test binary has a path"));
     command
         .args([
@@ -52,16 +50,7 @@ fn run_child(
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
-    for (name, value) in stand_ins.environment() {
-        let value = overrides
-            .iter()
-            .find(|(o, _)| *o == name)
-            .map_or(value, |(_, v)| (*v).to_owned());
-        command.env(name, value);
-    }
-    for (name, value) in extra {
-        command.env(name, value);
-    }
+    command.envs(environment.iter());
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("the test binary cannot run itself as a child: {e}"));
@@ -102,7 +91,7 @@ fn the_official_sdk_reads_a_secret_through_the_challenge_and_managed_identity() 
     let identity = &stand_ins.identity;
 
     // Act
-    let results = run_child(&stand_ins, &[("SDK_CLIENT_ID", client_id.clone())], &[]);
+    let results = run_child(&stand_ins.environment().set("SDK_CLIENT_ID", &client_id));
 
     // Assert: what the SDK got.
     let expected_id = format!("https://{}/secrets/{SECRET}/{version}", vault.host());
@@ -191,9 +180,10 @@ fn the_official_sdk_is_refused_a_token_with_the_wrong_identity_header() {
     stand_ins.key_vault.set_secret(SECRET, SECRET_VALUE);
 
     let results = run_child(
-        &stand_ins,
-        &[("SDK_SCENARIO", "wrong-header".to_owned())],
-        &[("IDENTITY_HEADER", "not-the-platform-secret")],
+        &stand_ins
+            .environment()
+            .set("SDK_SCENARIO", "wrong-header")
+            .set("IDENTITY_HEADER", "not-the-platform-secret"),
     );
 
     let refused = step(&results, "wrong-header");
@@ -321,10 +311,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// A client that trusts the stand-in CA only and reaches the vault through its proxy.
 fn vault_client(stand_ins: &StandIns) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(stand_ins.key_vault.ca_pem().as_bytes())
-        .expect("the stand-in CA is PEM");
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
+    client_trusting(stand_ins.key_vault.ca_pem())
         .proxy(
             reqwest::Proxy::https(stand_ins.key_vault.proxy_url()).expect("the proxy URL parses"),
         )

@@ -4,16 +4,12 @@
 
 use std::net::TcpListener;
 
-use crate::helpers::{settings_with, spawn_expecting_failure};
+use crate::support::settings::Settings;
+use crate::support::startup::spawn_expecting_failure;
 
 /// Runs the binary with `settings`; asserts a non-zero exit, no `listening` line and exactly one
 /// stderr line that starts with `prefix` and contains every one of `names`.
-fn assert_refused_naming(
-    description: &str,
-    settings: &[(&str, &str)],
-    prefix: &str,
-    names: &[&str],
-) {
+fn assert_refused_naming(description: &str, settings: &Settings, prefix: &str, names: &[&str]) {
     let failure = spawn_expecting_failure(settings);
     assert!(
         !failure.status.success(),
@@ -50,7 +46,7 @@ fn a_port_already_in_use_is_named_as_the_port_that_could_not_be_bound() {
     let port = taken.local_addr().expect("bound").port().to_string();
     assert_refused_naming(
         "port in use",
-        &settings_with(&[("FUNCTIONS_CUSTOMHANDLER_PORT", &port)]),
+        &Settings::base().set("FUNCTIONS_CUSTOMHANDLER_PORT", &port),
         &format!(
             "startup error: cannot listen on 127.0.0.1:{port} (FUNCTIONS_CUSTOMHANDLER_PORT): "
         ),
@@ -60,16 +56,10 @@ fn a_port_already_in_use_is_named_as_the_port_that_could_not_be_bound() {
 
 #[test]
 fn a_key_vault_client_that_cannot_be_built_names_key_vault_and_the_identity_endpoint() {
-    let settings = settings_with(&[
-        ("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/"),
-        ("IOTHUB_POLICY_KEY_SECRET", "iothub-device-policy"),
-        ("IDENTITY_ENDPOINT", "not a url"),
-        ("IDENTITY_HEADER", "x"),
-    ]);
-    let settings: Vec<_> = settings
-        .into_iter()
-        .filter(|(name, _)| *name != "IOTHUB_POLICY_KEY")
-        .collect();
+    let settings = Settings::key_vault("iothub-device-policy")
+        .set("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/")
+        .set("IDENTITY_ENDPOINT", "not a url")
+        .set("IDENTITY_HEADER", "x");
     assert_refused_naming(
         "malformed IDENTITY_ENDPOINT",
         &settings,
@@ -82,7 +72,7 @@ fn a_key_vault_client_that_cannot_be_built_names_key_vault_and_the_identity_endp
 fn an_invalid_log_filter_is_a_configuration_error_naming_rust_log() {
     assert_refused_naming(
         "bad RUST_LOG",
-        &settings_with(&[("RUST_LOG", "info,[[[")]),
+        &Settings::base().set("RUST_LOG", "info,[[["),
         "configuration error: RUST_LOG: ",
         &[],
     );
@@ -96,25 +86,19 @@ fn a_trust_file_without_certificates_is_named_for_every_https_client() {
     let empty = std::env::temp_dir().join(format!("no-roots-{}.pem", std::process::id()));
     std::fs::write(&empty, "").expect("write an empty file");
     let path = empty.to_str().expect("a UTF-8 temp path");
-    let key_vault: Vec<_> = settings_with(&[
-        ("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/"),
-        ("IOTHUB_POLICY_KEY_SECRET", "iothub-device-policy"),
-        ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
-        ("IDENTITY_HEADER", "x"),
-        ("SSL_CERT_FILE", path),
-    ])
-    .into_iter()
-    .filter(|(name, _)| *name != "IOTHUB_POLICY_KEY")
-    .collect();
-    let bearer = settings_with(&[
-        ("AUTH_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
-        ("AUTH_AUDIENCE", "api://iothub-sas-handler"),
-        (
+    let key_vault = Settings::key_vault("iothub-device-policy")
+        .set("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/")
+        .set("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token")
+        .set("IDENTITY_HEADER", "x")
+        .set("SSL_CERT_FILE", path);
+    let bearer = Settings::base()
+        .set("AUTH_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+        .set("AUTH_AUDIENCE", "api://iothub-sas-handler")
+        .set(
             "AUTH_ALLOWED_CALLERS",
             "11111111-2222-3333-4444-555555555555",
-        ),
-        ("SSL_CERT_FILE", path),
-    ]);
+        )
+        .set("SSL_CERT_FILE", path);
     for (description, settings) in [("Key Vault", key_vault), ("bearer layer", bearer)] {
         assert_refused_naming(
             description,

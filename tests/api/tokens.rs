@@ -6,15 +6,31 @@
 //! equal ours byte for byte, for every valid device id. Node's `azure-iot-common` writes
 //! `sr, sig, skn, se` and lower-case hex for `!'()*`, so it is compared field by field.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::{
-    HOSTNAME, Issued, KEY, LEGACY_ROUTE, POLICY, TestApp, assert_problem, base_settings, encode,
-    media_type, node_oracle, oracle_str, python_oracle, rfc3339, settings_with, token_path,
+use crate::support::{
+    answers::{Issued, assert_problem, media_type},
+    app::TestApp,
+    oracles::{node_oracle, oracle_batch, oracle_case, oracle_str, python_oracle},
+    routes::{LEGACY_ROUTE, token_path},
+    sas::encode,
+    settings::{HOSTNAME, KEY, POLICY, Settings},
 };
 
 /// A second key, for the settings tests (must differ from `KEY`).
 const OTHER_KEY: &str = "q83vEjRWeJC7zN7/ASNFZ4mrze8BI0VniavN7wEjRWc=";
+/// The hub and policy the seed-name tests configure.
+const SEED_HUB: &str = "seed-hub.azure-devices.net";
+const SEED_POLICY: &str = "seedpolicy";
+
+/// `settings` with the seed's setting names set: hub, policy, `OTHER_KEY`, and `allowedip`.
+fn seed_names(settings: Settings, allowedip: &str) -> Settings {
+    settings
+        .set("iothubhostname", SEED_HUB)
+        .set("keyname", SEED_POLICY)
+        .set("keyvalue", OTHER_KEY)
+        .set("allowedip", allowedip)
+}
 
 /// Device ids every SDK encodes the same way.
 fn ordinary_ids() -> Vec<String> {
@@ -65,25 +81,31 @@ async fn issue_on_both_routes(
     issued
 }
 
-fn oracle_batch(
+/// The oracle batch for `issued`: every token signed with `key` under `policy` for `hostname`.
+fn batch_of(
     key: &str,
     policy: &str,
     hostname: &str,
     issued: &[(String, String, u64, Issued)],
 ) -> Value {
-    let cases: Vec<Value> = issued
-        .iter()
-        .map(|(_, id, ttl, answer)| {
-            json!({
-                "hostname": hostname,
-                "device_id": id,
-                "se": answer.token.se,
-                "ttl": ttl,
-                "token": answer.token.raw,
-            })
-        })
-        .collect();
-    json!({ "key": key, "policy": policy, "cases": cases })
+    oracle_batch(
+        key,
+        policy,
+        issued
+            .iter()
+            .map(|(_, id, ttl, answer)| oracle_case(hostname, id, *ttl, &answer.token)),
+    )
+}
+
+/// The token Python's `azure-iot-device` makes for `dev-1` on `hostname` with `key` under
+/// `policy`, expiring when `answer`'s token does (an hour after it was asked for).
+fn python_sdk_token(key: &str, policy: &str, hostname: &str, answer: &Issued) -> String {
+    let results = python_oracle(&oracle_batch(
+        key,
+        policy,
+        [oracle_case(hostname, "dev-1", 3600, &answer.token)],
+    ));
+    oracle_str(&results[0], "sdk_token").to_owned()
 }
 
 /// `%2a` → `%2A`: Node writes lower-case hex for `!'()*`.
@@ -100,25 +122,12 @@ fn upper_hex(encoded: &str) -> String {
     out
 }
 
-#[test]
-fn rfc3339_helper_matches_known_instants() {
-    for (secs, expected) in [
-        (0, "1970-01-01T00:00:00Z"),
-        (951_782_400, "2000-02-29T00:00:00Z"),
-        (1_700_000_000, "2023-11-14T22:13:20Z"),
-        (1_795_415_309, "2026-11-23T06:28:29Z"),
-        (4_102_444_799, "2099-12-31T23:59:59Z"),
-    ] {
-        assert_eq!(rfc3339(secs), expected, "rfc3339({secs})");
-    }
-}
-
 #[tokio::test]
 async fn ordinary_device_tokens_match_the_python_sdk_byte_for_byte() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     let issued = issue_on_both_routes(&app, &ordinary_ids(), 3600).await;
-    let results = python_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
+    let results = python_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
 
     for ((what, id, ttl, answer), sdk) in issued.iter().zip(&results) {
         assert_eq!(answer.device_id, *id, "{what}: deviceId");
@@ -138,16 +147,20 @@ async fn ordinary_device_tokens_match_the_python_sdk_byte_for_byte() {
 
 #[tokio::test]
 async fn ordinary_device_tokens_match_the_node_sdk_field_by_field() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     let issued = issue_on_both_routes(&app, &ordinary_ids(), 3600).await;
-    let results = node_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
+    let results = node_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
 
     for ((what, _, _, answer), sdk) in issued.iter().zip(&results) {
         let fields = &sdk["sdk_fields"];
         assert_eq!(answer.token.sr, oracle_str(fields, "sr"), "{what}: sr");
         assert_eq!(answer.token.sig, oracle_str(fields, "sig"), "{what}: sig");
-        assert_eq!(answer.token.skn, oracle_str(fields, "skn"), "{what}: skn");
+        assert_eq!(
+            answer.token.skn.as_deref(),
+            Some(oracle_str(fields, "skn")),
+            "{what}: skn"
+        );
         assert_eq!(
             answer.token.se.to_string(),
             oracle_str(fields, "se"),
@@ -163,7 +176,7 @@ async fn ordinary_device_tokens_match_the_node_sdk_field_by_field() {
 
 #[tokio::test]
 async fn special_character_ids_are_encoded_strictly_and_signed_as_both_sdks_sign() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     // `?` and `%` cannot travel in a path segment without ambiguity: query route only.
     let mut issued = Vec::new();
@@ -184,8 +197,8 @@ async fn special_character_ids_are_encoded_strictly_and_signed_as_both_sdks_sign
             ));
         }
     }
-    let python = python_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
-    let node = node_oracle(&oracle_batch(KEY, POLICY, HOSTNAME, &issued));
+    let python = python_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
+    let node = node_oracle(&batch_of(KEY, POLICY, HOSTNAME, &issued));
 
     for (((what, id, ttl, answer), py), nd) in issued.iter().zip(&python).zip(&node) {
         assert_eq!(answer.device_id, *id, "{what}: deviceId");
@@ -225,7 +238,7 @@ async fn special_character_ids_are_encoded_strictly_and_signed_as_both_sdks_sign
 
 #[tokio::test]
 async fn ttl_at_either_bound_sets_se_and_expires_on() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, url, ttl) in [
         (
@@ -258,10 +271,11 @@ async fn ttl_at_either_bound_sets_se_and_expires_on() {
 
 #[tokio::test]
 async fn default_and_maximum_lifetime_come_from_the_settings() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("TOKEN_TTL_SECONDS", "120"),
-        ("TOKEN_MAX_TTL_SECONDS", "600"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("TOKEN_TTL_SECONDS", "120")
+            .set("TOKEN_MAX_TTL_SECONDS", "600"),
+    );
 
     app.issue(&token_path("dev-1", None))
         .await
@@ -281,10 +295,11 @@ async fn default_and_maximum_lifetime_come_from_the_settings() {
 
 #[tokio::test]
 async fn a_one_year_maximum_and_a_one_minute_default_are_accepted() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("TOKEN_TTL_SECONDS", "60"),
-        ("TOKEN_MAX_TTL_SECONDS", "31536000"),
-    ]));
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("TOKEN_TTL_SECONDS", "60")
+            .set("TOKEN_MAX_TTL_SECONDS", "31536000"),
+    );
 
     app.issue(&token_path("dev-1", None))
         .await
@@ -302,10 +317,7 @@ async fn the_handler_listens_on_the_configured_port() {
         .port()
         .to_string();
 
-    let app = TestApp::spawn(&settings_with(&[(
-        "FUNCTIONS_CUSTOMHANDLER_PORT",
-        port.as_str(),
-    )]));
+    let app = TestApp::spawn(&Settings::base().set("FUNCTIONS_CUSTOMHANDLER_PORT", port.as_str()));
 
     assert_eq!(
         app.address.port().to_string(),
@@ -317,7 +329,7 @@ async fn the_handler_listens_on_the_configured_port() {
 
 #[tokio::test]
 async fn token_answers_are_json_and_never_cached() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for url in [
         token_path("dev-1", None),
@@ -344,7 +356,7 @@ async fn token_answers_are_json_and_never_cached() {
 
 #[tokio::test]
 async fn query_keys_match_case_insensitively_and_unknown_keys_are_ignored() {
-    let app = TestApp::spawn(&base_settings());
+    let app = TestApp::spawn(&Settings::base());
 
     for (description, url, ttl) in [
         (
@@ -378,89 +390,70 @@ async fn query_keys_match_case_insensitively_and_unknown_keys_are_ignored() {
 
 #[tokio::test]
 async fn seed_setting_names_configure_the_handler_when_upper_case_names_are_unset() {
-    let app = TestApp::spawn(&[
-        ("iothubhostname", "seed-hub.azure-devices.net"),
-        ("keyname", "seedpolicy"),
-        ("keyvalue", OTHER_KEY),
-        ("allowedip", "127.0.0.1"),
-    ]);
+    let app = TestApp::spawn(
+        &Settings::none()
+            .set("iothubhostname", "seed-hub.azure-devices.net")
+            .set("keyname", "seedpolicy")
+            .set("keyvalue", OTHER_KEY)
+            .set("allowedip", "127.0.0.1"),
+    );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk = python_oracle(&json!({
-        "key": OTHER_KEY,
-        "policy": "seedpolicy",
-        "cases": [{"hostname": "seed-hub.azure-devices.net", "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    }));
+    let sdk_token = python_sdk_token(OTHER_KEY, SEED_POLICY, SEED_HUB, &answer);
 
-    assert_eq!(answer.token.raw, oracle_str(&sdk[0], "sdk_token"));
+    assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
 async fn an_empty_upper_case_setting_counts_as_unset_and_the_seed_name_applies() {
-    let app = TestApp::spawn(&[
-        ("IOTHUB_HOSTNAME", ""),
-        ("iothubhostname", "seed-hub.azure-devices.net"),
-        ("IOTHUB_POLICY_NAME", ""),
-        ("keyname", "seedpolicy"),
-        ("IOTHUB_POLICY_KEY", ""),
-        ("keyvalue", OTHER_KEY),
-        ("ALLOWED_IPS", ""),
-        ("allowedip", "127.0.0.1"),
-    ]);
+    let app = TestApp::spawn(
+        &Settings::none()
+            .set("IOTHUB_HOSTNAME", "")
+            .set("iothubhostname", "seed-hub.azure-devices.net")
+            .set("IOTHUB_POLICY_NAME", "")
+            .set("keyname", "seedpolicy")
+            .set("IOTHUB_POLICY_KEY", "")
+            .set("keyvalue", OTHER_KEY)
+            .set("ALLOWED_IPS", "")
+            .set("allowedip", "127.0.0.1"),
+    );
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk = python_oracle(&json!({
-        "key": OTHER_KEY,
-        "policy": "seedpolicy",
-        "cases": [{"hostname": "seed-hub.azure-devices.net", "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    }));
+    let sdk_token = python_sdk_token(OTHER_KEY, SEED_POLICY, SEED_HUB, &answer);
 
-    assert_eq!(answer.token.raw, oracle_str(&sdk[0], "sdk_token"));
+    assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
 async fn upper_case_settings_win_over_seed_names() {
-    let app = TestApp::spawn(&settings_with(&[
-        ("iothubhostname", "seed-hub.azure-devices.net"),
-        ("keyname", "seedpolicy"),
-        ("keyvalue", OTHER_KEY),
-        ("allowedip", "10.9.9.9"),
-    ]));
+    let app = TestApp::spawn(&seed_names(Settings::base(), "10.9.9.9"));
 
     // 127.0.0.1 is allowed only by ALLOWED_IPS, so a 200 shows the upper-case allow list won.
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let sdk = python_oracle(&json!({
-        "key": KEY,
-        "policy": POLICY,
-        "cases": [{"hostname": HOSTNAME, "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    }));
+    let sdk_token = python_sdk_token(KEY, POLICY, HOSTNAME, &answer);
 
-    assert_eq!(answer.token.raw, oracle_str(&sdk[0], "sdk_token"));
+    assert_eq!(answer.token.raw, sdk_token);
 }
 
 #[tokio::test]
 async fn policy_name_is_percent_encoded_in_skn() {
     // Policy names have no spaces, but `*`, `(` and `)` are printable ASCII that must be encoded.
     let policy = "device*(1)";
-    let app = TestApp::spawn(&settings_with(&[("IOTHUB_POLICY_NAME", policy)]));
+    let app = TestApp::spawn(&Settings::base().set("IOTHUB_POLICY_NAME", policy));
 
     let answer = app.issue(&token_path("dev-1", None)).await;
-    let batch = json!({
-        "key": KEY,
-        "policy": policy,
-        "cases": [{"hostname": HOSTNAME, "device_id": "dev-1",
-                   "se": answer.token.se, "ttl": 3600, "token": answer.token.raw}],
-    });
+    let batch = oracle_batch(
+        KEY,
+        policy,
+        [oracle_case(HOSTNAME, "dev-1", 3600, &answer.token)],
+    );
     let python = python_oracle(&batch);
     let node = node_oracle(&batch);
 
-    assert_eq!(answer.token.skn, "device%2A%281%29");
+    assert_eq!(answer.token.skn.as_deref(), Some("device%2A%281%29"));
     assert_eq!(
         answer.token.skn,
-        upper_hex(oracle_str(&node[0]["sdk_fields"], "skn")),
+        Some(upper_hex(oracle_str(&node[0]["sdk_fields"], "skn"))),
         "skn as azure-iot-common encodes it (modulo hex case)"
     );
     assert_eq!(

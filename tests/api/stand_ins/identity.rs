@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 
 use super::{Grant, Grants, bind_loopback, header, json, lock, query_pairs, random_guid, serve};
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
 
 /// The one API version the App Service endpoint speaks here.
 pub(crate) const API_VERSION: &str = "2019-08-01";

@@ -29,14 +29,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer as CaIssuer,
-    KeyPair, KeyUsagePurpose,
-};
 use serde_json::{Map, Value, json};
 
 use super::{lock, random_guid, random_string};
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
+use crate::support::settings::Settings;
+use crate::support::tls::TestCa;
 
 /// How long the driver may take to start (node, two RSA keys) and to answer one command.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -208,14 +206,16 @@ impl Issuer {
             random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 10)
         ));
         std::fs::create_dir_all(&files).expect("the temp directory is writable");
-        let tls = TlsFiles::generate();
+        let ca = TestCa::new("Entra issuer stand-in test CA");
+        let server = ca.issue(&["127.0.0.1", "localhost"]);
+        let ca_pem = ca.pem();
         let ca_file = files.join("ca.pem");
         let key_file = files.join("key.pem");
         let cert_file = files.join("cert.pem");
         for (path, text) in [
-            (&ca_file, &tls.ca_pem),
-            (&key_file, &tls.key_pem),
-            (&cert_file, &tls.cert_pem),
+            (&ca_file, ca_pem.as_str()),
+            (&key_file, server.key_pem().as_str()),
+            (&cert_file, server.cert_pem()),
         ] {
             std::fs::write(path, text).expect("the temp directory is writable");
         }
@@ -257,7 +257,7 @@ impl Issuer {
             kid: Mutex::new(text("kid")),
             dir: files,
             ca_file,
-            ca_pem: tls.ca_pem,
+            ca_pem,
             child,
             channel: Mutex::new((stdin, rx)),
         }
@@ -290,12 +290,11 @@ impl Issuer {
 
     /// What the handler needs to trust this issuer for `AUTH_TENANT_ID`'s tokens:
     /// `AUTH_TENANT_ID`, `AUTH_OPENID_CONFIG_URL` and `SSL_CERT_FILE`.
-    pub(crate) fn settings(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AUTH_TENANT_ID", self.tenant.clone()),
-            ("AUTH_OPENID_CONFIG_URL", self.metadata_url.clone()),
-            ("SSL_CERT_FILE", self.ca_file.display().to_string()),
-        ]
+    pub(crate) fn settings(&self) -> Settings {
+        Settings::none()
+            .set("AUTH_TENANT_ID", &self.tenant)
+            .set("AUTH_OPENID_CONFIG_URL", &self.metadata_url)
+            .set("SSL_CERT_FILE", self.ca_file.display().to_string())
     }
 
     /// Sends one command and returns its answer; panics on a driver error.
@@ -402,49 +401,6 @@ fn token_of(answer: &Value) -> String {
         .to_owned()
 }
 
-/// A test CA and a server certificate it issued for `127.0.0.1` and `localhost`, as PEM.
-struct TlsFiles {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl TlsFiles {
-    fn generate() -> TlsFiles {
-        let ca_key = KeyPair::generate().expect("a key pair generates");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "Entra issuer stand-in test CA");
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .expect("the CA certificate self-signs");
-        let ca = CaIssuer::from_params(&ca_params, &ca_key);
-
-        let key = KeyPair::generate().expect("a key pair generates");
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("an address and a host name are valid SANs");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Entra issuer stand-in");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &ca).expect("the CA signs the leaf");
-        TlsFiles {
-            ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-}
-
 /// The stand-in itself: what it publishes and signs is what Entra would, and checks out with
 /// an RSA implementation of its own (aws-lc-rs), independent of the driver and the handler.
 mod self_tests {
@@ -453,13 +409,11 @@ mod self_tests {
     use serde_json::{Map, Value, json};
 
     use super::{Caller, Forgery, Issuer, Signer, Version, entra_claims, v1_issuer, v2_issuer};
+    use crate::support::tls::client_trusting;
 
     /// A client that trusts nothing but the stand-in's CA.
     fn client(issuer: &Issuer) -> reqwest::Client {
-        reqwest::Client::builder()
-            .no_proxy()
-            .tls_certs_only([reqwest::Certificate::from_pem(issuer.ca_pem().as_bytes())
-                .expect("the CA PEM parses")])
+        client_trusting(issuer.ca_pem())
             .build()
             .expect("a reqwest client builds")
     }

@@ -29,23 +29,17 @@ use std::time::Duration;
 use axum::body::Body;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{
     Grants, bind_loopback, header, json, lock, query_pairs, random_guid, random_hex32,
     random_string, serve,
 };
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
+use crate::support::tls::TestCa;
 
 /// The API version the SDK (`azure_security_keyvault_secrets` 1.0.1) asks for.
 pub(crate) const SDK_API_VERSION: &str = "2025-07-01";
@@ -127,7 +121,9 @@ impl KeyVault {
             random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 10)
         );
         let host = format!("{name}.vault.azure.net");
-        let (ca_pem, acceptor) = tls_for(&host);
+        let ca = TestCa::new("Key Vault stand-in test CA");
+        let acceptor = ca.issue(&[&host]).acceptor();
+        let ca_pem = ca.pem();
         let ca_file =
             std::env::temp_dir().join(format!("stand-in-ca-{}-{name}.pem", std::process::id()));
         std::fs::write(&ca_file, &ca_pem).expect("the temp directory is writable");
@@ -437,55 +433,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
             .expect("a GUID is a valid header value"),
     );
     response
-}
-
-/// A fresh CA and a certificate it issued for `host`: the CA as PEM (for the client to trust)
-/// and an acceptor serving the leaf.
-fn tls_for(host: &str) -> (String, TlsAcceptor) {
-    let ca_key = KeyPair::generate().expect("a key pair generates");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Key Vault stand-in test CA");
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .expect("the CA certificate self-signs");
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-
-    let leaf_key = KeyPair::generate().expect("a key pair generates");
-    let mut leaf_params =
-        CertificateParams::new(vec![host.to_owned()]).expect("a host name is a valid SAN");
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, host);
-    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    let leaf_cert = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("the CA signs the leaf");
-
-    let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    // An explicit provider: several crates in this test binary enable different rustls
-    // backends, so there is no process-wide default to pick.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the default protocol versions are supported")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("the leaf and its key match");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (ca_cert.pem(), TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Accepts proxy clients until the runtime stops.

@@ -16,10 +16,14 @@
 //! Management sends (OpenID metadata and JWKS over HTTPS): a child process around the
 //! `oauth2-mock-server` npm package, started by each bearer-token test on its own.
 //!
+//! [`bearer::Fixture`] is the arrangement the bearer-token tests start from: an issuer, API
+//! Management's identity as the allowed caller, and the handler's app registration.
+//!
 //! [`StandIns`] starts both on a runtime of their own: they keep answering while the test thread
 //! blocks (for instance in `TestApp::spawn`), and they stop when it is dropped. Each test starts
 //! its own, on ports picked by the system, so tests run in parallel.
 
+pub(crate) mod bearer;
 pub(crate) mod identity;
 pub(crate) mod issuer;
 pub(crate) mod key_vault;
@@ -40,7 +44,9 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) use identity::Identity;
 pub(crate) use key_vault::{Auth, KeyVault, Outage};
 
-use crate::helpers::unix_now;
+use crate::support::clock::unix_now;
+use crate::support::leaks::Secrets;
+use crate::support::settings::Settings;
 
 /// The managed-identity endpoint and the vault, sharing the tokens one issues and the other
 /// accepts.
@@ -73,18 +79,34 @@ impl StandIns {
     /// What the handler (or any Azure SDK client) needs in its environment to use the stand-ins:
     /// `KEYVAULT_URI`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`, `SSL_CERT_FILE`, `HTTPS_PROXY`
     /// and `NO_PROXY` (so that the identity endpoint on 127.0.0.1 is reached directly).
-    pub(crate) fn environment(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("KEYVAULT_URI", self.key_vault.uri()),
-            ("IDENTITY_ENDPOINT", self.identity.endpoint()),
-            ("IDENTITY_HEADER", self.identity.header_secret().to_owned()),
-            (
+    pub(crate) fn environment(&self) -> Settings {
+        Settings::none()
+            .set("KEYVAULT_URI", self.key_vault.uri())
+            .set("IDENTITY_ENDPOINT", self.identity.endpoint())
+            .set("IDENTITY_HEADER", self.identity.header_secret())
+            .set(
                 "SSL_CERT_FILE",
                 self.key_vault.ca_file().display().to_string(),
-            ),
-            ("HTTPS_PROXY", self.key_vault.proxy_url()),
-            ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
-        ]
+            )
+            .set("HTTPS_PROXY", self.key_vault.proxy_url())
+            .set("NO_PROXY", "127.0.0.1,localhost")
+    }
+}
+
+impl StandIns {
+    /// What the stand-ins hold that the handler must never print: every value ever stored in
+    /// the vault, every access token the identity endpoint issued, and the `IDENTITY_HEADER`
+    /// value.
+    pub(crate) fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        for value in self.key_vault.secret_values() {
+            secrets.add("vault secret value", &value);
+        }
+        for token in self.identity.issued_tokens() {
+            secrets.add("managed-identity access token", &token);
+        }
+        secrets.add("IDENTITY_HEADER value", self.identity.header_secret());
+        secrets
     }
 }
 
