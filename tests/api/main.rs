@@ -14,6 +14,8 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod openapi_schemathesis;
+mod scoping;
+mod signing_modes;
 mod soak;
 mod stand_ins;
 mod stand_ins_sdk;

@@ -208,3 +208,126 @@ pub(crate) async fn assert_unavailable(response: Response, context: &str) -> (He
     );
     (headers, body)
 }
+
+/// What a 200 is for, which decides the ids its body names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenFor {
+    /// `deviceId`.
+    Device,
+    /// `deviceId` and `moduleId`.
+    Module,
+    /// `registrationId`.
+    Registration,
+}
+
+/// A `200` from any token route, its body checked for the subject's ids and the renewal hints.
+pub(crate) struct TokenAnswer {
+    /// The whole body.
+    pub(crate) body: Value,
+    /// `sastoken`.
+    pub(crate) token: String,
+    /// `expiresIn`.
+    pub(crate) expires_in: u64,
+    /// `refreshIn`.
+    pub(crate) refresh_in: u64,
+}
+
+impl TokenAnswer {
+    /// Reads `response` to `what`, sent at Unix second `before`: a 200 whose body holds exactly
+    /// `sastoken`, the ids of `subject`, `expiresOn`, `expiresIn` and `refreshIn`, where
+    /// `expiresOn` is the token's `se` as RFC 3339, `expiresIn` is `se` minus the handler's now
+    /// (within the request's window) and `refreshIn` lies between 75 % and 90 % of it.
+    pub(crate) async fn read(
+        response: Response,
+        what: &str,
+        subject: TokenFor,
+        before: u64,
+    ) -> TokenAnswer {
+        let status = response.status().as_u16();
+        let cache = response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.expect("body is readable");
+        let after = unix_now();
+        assert_eq!(status, 200, "{what} answered {status}: {text}");
+        assert_eq!(cache.as_deref(), Some("no-store"), "{what}: Cache-Control");
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {text}"));
+        let mut keys: Vec<&str> = body
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: body is not an object: {text}"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let expected: &[&str] = match subject {
+            TokenFor::Device => &[
+                "deviceId",
+                "expiresIn",
+                "expiresOn",
+                "refreshIn",
+                "sastoken",
+            ],
+            TokenFor::Module => &[
+                "deviceId",
+                "expiresIn",
+                "expiresOn",
+                "moduleId",
+                "refreshIn",
+                "sastoken",
+            ],
+            TokenFor::Registration => &[
+                "expiresIn",
+                "expiresOn",
+                "refreshIn",
+                "registrationId",
+                "sastoken",
+            ],
+        };
+        assert_eq!(keys, expected, "{what}: body keys in {text}");
+        let token = body["sastoken"]
+            .as_str()
+            .expect("sastoken is a string")
+            .to_owned();
+        let se: u64 = token
+            .split(['&', ' '])
+            .find_map(|field| field.strip_prefix("se="))
+            .and_then(|se| se.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no integer se in {token}"));
+        let number = |name: &str| {
+            body[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{what}: `{name}` is not a whole number: {text}"))
+        };
+        let (expires_in, refresh_in) = (number("expiresIn"), number("refreshIn"));
+        assert_eq!(body["expiresOn"], rfc3339(se), "{what}: expiresOn is se");
+        assert!(
+            se - after <= expires_in && expires_in <= se - before,
+            "{what}: expiresIn {expires_in} is not se ({se}) minus a now in {before}..={after}"
+        );
+        assert!(
+            (expires_in * 3).div_ceil(4) <= refresh_in && refresh_in <= expires_in * 9 / 10,
+            "{what}: refreshIn {refresh_in} is not within 75-90 % of expiresIn {expires_in}"
+        );
+        TokenAnswer {
+            body,
+            token,
+            expires_in,
+            refresh_in,
+        }
+    }
+
+    /// The token, taken apart, with exactly `fields` in that order.
+    pub(crate) fn fields(&self, fields: &[&str]) -> SasToken {
+        SasToken::parse_fields(&self.token, fields)
+    }
+
+    /// A string member of the body.
+    pub(crate) fn text(&self, member: &str) -> &str {
+        self.body[member]
+            .as_str()
+            .unwrap_or_else(|| panic!("`{member}` is not a string: {}", self.body))
+    }
+}

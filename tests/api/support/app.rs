@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, Response};
 use serde_json::Value;
 
-use super::answers::{Issued, assert_caller_not_allowed};
+use super::answers::{Issued, TokenAnswer, TokenFor, assert_caller_not_allowed};
 use super::client_certs::CLIENT_CERT_HEADER;
 use super::clock::unix_now;
 use super::leaks::Secrets;
@@ -247,6 +247,18 @@ impl TestApp {
         let before = unix_now();
         let response = self.get(path_and_query, &[]).await;
         Issued::read(response, path_and_query, before).await
+    }
+
+    /// `GET path_and_query` with `headers`, asserting a 200 for `subject` ([`TokenAnswer::read`]).
+    pub(crate) async fn token(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        subject: TokenFor,
+    ) -> TokenAnswer {
+        let before = unix_now();
+        let response = self.get(path_and_query, headers).await;
+        TokenAnswer::read(response, &format!("GET {path_and_query}"), subject, before).await
     }
 
     /// Sends `request` byte for byte on a fresh connection and returns the status it got.

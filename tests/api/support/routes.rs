@@ -3,6 +3,8 @@
 
 /// Route templates as the request log must name them.
 pub(crate) const TOKEN_ROUTE: &str = "/api/devices/{deviceId}/sas-token";
+pub(crate) const MODULE_ROUTE: &str = "/api/devices/{deviceId}/modules/{moduleId}/sas-token";
+pub(crate) const REGISTRATION_ROUTE: &str = "/api/registrations/{registrationId}/sas-token";
 pub(crate) const LEGACY_ROUTE: &str = "/api/getSASTokenByDeviceID";
 
 /// `(description, path)` of both token routes for device `dev-1`.
@@ -19,5 +21,23 @@ pub(crate) fn token_path(segment: &str, query: Option<&str>) -> String {
     match query {
         Some(query) => format!("/api/devices/{segment}/sas-token?{query}"),
         None => format!("/api/devices/{segment}/sas-token"),
+    }
+}
+
+/// `/api/devices/{device}/modules/{module}/sas-token[?query]`, already percent-encoded.
+pub(crate) fn module_path(device: &str, module: &str, query: Option<&str>) -> String {
+    let path = format!("/api/devices/{device}/modules/{module}/sas-token");
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
+}
+
+/// `/api/registrations/{registration}/sas-token[?query]`, already percent-encoded.
+pub(crate) fn registration_path(registration: &str, query: Option<&str>) -> String {
+    let path = format!("/api/registrations/{registration}/sas-token");
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
     }
 }
