@@ -17,18 +17,20 @@
 //! unknown key form, an empty list or pattern, a `*` anywhere but last, a key for a layer that is
 //! off — stops the start rather than being guessed at.
 //!
-//! **How fast.** Everything is prepared at start: one hash map per key form; per rule a hash set
-//! of exact ids and a sorted list of prefixes with every prefix that a shorter one covers removed,
-//! so at most one can match an id and a binary search finds it. A decision is a handful of hash
-//! lookups and one O(log n) search per matching rule, whatever the number of rules.
+//! **How fast.** Everything is prepared at start: one hash map per key form, and per rule its
+//! [`Patterns`] (exact ids in a hash set, prefixes searched in O(log n)). A decision is a handful of
+//! hash lookups and one search per matching rule, whatever the number of rules.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 
+pub mod patterns;
+
 use crate::auth::bearer::is_guid;
 use crate::caller::Caller;
+use crate::scope::patterns::{PatternError, Patterns};
 use crate::settings::{Lookup, SettingError};
 
 /// The setting.
@@ -49,10 +51,7 @@ pub struct Scopes {
 struct Rule {
     /// The key as the operator wrote it: what the audit log records.
     key: Arc<str>,
-    everything: bool,
-    exact: HashSet<String>,
-    /// Sorted, and no entry is a prefix of another.
-    prefixes: Vec<String>,
+    patterns: Patterns,
 }
 
 /// Why `DEVICE_SCOPES` was refused.
@@ -249,75 +248,27 @@ impl Scopes {
 
 impl Rule {
     fn new(key: &str, patterns: &[String]) -> Result<Self, ScopeError> {
-        if patterns.is_empty() {
-            return Err(ScopeError::EmptyList(key.to_owned()));
-        }
-        let mut rule = Self {
+        let patterns = Patterns::parse(patterns).map_err(|error| match error {
+            PatternError::NoPatterns => ScopeError::EmptyList(key.to_owned()),
+            PatternError::Empty => ScopeError::EmptyPattern(key.to_owned()),
+            PatternError::StarNotLast(pattern) => ScopeError::StarNotLast {
+                key: key.to_owned(),
+                pattern,
+            },
+            PatternError::Impossible(pattern) => ScopeError::ImpossiblePattern {
+                key: key.to_owned(),
+                pattern,
+            },
+        })?;
+        Ok(Self {
             key: Arc::from(key),
-            everything: false,
-            exact: HashSet::new(),
-            prefixes: Vec::new(),
-        };
-        for pattern in patterns {
-            let (body, is_prefix) = match pattern.strip_suffix('*') {
-                Some(body) => (body, true),
-                None => (pattern.as_str(), false),
-            };
-            if pattern.is_empty() {
-                return Err(ScopeError::EmptyPattern(key.to_owned()));
-            }
-            if body.contains('*') {
-                return Err(ScopeError::StarNotLast {
-                    key: key.to_owned(),
-                    pattern: pattern.clone(),
-                });
-            }
-            if body.len() > 128 || !body.bytes().all(is_device_id_byte) {
-                return Err(ScopeError::ImpossiblePattern {
-                    key: key.to_owned(),
-                    pattern: pattern.clone(),
-                });
-            }
-            match (is_prefix, body) {
-                (true, "") => rule.everything = true,
-                (true, prefix) => rule.prefixes.push(prefix.to_owned()),
-                (false, id) => {
-                    rule.exact.insert(id.to_owned());
-                }
-            }
-        }
-        // Sorted, then drop every prefix that an earlier (shorter, equal-start) one covers: what is
-        // left is prefix-free, so the greatest prefix not above an id is the only one that can be
-        // a prefix of it.
-        rule.prefixes.sort_unstable();
-        rule.prefixes.dedup();
-        let mut kept: Vec<String> = Vec::with_capacity(rule.prefixes.len());
-        for prefix in rule.prefixes.drain(..) {
-            if !kept
-                .last()
-                .is_some_and(|last| prefix.starts_with(last.as_str()))
-            {
-                kept.push(prefix);
-            }
-        }
-        rule.prefixes = kept;
-        Ok(rule)
+            patterns,
+        })
     }
 
     fn matches(&self, id: &str) -> bool {
-        if self.everything || self.exact.contains(id) {
-            return true;
-        }
-        let below = self
-            .prefixes
-            .partition_point(|prefix| prefix.as_str() <= id);
-        below > 0 && id.starts_with(self.prefixes[below - 1].as_str())
+        self.patterns.matches(id)
     }
-}
-
-/// A device id character (IoT Hub's set); `*` is one, but patterns only allow it last.
-fn is_device_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b)
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -453,25 +404,6 @@ mod tests {
             scopes.allows(&ops, "anything").map(|k| &**k),
             Some("role:Ops")
         );
-    }
-
-    #[test]
-    fn overlapping_prefixes_never_hide_a_match() {
-        let scopes = Scopes::parse(r#"{"role:R": ["a*", "ab*", "b", "ac*", "abc*"]}"#)
-            .expect("valid scopes");
-        let role = caller(None, &["R"], None);
-        for (id, allowed) in [
-            ("a", true),
-            ("ab", true),
-            ("abz", true),
-            ("ac", true),
-            ("b", true),
-            ("ba", false),
-            ("", false),
-            ("A", false),
-        ] {
-            assert_eq!(scopes.allows(&role, id).is_some(), allowed, "{id:?}");
-        }
     }
 
     #[test]
