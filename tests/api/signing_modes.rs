@@ -250,7 +250,10 @@ async fn enrollment_group_device_tokens_are_device_key_tokens_signed_with_the_de
         let derived = oracle_str(py, "derived_key");
         // Every test runs at RUST_LOG=trace; the drop check watches the group key, this the
         // keys derived from it.
-        assert!(!app.output().contains(derived), "{path}: a derived key was printed");
+        assert!(
+            !app.output().contains(derived),
+            "{path}: a derived key was printed"
+        );
         if id == PUBLISHED_ID {
             assert_eq!(derived, PUBLISHED_DERIVED_KEY, "the published derivation");
         }
