@@ -125,57 +125,60 @@ fn ttl_of(request: &Parts) -> Result<Option<Cow<'_, str>>, ApiError> {
     Ok(RawQuery::parse(request.uri.query().unwrap_or_default())?.ttl)
 }
 
-/// [`Route::DeviceToken`]: the device id from the path, `ttl` from the query.
-async fn device_token(
-    State(app): State<AppState>,
-    device_id: Result<Path<String>, PathRejection>,
+/// A route whose ids are path segments: the ids from the path (`subject` says what they name),
+/// `ttl` from the query.
+async fn from_path<T: Send>(
+    app: AppState,
+    ids: Result<Path<T>, PathRejection>,
     request: Request,
+    subject: fn(T) -> RawSubject<'static>,
 ) -> Response {
     // The body is not `Sync`; keep only the head, which the checks read across an await.
     let (request, _body) = request.into_parts();
     app.0
         .issue(&request, || {
             Ok(RawInputs {
-                subject: RawSubject::Device(Cow::Owned(segments(device_id)?)),
+                subject: subject(segments(ids)?),
                 ttl: ttl_of(&request)?,
             })
         })
         .await
 }
 
-/// [`Route::ModuleToken`]: the device and module ids from the path, `ttl` from the query.
+/// [`Route::DeviceToken`].
+async fn device_token(
+    State(app): State<AppState>,
+    device_id: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Response {
+    from_path(app, device_id, request, |device| {
+        RawSubject::Device(Cow::Owned(device))
+    })
+    .await
+}
+
+/// [`Route::ModuleToken`].
 async fn module_token(
     State(app): State<AppState>,
     ids: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Response {
-    let (request, _body) = request.into_parts();
-    app.0
-        .issue(&request, || {
-            let (device_id, module_id) = segments(ids)?;
-            Ok(RawInputs {
-                subject: RawSubject::Module(Cow::Owned(device_id), Cow::Owned(module_id)),
-                ttl: ttl_of(&request)?,
-            })
-        })
-        .await
+    from_path(app, ids, request, |(device, module)| {
+        RawSubject::Module(Cow::Owned(device), Cow::Owned(module))
+    })
+    .await
 }
 
-/// [`Route::RegistrationToken`]: the registration id from the path, `ttl` from the query.
+/// [`Route::RegistrationToken`].
 async fn registration_token(
     State(app): State<AppState>,
     registration_id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    let (request, _body) = request.into_parts();
-    app.0
-        .issue(&request, || {
-            Ok(RawInputs {
-                subject: RawSubject::Registration(Cow::Owned(segments(registration_id)?)),
-                ttl: ttl_of(&request)?,
-            })
-        })
-        .await
+    from_path(app, registration_id, request, |registration| {
+        RawSubject::Registration(Cow::Owned(registration))
+    })
+    .await
 }
 
 /// [`Route::LegacyDeviceToken`]: `deviceid` and `ttl` from the query.

@@ -29,6 +29,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 pub mod patterns;
 
 use crate::auth::bearer::is_guid;
+use crate::auth::client_cert::Thumbprint;
 use crate::caller::Caller;
 use crate::scope::patterns::{PatternError, Patterns};
 use crate::settings::{Lookup, SettingError};
@@ -171,16 +172,12 @@ impl Scopes {
                 }
                 scopes.by_role.insert(role.to_owned(), rule).is_some()
             } else if let Some(thumbprint) = key.strip_prefix("cert:") {
-                match decode_hex(thumbprint).as_deref() {
-                    Some(bytes) if bytes.len() == 20 => {
-                        let sha1 = <[u8; 20]>::try_from(bytes).expect("20 bytes");
-                        scopes.by_sha1.insert(sha1, rule).is_some()
-                    }
-                    Some(bytes) if bytes.len() == 32 => {
-                        let sha256 = <[u8; 32]>::try_from(bytes).expect("32 bytes");
+                match Thumbprint::parse(thumbprint) {
+                    Some(Thumbprint::Sha1(sha1)) => scopes.by_sha1.insert(sha1, rule).is_some(),
+                    Some(Thumbprint::Sha256(sha256)) => {
                         scopes.by_sha256.insert(sha256, rule).is_some()
                     }
-                    _ => return Err(ScopeError::BadKey(key)),
+                    None => return Err(ScopeError::BadKey(key)),
                 }
             } else if is_guid(&key.to_ascii_lowercase()) {
                 scopes
@@ -271,16 +268,6 @@ impl Rule {
     }
 }
 
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-        .collect()
-}
-
 /// The object's entries in order; a key given twice is an error (`serde_json` would keep the
 /// last one silently).
 struct EntriesVisitor;
@@ -334,7 +321,10 @@ mod tests {
     }
 
     fn sha1_bytes() -> [u8; 20] {
-        <[u8; 20]>::try_from(decode_hex(SHA1).expect("hex").as_slice()).expect("20 bytes")
+        match Thumbprint::parse(SHA1) {
+            Some(Thumbprint::Sha1(sha1)) => sha1,
+            other => panic!("a SHA-1 thumbprint: {other:?}"),
+        }
     }
 
     fn scopes() -> Scopes {

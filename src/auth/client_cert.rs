@@ -96,6 +96,29 @@ impl CertRejection {
     }
 }
 
+/// One thumbprint, as an operator writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thumbprint {
+    /// 40 hex digits.
+    Sha1([u8; 20]),
+    /// 64 hex digits.
+    Sha256([u8; 32]),
+}
+
+impl Thumbprint {
+    /// 40 (SHA-1) or 64 (SHA-256) hex digits in any case; spaces and colons inside, as some tools
+    /// print them, are ignored.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex: String = text.chars().filter(|c| *c != ':' && *c != ' ').collect();
+        let bytes = decode_hex(&hex)?;
+        match bytes.len() {
+            20 => bytes.try_into().ok().map(Self::Sha1),
+            32 => bytes.try_into().ok().map(Self::Sha256),
+            _ => None,
+        }
+    }
+}
+
 impl Thumbprints {
     /// `CLIENT_CERT_THUMBPRINTS`: the layer is on when it is set.
     pub fn from_lookup(settings: &Lookup<'_>) -> Result<Option<Self>, SettingError> {
@@ -116,17 +139,10 @@ impl Thumbprints {
             sha256: Vec::new(),
         };
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let hex: String = entry.chars().filter(|c| *c != ':' && *c != ' ').collect();
-            let malformed = || ThumbprintError::Malformed(entry.to_owned());
-            let bytes = decode_hex(&hex).ok_or_else(malformed)?;
-            match bytes.len() {
-                20 => thumbprints
-                    .sha1
-                    .push(bytes.try_into().map_err(|_| malformed())?),
-                32 => thumbprints
-                    .sha256
-                    .push(bytes.try_into().map_err(|_| malformed())?),
-                _ => return Err(malformed()),
+            match Thumbprint::parse(entry) {
+                Some(Thumbprint::Sha1(sha1)) => thumbprints.sha1.push(sha1),
+                Some(Thumbprint::Sha256(sha256)) => thumbprints.sha256.push(sha256),
+                None => return Err(ThumbprintError::Malformed(entry.to_owned())),
             }
         }
         if thumbprints.sha1.is_empty() && thumbprints.sha256.is_empty() {

@@ -110,136 +110,142 @@ async fn bearer_callers_get_tokens_for_the_union_of_their_rules_and_nothing_else
     let denial = app.ip_denial_body().await;
     let oid_key = callers.by_oid.oid.to_uppercase();
 
-    // By object id (the key in upper case: GUIDs match in any case), exact and prefix.
     let by_oid = callers.token(Version::V1, &callers.by_oid, &[]);
-    assert_allowed(
-        &app,
-        &token_path("sensor-17", None),
-        &by_oid,
-        TokenFor::Device,
-        &oid_key,
-    )
-    .await;
-    assert_allowed(
-        &app,
-        &token_path("line-2-x", None),
-        &by_oid,
-        TokenFor::Device,
-        &oid_key,
-    )
-    .await;
-    assert_allowed(
-        &app,
-        &token_path("line-2-", None),
-        &by_oid,
-        TokenFor::Device,
-        &oid_key,
-    )
-    .await;
-    for outside in [
-        "sensor-170",
-        "sensor-1",
-        "line-3-x",
-        "gw-01",
-        "fleet-a-1",
-        "Line-2-x",
-    ] {
-        assert_refused(&app, &token_path(outside, None), &by_oid, &denial, outside).await;
-    }
-
-    // By client id: `appid` in a v1 token, `azp` in a v2 token.
-    for version in [Version::V1, Version::V2] {
-        let by_client_id = callers.token(version, &callers.by_client_id, &[]);
-        assert_allowed(
-            &app,
-            &token_path("gw-01", None),
-            &by_client_id,
-            TokenFor::Device,
-            &callers.by_client_id.client_id,
-        )
-        .await;
-        assert_refused(
-            &app,
-            &token_path("gw-02", None),
-            &by_client_id,
-            &denial,
-            "gw-02",
-        )
-        .await;
-    }
-
-    // By role; with two roles, the union of both rules.
     let one_role = callers.token(Version::V1, &callers.by_role, &["Fleet.A"]);
-    assert_allowed(
-        &app,
-        &token_path("fleet-a-9", None),
-        &one_role,
-        TokenFor::Device,
-        "role:Fleet.A",
-    )
-    .await;
-    assert_refused(
-        &app,
-        &token_path("fleet-b-1", None),
-        &one_role,
-        &denial,
-        "another role's device",
-    )
-    .await;
     let two_roles = callers.token(Version::V2, &callers.by_role, &["Fleet.A", "Fleet.B"]);
-    assert_allowed(
-        &app,
-        &token_path("fleet-a-9", None),
-        &two_roles,
-        TokenFor::Device,
-        "role:Fleet.A",
-    )
-    .await;
-    assert_allowed(
-        &app,
-        &token_path("fleet-b-1", None),
-        &two_roles,
-        TokenFor::Device,
-        "role:Fleet.B",
-    )
-    .await;
-    assert_refused(
-        &app,
-        &token_path("fleet-b-2", None),
-        &two_roles,
-        &denial,
-        "exact is exact",
-    )
-    .await;
-
-    // A caller the bearer layer allows but no rule names gets nothing.
     let unscoped = callers.token(Version::V1, &callers.unscoped, &["Other"]);
-    assert_refused(
-        &app,
-        &token_path("sensor-17", None),
-        &unscoped,
-        &denial,
-        "no rule",
-    )
-    .await;
-
-    // A module token is scoped by its device's id.
-    assert_allowed(
-        &app,
-        &module_path("sensor-17", "edge", None),
-        &by_oid,
-        TokenFor::Module,
-        &oid_key,
-    )
-    .await;
-    assert_refused(
-        &app,
-        &module_path("sensor-18", "edge", None),
-        &by_oid,
-        &denial,
-        "module of another device",
-    )
-    .await;
+    let client_id = &callers.by_client_id.client_id;
+    let by_client_id = [Version::V1, Version::V2]
+        .map(|version| callers.token(version, &callers.by_client_id, &[]));
+    // (caller's token, path, what it is for, the key that allows it, or None: refused)
+    let cases: Vec<(&str, String, TokenFor, Option<&str>)> = vec![
+        // By object id (the key in upper case: GUIDs match in any case), exact and prefix.
+        (
+            &by_oid,
+            token_path("sensor-17", None),
+            TokenFor::Device,
+            Some(&oid_key),
+        ),
+        (
+            &by_oid,
+            token_path("line-2-x", None),
+            TokenFor::Device,
+            Some(&oid_key),
+        ),
+        (
+            &by_oid,
+            token_path("line-2-", None),
+            TokenFor::Device,
+            Some(&oid_key),
+        ),
+        (
+            &by_oid,
+            token_path("sensor-170", None),
+            TokenFor::Device,
+            None,
+        ),
+        (
+            &by_oid,
+            token_path("sensor-1", None),
+            TokenFor::Device,
+            None,
+        ),
+        (
+            &by_oid,
+            token_path("line-3-x", None),
+            TokenFor::Device,
+            None,
+        ),
+        (
+            &by_oid,
+            token_path("Line-2-x", None),
+            TokenFor::Device,
+            None,
+        ),
+        (&by_oid, token_path("gw-01", None), TokenFor::Device, None),
+        (
+            &by_oid,
+            token_path("fleet-a-1", None),
+            TokenFor::Device,
+            None,
+        ),
+        // A module token is scoped by its device's id.
+        (
+            &by_oid,
+            module_path("sensor-17", "edge", None),
+            TokenFor::Module,
+            Some(&oid_key),
+        ),
+        (
+            &by_oid,
+            module_path("sensor-18", "edge", None),
+            TokenFor::Module,
+            None,
+        ),
+        // By client id: `appid` in a v1 token, `azp` in a v2 token.
+        (
+            &by_client_id[0],
+            token_path("gw-01", None),
+            TokenFor::Device,
+            Some(client_id),
+        ),
+        (
+            &by_client_id[1],
+            token_path("gw-01", None),
+            TokenFor::Device,
+            Some(client_id),
+        ),
+        (
+            &by_client_id[1],
+            token_path("gw-02", None),
+            TokenFor::Device,
+            None,
+        ),
+        // By role; with two roles, the union of both rules.
+        (
+            &one_role,
+            token_path("fleet-a-9", None),
+            TokenFor::Device,
+            Some("role:Fleet.A"),
+        ),
+        (
+            &one_role,
+            token_path("fleet-b-1", None),
+            TokenFor::Device,
+            None,
+        ),
+        (
+            &two_roles,
+            token_path("fleet-a-9", None),
+            TokenFor::Device,
+            Some("role:Fleet.A"),
+        ),
+        (
+            &two_roles,
+            token_path("fleet-b-1", None),
+            TokenFor::Device,
+            Some("role:Fleet.B"),
+        ),
+        (
+            &two_roles,
+            token_path("fleet-b-2", None),
+            TokenFor::Device,
+            None,
+        ),
+        // A caller the bearer layer allows but no rule names gets nothing.
+        (
+            &unscoped,
+            token_path("sensor-17", None),
+            TokenFor::Device,
+            None,
+        ),
+    ];
+    for (bearer, path, subject, scope) in &cases {
+        match scope {
+            Some(scope) => assert_allowed(&app, path, bearer, *subject, scope).await,
+            None => assert_refused(&app, path, bearer, &denial, path).await,
+        }
+    }
 
     let lines = app.request_log_lines(1).await;
     assert!(

@@ -23,7 +23,7 @@ use crate::support::{
         LEGACY_ROUTE, MODULE_ROUTE, REGISTRATION_ROUTE, TOKEN_ROUTE, module_path,
         registration_path, token_path,
     },
-    sas::encode,
+    sas::{encode, upper_hex},
     settings::{HOSTNAME, KEY, POLICY, Settings},
     startup::{Refusal, misrefused_startups},
 };
@@ -84,20 +84,6 @@ fn se_of(token: &str) -> u64 {
         .find_map(|field| field.strip_prefix("se="))
         .and_then(|se| se.parse().ok())
         .unwrap_or_else(|| panic!("no integer se in {token}"))
-}
-
-/// `%2a` → `%2A`: Node writes lower-case hex for `!'()*`.
-fn upper_hex(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut rest = encoded;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_uppercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::support::{
     app::TestApp,
     oracles::{node_oracle, oracle_batch, oracle_case, oracle_str, python_oracle},
     routes::{LEGACY_ROUTE, token_path},
-    sas::encode,
+    sas::{encode, upper_hex},
     settings::{HOSTNAME, KEY, POLICY, Settings},
 };
 
@@ -106,20 +106,6 @@ fn python_sdk_token(key: &str, policy: &str, hostname: &str, answer: &Issued) ->
         [oracle_case(hostname, "dev-1", 3600, &answer.token)],
     ));
     oracle_str(&results[0], "sdk_token").to_owned()
-}
-
-/// `%2a` → `%2A`: Node writes lower-case hex for `!'()*`.
-fn upper_hex(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut rest = encoded;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_uppercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[tokio::test]

@@ -93,3 +93,18 @@ impl SasToken {
         actual == expected
     }
 }
+
+/// `%2a` → `%2A`: Node's `azure-iot-common` writes lower-case hex for `!'()*`, everything else
+/// (and Python, and the handler) upper-case.
+pub(crate) fn upper_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_uppercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
