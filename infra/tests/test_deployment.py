@@ -149,6 +149,36 @@ def test_the_api_imports_the_generated_description() -> None:
     assert loaded["parameters"]["file_path"] == "../../openapi/sas-token.apim.json"
 
 
+def function_routes() -> set[str]:
+    routes = set()
+    for folder in (REPO / "function-apps").iterdir():
+        function = json.loads((folder / "function.json").read_text())
+        routes.add("/" + function["bindings"][0]["route"])
+    return routes
+
+
+def test_every_function_route_is_an_operation_under_the_api_scope_policy() -> None:
+    """API Management gets one operation per function route (device, module, DPS registration,
+    the seed's query route) from the import copy, and every operation runs the one API-scope
+    policy: subscription check, rate limit, repeated-key refusal, credentials, back end."""
+    document = json.loads((REPO / "openapi" / "sas-token.apim.json").read_text())
+    assert set(document["paths"]) == function_routes(), "the import copy lacks a function route"
+    operation_ids = [item["get"]["operationId"] for item in document["paths"].values()]
+    assert len(set(operation_ids)) == len(operation_ids) == len(function_routes()), operation_ids
+    for path, item in document["paths"].items():
+        assert set(item) <= {"get", "parameters"}, f"{path}: GET only (the function.json methods)"
+        template = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
+        assert template == set(re.findall(r"\{([^}]+)\}", path)), f"{path}: a template parameter per {{segment}}"
+    tree = parse(APIM_API)
+    kinds = [r["type"] for r in tree["resources"].values()]
+    assert kinds.count("Microsoft.ApiManagement/service/apis/policies") == 1
+    assert not [k for k in kinds if k.startswith("Microsoft.ApiManagement/service/apis/operations")], (
+        "no operation-scope resources: an operation policy could replace the API-scope one"
+    )
+    policy = tree["resources"]["apiPolicy"]["config"]
+    assert policy["parent"] == "api" and policy["name"] == "policy"
+
+
 # --- First deployment: the named value after its role assignment has applied --------------------
 
 
