@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import INFRA, MAIN, REPO, bicep_files, parse
+from conftest import INFRA, MAIN, REPO, bicep_files, evaluate, parse
 
 FUNCTION_APP = INFRA / "modules" / "function-app.bicep"
 APIM = INFRA / "modules" / "apim.bicep"
@@ -180,31 +180,6 @@ def test_every_function_route_is_an_operation_under_the_api_scope_policy() -> No
 
 
 # --- First deployment: the named value after its role assignment has applied --------------------
-
-
-def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
-    """The value of a condition built from parameters, variables, literals, ==, !=, !, && and ||."""
-    if isinstance(node, bool) or isinstance(node, int):
-        return node
-    if isinstance(node, str):
-        if node in bindings:
-            return bindings[node]
-        if node in (tree.get("variables") or {}):
-            return evaluate(tree["variables"][node]["value"], tree, bindings)
-        return node  # a string literal
-    operator = node["operator"]
-    operands = operator["operands"]
-    kind = operator["type"]
-    if kind == "equals":
-        return evaluate(operands["operand_1"], tree, bindings) == evaluate(operands["operand_2"], tree, bindings)
-    if kind == "not_equals":
-        return evaluate(operands["operand_1"], tree, bindings) != evaluate(operands["operand_2"], tree, bindings)
-    if kind == "logical_not":
-        return not evaluate(operands["bool_value"], tree, bindings)
-    if kind in ("logical_and", "logical_or"):
-        values = [evaluate(value, tree, bindings) for value in operands.values()]
-        return all(values) if kind == "logical_and" else any(values)
-    raise AssertionError(f"cannot evaluate {node}")
 
 
 def module_deployed(tree: dict[str, Any], symbol: str, bindings: dict[str, Any]) -> bool:
