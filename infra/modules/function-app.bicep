@@ -92,9 +92,9 @@ param dpsIdScope string = ''
 @description('DEVICE_SCOPES: a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, no per-caller scoping.')
 param deviceScopes string = ''
 
-@description('How often the handler re-reads the secret (seconds).')
+@description('How often the handler re-reads the secret (seconds). At most 43200: KEYVAULT_MAX_KEY_AGE_SECONDS stays at the handler\'s 86400, which must be at least twice this.')
 @minValue(10)
-@maxValue(86400)
+@maxValue(43200)
 param keyVaultRefreshSeconds int = 300
 
 @description('Token lifetime when a request names none (seconds).')

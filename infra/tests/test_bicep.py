@@ -334,6 +334,26 @@ def test_key_vault_mode_and_layers() -> None:
     assert consumption["WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID"] == "SystemAssigned"
 
 
+def test_the_refresh_bounds_fit_the_handlers_key_age_limit() -> None:
+    """KEYVAULT_MAX_KEY_AGE_SECONDS is left at the handler's default (handler-settings.json), and
+    the handler refuses to start when that is less than twice KEYVAULT_REFRESH_SECONDS: every
+    refresh interval the template accepts must leave the default valid."""
+    source = (REPO / "src" / "secrets" / "key_vault.rs").read_text()
+
+    def constant(name: str) -> int:
+        return int(re.search(rf"const {name}: u64 = ([0-9_]+);", source).group(1).replace("_", ""))
+
+    assert "KEYVAULT_MAX_KEY_AGE_SECONDS" in json.loads((INFRA / "handler-settings.json").read_text())["default"]
+    for path in (MAIN, FUNCTION_APP):
+        spec = parse(path)["parameters"]["keyVaultRefreshSeconds"]
+        bounds = {d["type"]: d["argument"] for d in spec["decorators"]}
+        assert bounds["min_value"] >= constant("MIN_REFRESH_SECONDS"), path.name
+        assert 2 * bounds["max_value"] <= constant("DEFAULT_MAX_KEY_AGE_SECONDS"), (
+            f"{path.name}: keyVaultRefreshSeconds up to {bounds['max_value']} would make the handler refuse "
+            "its default KEYVAULT_MAX_KEY_AGE_SECONDS (at least twice the refresh interval)"
+        )
+
+
 def test_function_app_hardening() -> None:
     tree = parse(FUNCTION_APP)
     site = tree["resources"]["site"]["config"]
