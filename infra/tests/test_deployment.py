@@ -8,7 +8,8 @@
 - the first deployment succeeds: the Key Vault-backed named value is never created in the same
   deployment as the role assignment that lets API Management read its secret;
 - redeploying after deleting the resource group: a name salt changes every generated name;
-- the outputs `make verify` and infra/deploy.sh read exist.
+- the outputs `make verify` and infra/deploy.sh read exist (the signing mode among them: in
+  enrollment-group mode a device token has no skn).
 
 Sources are cited next to each table; infra/README.md lists them too."""
 
@@ -255,7 +256,10 @@ def test_outputs_read_by_the_scripts_exist() -> None:
     verify = (INFRA / "verify.py").read_text()
     # deployment.output("name"), and the lazily read output(deployment, "name").
     from_verify = set(re.findall(r'output\((?:deployment, )?["\']([A-Za-z]+)["\']\)', verify))
-    assert {"apiUrl", "ipLayer", "iotHubHostName", "iotHubPolicyName"} <= from_verify, from_verify
+    assert {"apiUrl", "ipLayer", "iotHubHostName", "iotHubPolicyName", "signingMode", "dpsIdScope"} <= from_verify, (
+        f"verify.py reads what it checks tokens against, the signing mode among them: {from_verify}"
+    )
+    assert {"signingMode", "signingKeySecretName"} <= read, "deploy.sh names the key to store for the mode"
     read |= from_verify
     assert read, "the scripts read deployment outputs"
     missing = read - outputs
