@@ -211,8 +211,9 @@ PYTHON
 }
 
 # `deploy_stage STAGE`: infra/main.bicep with deploymentStage=STAGE, as $DEPLOYMENT_NAME.
-# DEVICE_SCOPES (a JSON object) goes in a parameters file of its own, written with json.dumps:
-# as a `name=value` word the CLI would try to parse it as JSON itself.
+# DEVICE_SCOPES (a JSON object) goes in a parameters file of its own, written with json.dumps, so
+# nothing in it is ever re-read by a shell or a placeholder filler; the CLI merges the files in
+# order (azure-cli resource/custom.py, _process_parameters: `parameters.update`).
 deploy_stage() {
   local stage=$1 parameters scopes ranges
   parameters="$(mktemp)"
