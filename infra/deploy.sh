@@ -23,7 +23,16 @@
 #                            BasicV2 | StandardV2
 #   NAME_SALT                changes every resource name (redeploying after deleting the group
 #                            while its Key Vault / API Management are still soft-deleted)
-#   FUNCTION_APP_ID_URI, AUTH_REQUIRED_ROLE, IOTHUB_POLICY_NAME, NAME_PREFIX
+#   FUNCTION_APP_ID_URI, AUTH_REQUIRED_ROLE, NAME_PREFIX
+#   SIGNING_MODE             hub-policy (default) | enrollment-group (README, "Signing modes")
+#   IOTHUB_POLICY_NAME       hub-policy mode: the policy (default device); refused in enrollment-group mode
+#   ENROLLMENT_GROUP_KEY_SECRET  enrollment-group mode: the Key Vault secret with the group key
+#                            (default dps-enrollment-group-key); refused in hub-policy mode
+#   DPS_ID_SCOPE             enrollment-group mode: turns DPS registration tokens on; refused in
+#                            hub-policy mode (the handler would refuse to start)
+#   DEVICE_SCOPES            per-caller scoping, a JSON object (README, "Per-caller scoping");
+#                            passed by this script, not through main.parameters.json (azd fills its
+#                            placeholders without JSON escaping), so not with azd's hooks
 #   DEPLOYER_PRINCIPAL_ID    object id allowed to upload the package (default: the signed-in user;
 #   DEPLOYER_PRINCIPAL_TYPE  azd: AZURE_PRINCIPAL_ID) and its type, User (default) | ServicePrincipal
 #   KEYVAULT_ALLOWED_IP_RANGES  Flex only: comma-separated CIDRs allowed through the vault firewall
@@ -128,6 +137,37 @@ settings() {
   export RESOURCE_GROUP LOCATION DEPLOYMENT_NAME
 }
 
+# The signing mode and the settings that go with it, refused here, before anything is deployed,
+# when the handler would refuse them at start (or the template would have to drop them).
+mode_settings() {
+  export SIGNING_MODE=${SIGNING_MODE:-hub-policy}
+  case $SIGNING_MODE in
+    hub-policy)
+      [[ -z ${DPS_ID_SCOPE:-} ]] || die "DPS_ID_SCOPE is only used with SIGNING_MODE=enrollment-group (the handler refuses it in hub-policy mode)"
+      [[ -z ${ENROLLMENT_GROUP_KEY_SECRET:-} ]] || die "ENROLLMENT_GROUP_KEY_SECRET is only used with SIGNING_MODE=enrollment-group"
+      ;;
+    enrollment-group)
+      [[ -z ${IOTHUB_POLICY_NAME:-} ]] || die "IOTHUB_POLICY_NAME must be unset with SIGNING_MODE=enrollment-group (the function then holds no hub policy key)"
+      ;;
+    *) die "SIGNING_MODE must be hub-policy or enrollment-group, not '$SIGNING_MODE'" ;;
+  esac
+  if [[ -n ${DEVICE_SCOPES:-} ]]; then
+    python3 -c 'import json, sys
+value = json.loads(sys.argv[1])
+sys.exit(0 if isinstance(value, dict) and value else 1)' "$DEVICE_SCOPES" 2>/dev/null \
+      || die "DEVICE_SCOPES must be a non-empty JSON object (README, \"Per-caller scoping\")"
+  fi
+}
+
+# azd provisions with infra/main.parameters.json alone, whose placeholders it fills without JSON
+# escaping (azure-dev, bicep_provider.go loadParameters: envsubst.Eval, then json.Unmarshal), so
+# a JSON value cannot travel that way and deviceScopes is not in the file: each `azd provision`
+# would deploy the app without DEVICE_SCOPES, i.e. without scoping, until the next deployment
+# by this script. Refused at azd's hooks rather than opened for a while.
+refuse_device_scopes_under_azd() {
+  [[ -z ${DEVICE_SCOPES:-} ]] || die "DEVICE_SCOPES cannot pass through azd's parameter file (no JSON escaping): deploy with make deploy, which passes it itself"
+}
+
 register_providers() {
   local namespace state deadline
   for namespace in "${PROVIDERS[@]}"; do
@@ -148,6 +188,7 @@ register_providers() {
 preflight() {
   tools
   settings
+  mode_settings
   register_providers
 }
 
@@ -170,21 +211,29 @@ PYTHON
 }
 
 # `deploy_stage STAGE`: infra/main.bicep with deploymentStage=STAGE, as $DEPLOYMENT_NAME.
+# DEVICE_SCOPES (a JSON object) goes in a parameters file of its own, written with json.dumps, so
+# nothing in it is ever re-read by a shell or a placeholder filler; the CLI merges the files in
+# order (azure-cli resource/custom.py, _process_parameters: `parameters.update`).
 deploy_stage() {
-  local stage=$1 parameters ranges
+  local stage=$1 parameters scopes ranges
   parameters="$(mktemp)"
+  scopes="$(mktemp)"
   DEPLOYMENT_STAGE=$stage render_parameters "$parameters"
+  python3 -c 'import json, sys
+print(json.dumps({"contentVersion": "1.0.0.0", "parameters": {"deviceScopes": {"value": sys.argv[1]}}}))' \
+    "${DEVICE_SCOPES:-}" >"$scopes"
   ranges="$(python3 -c 'import json, sys; print(json.dumps([r.strip() for r in sys.argv[1].split(",") if r.strip()]))' "${KEYVAULT_ALLOWED_IP_RANGES:-}")"
-  log "az deployment group create ($DEPLOYMENT_NAME, deploymentStage=$stage; at most ${DEPLOYMENT_SECONDS} s)"
+  log "az deployment group create ($DEPLOYMENT_NAME, deploymentStage=$stage, signingMode=$SIGNING_MODE; at most ${DEPLOYMENT_SECONDS} s)"
   local status=0
   bounded "$DEPLOYMENT_SECONDS" az deployment group create \
     --resource-group "$RESOURCE_GROUP" \
     --name "$DEPLOYMENT_NAME" \
     --template-file infra/main.bicep \
     --parameters "@$parameters" \
+    --parameters "@$scopes" \
     --parameters "keyVaultAllowedIpRanges=$ranges" \
     --only-show-errors --output none || status=$?
-  rm -f "$parameters"
+  rm -f "$parameters" "$scopes"
   return "$status"
 }
 
@@ -325,17 +374,23 @@ publish() {
 }
 
 summary() {
-  local api_url ip_layer vault
+  local api_url ip_layer vault mode secret
   api_url="$(output apiUrl)"
   ip_layer="$(output ipLayer)"
   vault="$(output keyVaultName)"
-  log "done: $api_url/devices/{deviceId}/sas-token (subscription key required)"
+  mode="$(output signingMode)"
+  secret="$(output signingKeySecretName)"
+  log "done ($mode mode): $api_url/devices/{deviceId}/sas-token (subscription key required)"
   if [[ $ip_layer != on ]]; then
     log "WARNING: API Management tier ${APIM_SKU:-Developer} has no stable outbound address: the IP layer is OFF"
     log "         (no access restrictions, ALLOWED_IPS=*). The function key, App Service Authentication and"
     log "         the handler's bearer-token check (API Management's identity only) still apply."
   fi
-  log "if not done yet, store the IoT Hub policy key as secret iothub-device-policy in $vault,"
+  if [[ $mode == enrollment-group ]]; then
+    log "if not done yet, store the DPS enrollment group's primary key as secret $secret in $vault,"
+  else
+    log "if not done yet, store the IoT Hub policy key (or its connection string) as secret $secret in $vault,"
+  fi
   log "then run make verify (infra/README.md)"
 }
 
@@ -351,7 +406,10 @@ main() {
       publish
       summary
       ;;
-    preflight) preflight ;;
+    preflight)
+      refuse_device_scopes_under_azd
+      preflight
+      ;;
     code)
       tools
       settings
@@ -360,12 +418,15 @@ main() {
     publish)
       tools
       settings
+      mode_settings
       publish
       summary
       ;;
     after-provision)
+      refuse_device_scopes_under_azd
       tools
       settings
+      mode_settings
       deploy_code
       publish
       summary

@@ -69,15 +69,33 @@ param authRequiredRole string = ''
 @description('IoT Hub host name, e.g. contoso.azure-devices.net.')
 param iotHubHostName string
 
-@description('IoT Hub shared access policy with DeviceConnect.')
+@description('Which key signs the tokens. hub-policy: an IoT Hub shared access policy key (iotHubPolicyName, iotHubKeySecretName). enrollment-group: a DPS symmetric-key enrollment group key (enrollmentGroupKeySecretName): device-key tokens that work on hubs with local authentication disabled, no hub policy key anywhere, no module tokens (README, "Signing modes").')
+@allowed([
+  'hub-policy'
+  'enrollment-group'
+])
+param signingMode string = 'hub-policy'
+
+@description('hub-policy mode: IoT Hub shared access policy with DeviceConnect (not used in enrollment-group mode).')
 param iotHubPolicyName string = 'device'
 
-@description('Key Vault secret that holds the policy key or connection string (written by the operator, see infra/README.md).')
+@description('hub-policy mode: Key Vault secret that holds the policy key or connection string (written by the operator, see infra/README.md).')
 param iotHubKeySecretName string = 'iothub-device-policy'
 
-@description('How often the handler re-reads the secret (seconds).')
+@description('enrollment-group mode: Key Vault secret that holds the DPS enrollment group\'s base64 key (written by the operator, see infra/README.md).')
+@minLength(1)
+@maxLength(127)
+param enrollmentGroupKeySecretName string = 'dps-enrollment-group-key'
+
+@description('enrollment-group mode: the DPS ID scope (e.g. 0ne00000A0A); turns on DPS registration tokens. Empty: unset. Refused by the handler in hub-policy mode.')
+param dpsIdScope string = ''
+
+@description('DEVICE_SCOPES, a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, every caller that passes the other layers may ask for any device. infra/deploy.sh passes it from DEVICE_SCOPES (not through main.parameters.json: azd substitutes placeholders without JSON escaping).')
+param deviceScopes string = ''
+
+@description('How often the handler re-reads the secret (seconds). At most 43200: KEYVAULT_MAX_KEY_AGE_SECONDS stays at the handler\'s 86400, which must be at least twice this.')
 @minValue(10)
-@maxValue(86400)
+@maxValue(43200)
 param keyVaultRefreshSeconds int = 300
 
 @description('Token lifetime when a request names none (seconds).')
@@ -119,6 +137,7 @@ param tags object = {
 // Without a salt the names are those of earlier versions of this template.
 var suffix = take(empty(nameSalt) ? uniqueString(resourceGroup().id, namePrefix) : uniqueString(resourceGroup().id, namePrefix, nameSalt), 8)
 var isFlex = hostingPlan == 'FlexConsumption'
+var isEnrollmentGroup = signingMode == 'enrollment-group'
 var publishFunctionKey = deploymentStage != 'infrastructure'
 var publishApi = deploymentStage == 'api'
 var appIdUri = empty(functionAppIdUri) ? 'api://${functionAppClientId}' : functionAppIdUri
@@ -205,6 +224,10 @@ module functionApp 'modules/function-app.bicep' = {
     iotHubHostName: iotHubHostName
     iotHubPolicyName: iotHubPolicyName
     iotHubKeySecretName: iotHubKeySecretName
+    signingMode: signingMode
+    enrollmentGroupKeySecretName: enrollmentGroupKeySecretName
+    dpsIdScope: dpsIdScope
+    deviceScopes: deviceScopes
     keyVaultRefreshSeconds: keyVaultRefreshSeconds
     tokenTtlSeconds: tokenTtlSeconds
     tokenMaxTtlSeconds: tokenMaxTtlSeconds
@@ -252,7 +275,12 @@ output ipLayer string = functionApp.outputs.ipLayer
 output apimOutboundIps array = apim.outputs.outboundIps
 output hostingPlan string = hostingPlan
 output functionKeySecretName string = functionKeySecretName
-// What `make verify` (infra/verify.py) checks the issued tokens against.
+// What `make verify` (infra/verify.py) checks the issued tokens against: the signing mode decides
+// whether a device token carries skn (hub-policy: the policy) or not (enrollment-group).
 output iotHubHostName string = iotHubHostName
-output iotHubPolicyName string = iotHubPolicyName
+output signingMode string = functionApp.outputs.signingMode
+output iotHubPolicyName string = isEnrollmentGroup ? '' : iotHubPolicyName
+output dpsIdScope string = dpsIdScope
 output tokenMaxTtlSeconds int = tokenMaxTtlSeconds
+// The Key Vault secret the operator writes the signing key into (infra/deploy.sh says which).
+output signingKeySecretName string = isEnrollmentGroup ? enrollmentGroupKeySecretName : iotHubKeySecretName

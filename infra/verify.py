@@ -6,6 +6,13 @@ Probes (each one HTTP request, each bounded by VERIFY_TIMEOUT seconds):
 
   gateway   no subscription key               must be 401 (API Management)
   gateway   subscription key                  must be 200 with a token whose sr, se and skn are right
+                                              (hub-policy: skn = the policy; enrollment-group: no
+                                              skn, a device-key token)
+  gateway   module token                      hub-policy: 200, sr = hub/devices/id/modules/mid, skn
+                                              the policy; enrollment-group: 404 module-tokens-unavailable
+  gateway   registration token                enrollment-group with a DPS ID scope: 200, sr =
+                                              scope/registrations/id, skn=registration; otherwise
+                                              404 (the route is not served)
   gateway   repeated ?deviceid                must be 400 (API Management: behind it the Functions
                                               host would merge the values into deviceid=a,b)
   function  direct, no function key           must be refused by the outermost layer that should
@@ -30,12 +37,17 @@ the tests run it against a local topology (tests/api/deployment_verify.rs):
   VERIFY_FUNCTION_URL       the Function App's /api base URL (https://<output functionAppHostName>/api)
   VERIFY_FUNCTION_KEY       a function key (az functionapp keys list: functionKeys.default)
   VERIFY_IOTHUB_HOSTNAME    expected in sr (output iotHubHostName)
-  VERIFY_POLICY_NAME        expected skn (output iotHubPolicyName)
+  VERIFY_SIGNING_MODE       hub-policy | enrollment-group (output signingMode)
+  VERIFY_POLICY_NAME        expected skn, hub-policy mode (output iotHubPolicyName)
+  VERIFY_DPS_ID_SCOPE       enrollment-group mode: expected in a registration token's sr; empty:
+                            the registration route must answer 404 (output dpsIdScope)
   VERIFY_IP_LAYER           on | off (output ipLayer)
   VERIFY_APIM_ADDRESSES     API Management's outbound addresses, comma-separated (output apimOutboundIps)
   VERIFY_APP_SERVICE_AUTH   on (default: the template always turns it on) | off
   VERIFY_BEARER             on (default: the template always sets AUTH_*) | off
-  VERIFY_DEVICE_ID          device id to ask tokens for (default verify-device)
+  VERIFY_DEVICE_ID          device (and registration) id to ask tokens for (default verify-device;
+                            in enrollment-group mode it must be a valid, lower-case registration id)
+  VERIFY_MODULE_ID          module id to ask a module token for (default verify-module)
   VERIFY_TTL                ttl to ask for (default 300)
   VERIFY_TIMEOUT            seconds per request (default 15); VERIFY_AZ_TIMEOUT per az call (60)
 
@@ -56,6 +68,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 API_VERSION_APIM = "2024-05-01"
+
+HUB_POLICY = "hub-policy"
+ENROLLMENT_GROUP = "enrollment-group"
 
 # Who answered a refused request, outermost first (the order a direct call meets them).
 ACCESS_RESTRICTION = "access restriction"
@@ -134,12 +149,15 @@ class Config:
     function_url: str
     function_key: str
     hub: str
+    mode: str
     policy: str
+    id_scope: str
     ip_layer: bool
     apim_addresses: list[str]
     app_service_auth: bool
     bearer: bool
     device: str
+    module: str
     ttl: int
     timeout: float
 
@@ -202,6 +220,12 @@ def output(deployment: Deployment, name: str) -> Callable[[], object]:
     return lambda: deployment.output(name)
 
 
+def signing_mode(value: str) -> str:
+    if value not in (HUB_POLICY, ENROLLMENT_GROUP):
+        raise ConfigError(f"VERIFY_SIGNING_MODE must be {HUB_POLICY} or {ENROLLMENT_GROUP}, not {value!r}")
+    return value
+
+
 def configure() -> Config:
     deployment = Deployment()
 
@@ -218,24 +242,32 @@ def configure() -> Config:
         return deployment.az("functionapp", "keys", "list", "-g", deployment.resource_group, "-n", str(app),
                              "--query", "functionKeys.default", "-o", "tsv")
 
+    mode = signing_mode(setting("VERIFY_SIGNING_MODE", output(deployment, "signingMode")))
+    group = mode == ENROLLMENT_GROUP
     config = Config(
         api_url=setting("VERIFY_API_URL", output(deployment, "apiUrl")).rstrip("/"),
         subscription_key=setting("VERIFY_SUBSCRIPTION_KEY", subscription_key),
         function_url=setting("VERIFY_FUNCTION_URL", lambda: f"https://{deployment.output('functionAppHostName')}/api").rstrip("/"),
         function_key=setting("VERIFY_FUNCTION_KEY", function_key),
         hub=setting("VERIFY_IOTHUB_HOSTNAME", output(deployment, "iotHubHostName")),
-        policy=setting("VERIFY_POLICY_NAME", output(deployment, "iotHubPolicyName")),
+        mode=mode,
+        # Each is read only in the mode that uses it.
+        policy="" if group else setting("VERIFY_POLICY_NAME", output(deployment, "iotHubPolicyName")),
+        id_scope=setting("VERIFY_DPS_ID_SCOPE", output(deployment, "dpsIdScope")) if group else "",
         ip_layer=switch("VERIFY_IP_LAYER", setting("VERIFY_IP_LAYER", output(deployment, "ipLayer"))),
         apim_addresses=[a for a in setting("VERIFY_APIM_ADDRESSES", output(deployment, "apimOutboundIps")).split(",") if a],
         app_service_auth=switch("VERIFY_APP_SERVICE_AUTH", os.environ.get("VERIFY_APP_SERVICE_AUTH", "on")),
         bearer=switch("VERIFY_BEARER", os.environ.get("VERIFY_BEARER", "on")),
         device=os.environ.get("VERIFY_DEVICE_ID", "verify-device"),
+        module=os.environ.get("VERIFY_MODULE_ID", "verify-module"),
         ttl=int(os.environ.get("VERIFY_TTL", "300")),
         timeout=float(os.environ.get("VERIFY_TIMEOUT", "15")),
     )
     for name, value in (("subscription key", config.subscription_key), ("function key", config.function_key)):
         if not value:
             raise ConfigError(f"no {name} could be read")
+    if not group and not config.policy:
+        raise ConfigError("hub-policy mode needs the policy name (VERIFY_POLICY_NAME, output iotHubPolicyName)")
     return config
 
 
@@ -263,25 +295,25 @@ def get(url: str, headers: dict[str, str], timeout: float) -> Answer:
 class Token:
     sr: str
     se: int
-    skn: str
-    device: str
+    skn: str | None
+    ids: dict[str, str]
 
 
-def sas_token(answer: Answer) -> Token | str:
-    """The token's public fields, or why the answer holds no well-formed token."""
+def sas_token(answer: Answer, id_fields: tuple[str, ...] = ("deviceId",)) -> Token | str:
+    """The token's public fields and the body's ids, or why the answer holds no well-formed token."""
     try:
         body = json.loads(answer.body)
         text = body["sastoken"]
-        device = body["deviceId"]
+        ids = {name: str(body[name]) for name in id_fields}
     except (ValueError, KeyError, TypeError):
-        return "the body is not {sastoken, deviceId, ...}"
+        return f"the body is not {{sastoken, {', '.join(id_fields)}, ...}}"
     prefix = "SharedAccessSignature "
     if not isinstance(text, str) or not text.startswith(prefix):
         return "sastoken is not a SharedAccessSignature"
     fields = dict(pair.split("=", 1) for pair in text[len(prefix):].split("&") if "=" in pair)
-    if set(fields) != {"sr", "sig", "se", "skn"} or not fields["se"].isdigit():
-        return "sastoken lacks sr, sig, integer se or skn"
-    return Token(fields["sr"], int(fields["se"]), fields["skn"], str(device))
+    if not {"sr", "sig", "se"} <= set(fields) <= {"sr", "sig", "se", "skn"} or not fields["se"].isdigit():
+        return "sastoken lacks sr, sig or an integer se, or has fields besides skn"
+    return Token(fields["sr"], int(fields["se"]), fields.get("skn"), ids)
 
 
 @dataclass
@@ -301,20 +333,87 @@ class Report:
             self.failed.append(layer)
 
 
-def expected_token(config: Config, before: float, after: float, token: Token) -> list[str]:
+def expected_token(config: Config, before: float, after: float, token: Token,
+                   resource: str, skn: str | None, ids: dict[str, str]) -> list[str]:
+    """What is wrong with `token`: its sr (the percent-encoding of `resource`), se (now + ttl), skn
+    (None: a device-key token has none) and the ids in the body."""
     problems = []
-    sr = urllib.parse.quote(f"{config.hub}/devices/{config.device}", safe="")
+    sr = urllib.parse.quote(resource, safe="")
     if token.sr != sr:
         problems.append(f"sr is {token.sr}, expected {sr}")
     # The handler's clock and this machine's may differ a little.
     low, high = int(before) + config.ttl - 60, int(after) + config.ttl + 60
     if not low <= token.se <= high:
         problems.append(f"se is {token.se}, expected now+{config.ttl} s ({int(before) + config.ttl})")
-    if token.skn != config.policy:
-        problems.append(f"skn is {token.skn}, expected {config.policy}")
-    if token.device != config.device:
-        problems.append(f"deviceId is {token.device}, expected {config.device}")
+    if token.skn != skn:
+        got = "no skn" if token.skn is None else f"skn {token.skn}"
+        wanted = "no skn (a device-key token)" if skn is None else skn
+        problems.append(f"{got}, expected {wanted}")
+    for name, value in ids.items():
+        if token.ids.get(name) != value:
+            problems.append(f"{name} is {token.ids.get(name)}, expected {value}")
     return problems
+
+
+def describe_token(token: Token, before: float) -> str:
+    skn = "no skn (a device-key token)" if token.skn is None else f"skn={token.skn}"
+    return f"sr={token.sr}, se=now+{token.se - int(before)} s, {skn} (signature not shown)"
+
+
+def check_token(config: Config, report: Report, layer: str, label: str, path: str, key: dict[str, str],
+                resource: str, skn: str | None, ids: dict[str, str]) -> None:
+    """One token through the gateway: 200 and the right fields."""
+    before = time.time()
+    answer = get(config.api_url + path, key, config.timeout)
+    after = time.time()
+    if answer.status != 200:
+        report.fail(layer, f"{label} -> {answer.describe()}, expected 200")
+        return
+    parsed = sas_token(answer, tuple(ids))
+    if isinstance(parsed, str):
+        report.fail(layer, f"{label} -> 200 but {parsed}")
+        return
+    problems = expected_token(config, before, after, parsed, resource, skn, ids)
+    if problems:
+        report.fail(layer, f"{label} -> 200 but " + "; ".join(problems))
+    else:
+        report.passed(layer, f"{label} -> 200; {describe_token(parsed, before)}")
+
+
+def check_not_served(config: Config, report: Report, layer: str, label: str, path: str,
+                     key: dict[str, str], problem_type: str, why: str) -> None:
+    """A route this mode does not serve: 404 problem+json of `problem_type` through the gateway."""
+    answer = get(config.api_url + path, key, config.timeout)
+    if answer.status == 404 and answer.problem().get("type") == problem_type:
+        report.passed(layer, f"{label} -> 404 {problem_type}: {why}")
+    else:
+        report.fail(layer, f"{label} -> {answer.describe()}, expected 404 {problem_type} ({why})")
+
+
+def check_modes(config: Config, report: Report, key: dict[str, str]) -> None:
+    """The module and registration operations, as the signing mode says they answer."""
+    device = urllib.parse.quote(config.device, safe="")
+    module = urllib.parse.quote(config.module, safe="")
+    ttl = f"?ttl={config.ttl}"
+    module_path = f"/devices/{device}/modules/{module}/sas-token{ttl}"
+    registration_path = f"/registrations/{device}/sas-token{ttl}"
+    if config.mode == HUB_POLICY:
+        check_token(config, report, "module token", "gateway, a module token", module_path, key,
+                    f"{config.hub}/devices/{config.device}/modules/{config.module}", config.policy,
+                    {"deviceId": config.device, "moduleId": config.module})
+        check_not_served(config, report, "registration token", "gateway, a registration token", registration_path, key,
+                         "about:blank", "hub-policy mode signs no DPS registration tokens")
+        return
+    check_not_served(config, report, "module token", "gateway, a module token", module_path, key,
+                     "urn:iothub-sas:problem:module-tokens-unavailable",
+                     "enrollment-group mode holds no key that signs for modules")
+    if config.id_scope:
+        check_token(config, report, "registration token", "gateway, a registration token", registration_path, key,
+                    f"{config.id_scope}/registrations/{config.device}", "registration",
+                    {"registrationId": config.device})
+    else:
+        check_not_served(config, report, "registration token", "gateway, a registration token", registration_path, key,
+                         "about:blank", "no DPS ID scope is set")
 
 
 def check_gateway(config: Config, report: Report) -> Token | None:
@@ -338,16 +437,14 @@ def check_gateway(config: Config, report: Report) -> Token | None:
         if isinstance(parsed, str):
             report.fail("token", f"gateway with a subscription key -> 200 but {parsed}")
         else:
-            problems = expected_token(config, before, after, parsed)
+            skn = config.policy if config.mode == HUB_POLICY else None
+            problems = expected_token(config, before, after, parsed, f"{config.hub}/devices/{config.device}",
+                                      skn, {"deviceId": config.device})
             if problems:
-                report.fail("token", "gateway with a subscription key -> 200 but " + "; ".join(problems))
+                report.fail("token", f"gateway with a subscription key ({config.mode} mode) -> 200 but " + "; ".join(problems))
             else:
                 token = parsed
-                report.passed(
-                    "token",
-                    f"gateway with a subscription key -> 200; sr={parsed.sr}, se=now+{parsed.se - int(before)} s, "
-                    f"skn={parsed.skn} (signature not shown)",
-                )
+                report.passed("token", f"gateway with a subscription key ({config.mode} mode) -> 200; {describe_token(parsed, before)}")
     else:
         layer = refused_by(served)
         if layer == BEARER:
@@ -368,7 +465,7 @@ def check_gateway(config: Config, report: Report) -> Token | None:
         report.passed("repeated query keys", "gateway with ?deviceid=a&deviceid=b -> 400 problem+json: a repeated key never reaches the host, which would merge it into deviceid=a,b")
     elif repeated.status == 200:
         parsed = sas_token(repeated)
-        issued = parsed.device if isinstance(parsed, Token) else "?"
+        issued = parsed.ids.get("deviceId") if isinstance(parsed, Token) else "?"
         report.fail("repeated query keys", f"gateway with ?deviceid=a&deviceid=b -> 200, a token for device {issued!r}: the gateway let the repetition through")
     else:
         report.fail("repeated query keys", f"gateway with ?deviceid=a&deviceid=b -> {repeated.describe()}, expected 400 problem+json")
@@ -376,12 +473,14 @@ def check_gateway(config: Config, report: Report) -> Token | None:
     forged_addresses = ["192.0.2.1"] + config.apim_addresses[:1]
     if served_token is None:
         report.skipped("X-Forwarded-For", "a forged X-Forwarded-For through API Management: not shown, the gateway does not serve (above)")
+        report.skipped("signing mode", "the module and registration operations: not shown, the gateway does not serve (above)")
         return token
+    check_modes(config, report, key)
     changed = []
     for forged in forged_addresses:
         answer = get(config.api_url + token_path, {**key, "X-Forwarded-For": forged}, config.timeout)
         parsed = sas_token(answer) if answer.status == 200 else None
-        same = answer.status == 200 and isinstance(parsed, Token) and (parsed.sr, parsed.skn, parsed.device) == (served_token.sr, served_token.skn, served_token.device)
+        same = answer.status == 200 and isinstance(parsed, Token) and (parsed.sr, parsed.skn, parsed.ids) == (served_token.sr, served_token.skn, served_token.ids)
         if not same:
             changed.append(f"X-Forwarded-For: {forged} -> {answer.describe()} (without: {served.describe()})")
     if changed:
@@ -441,7 +540,7 @@ def main() -> int:
     except (ConfigError, ValueError) as e:
         print(f"verify: error: {e}", file=sys.stderr)
         return 2
-    print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}")
+    print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}, {config.mode} mode")
     report = verify(config)
     for line in report.lines:
         print(f"verify: {line}")

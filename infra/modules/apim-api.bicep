@@ -1,8 +1,10 @@
 // The API in API Management: imported from openapi/sas-token.apim.json (generated from
 // openapi/sas-token.yaml without the OpenAPI constructs API Management's import does not support,
-// see infra/apim_openapi.py), subscription required, in a product that needs approval, with the
-// policy in infra/policies/ applied at API scope, so every operation gets it, including ones
-// added to the OpenAPI description later. The policy file is chosen by tier: rate-limit-by-key
+// see infra/apim_openapi.py), one operation per function route (getSasToken, getModuleSasToken,
+// getRegistrationSasToken, getSasTokenByDeviceId), subscription required, in a product that
+// needs approval, with the policy in infra/policies/ applied at API scope, so every operation
+// gets it (subscription check, rate limit, repeated-key refusal, credentials, back end),
+// including ones added to the OpenAPI description later; no operation-scope policy exists. The policy file is chosen by tier: rate-limit-by-key
 // (per subscription id) is not available on Consumption, which gets rate-limit (also per
 // subscription; available on every tier). Named values: the function key (Key Vault-backed,
 // versionless secret reference) and the token audience. The Function App is a `backends` entity

@@ -73,12 +73,28 @@ param iotHubHostName string
 @description('IoT Hub shared access policy with DeviceConnect, e.g. device.')
 param iotHubPolicyName string
 
-@description('Key Vault secret holding the policy key or the policy\'s connection string.')
+@description('Key Vault secret holding the policy key or the policy\'s connection string (hub-policy mode).')
 param iotHubKeySecretName string
 
-@description('How often the handler re-reads the secret (seconds).')
+@description('hub-policy: tokens signed with the IoT Hub policy key (iotHubKeySecretName). enrollment-group: device-key tokens signed with keys derived from a DPS enrollment group key (enrollmentGroupKeySecretName); the app then holds no hub policy key and gets no IOTHUB_POLICY_* setting.')
+@allowed([
+  'hub-policy'
+  'enrollment-group'
+])
+param signingMode string = 'hub-policy'
+
+@description('enrollment-group mode: Key Vault secret holding the enrollment group\'s base64 key.')
+param enrollmentGroupKeySecretName string = 'dps-enrollment-group-key'
+
+@description('DPS ID scope (DPS_ID_SCOPE): turns the registration route on; enrollment-group mode only (the handler refuses it in hub-policy mode). Empty: unset.')
+param dpsIdScope string = ''
+
+@description('DEVICE_SCOPES: a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, no per-caller scoping.')
+param deviceScopes string = ''
+
+@description('How often the handler re-reads the secret (seconds). At most 43200: KEYVAULT_MAX_KEY_AGE_SECONDS stays at the handler\'s 86400, which must be at least twice this.')
 @minValue(10)
-@maxValue(86400)
+@maxValue(43200)
 param keyVaultRefreshSeconds int = 300
 
 @description('Token lifetime when a request names none (seconds).')
@@ -165,9 +181,14 @@ var consumptionSettings = [
   }
 ]
 
-// The handler's own settings (README "Settings"). Key Vault mode: IOTHUB_POLICY_KEY is never set.
-// The bearer-token layer is always on; the IP layer only where API Management has stable addresses.
-var handlerSettings = [
+// The handler's own settings (README "Settings"), by the parameters that decide them; the
+// groups are exactly infra/handler-settings.json's `set` and `set_when` (infra/tests check it for
+// every combination). Key Vault mode in both signing modes: no key is ever an app setting. The
+// bearer-token layer is always on; the IP layer only where API Management has stable addresses.
+var isEnrollmentGroup = signingMode == 'enrollment-group'
+
+// Every deployment.
+var commonHandlerSettings = [
   {
     name: 'ALLOWED_IPS'
     value: ipLayerOn ? join(apimOutboundIps, ',') : '*'
@@ -181,16 +202,13 @@ var handlerSettings = [
     value: iotHubHostName
   }
   {
-    name: 'IOTHUB_POLICY_NAME'
-    value: iotHubPolicyName
+    // Explicit in both modes: the portal shows which key signs.
+    name: 'SIGNING_MODE'
+    value: signingMode
   }
   {
     name: 'KEYVAULT_URI'
     value: keyVaultUri
-  }
-  {
-    name: 'IOTHUB_POLICY_KEY_SECRET'
-    value: iotHubKeySecretName
   }
   {
     name: 'KEYVAULT_REFRESH_SECONDS'
@@ -222,6 +240,44 @@ var handlerSettings = [
     value: authRequiredRole
   }
 ]
+
+// hub-policy mode only: the handler refuses them in enrollment-group mode.
+var hubPolicySettings = [
+  {
+    name: 'IOTHUB_POLICY_NAME'
+    value: iotHubPolicyName
+  }
+  {
+    name: 'IOTHUB_POLICY_KEY_SECRET'
+    value: iotHubKeySecretName
+  }
+]
+
+// enrollment-group mode only: the handler refuses it in hub-policy mode.
+var enrollmentGroupSettings = [
+  {
+    name: 'ENROLLMENT_GROUP_KEY_SECRET'
+    value: enrollmentGroupKeySecretName
+  }
+]
+
+// Whenever given, never dropped: in hub-policy mode the handler then refuses to start, naming
+// DPS_ID_SCOPE (infra/deploy.sh refuses that combination before deploying).
+var dpsIdScopeSettings = [
+  {
+    name: 'DPS_ID_SCOPE'
+    value: dpsIdScope
+  }
+]
+
+var deviceScopeSettings = [
+  {
+    name: 'DEVICE_SCOPES'
+    value: deviceScopes
+  }
+]
+
+var handlerSettings = concat(commonHandlerSettings, isEnrollmentGroup ? enrollmentGroupSettings : hubPolicySettings, empty(dpsIdScope) ? [] : dpsIdScopeSettings, empty(deviceScopes) ? [] : deviceScopeSettings)
 
 var consumptionSku = {
   name: 'Y1'
@@ -440,3 +496,4 @@ output id string = site.id
 output hostName string = site.properties.defaultHostName
 output principalId string = site.identity.principalId
 output ipLayer string = ipLayerOn ? 'on' : 'off'
+output signingMode string = signingMode

@@ -1,5 +1,6 @@
-// Key Vault for the IoT Hub policy key (read by the handler) and the function key (read by API
-// Management). RBAC mode only: no access policies. Soft delete and purge protection on.
+// Key Vault for the signing key (read by the handler: the IoT Hub policy key, or in
+// enrollment-group mode the DPS enrollment group key; the operator writes it) and the function key
+// (read by API Management). RBAC mode only: no access policies. Soft delete and purge protection on.
 //
 // Network: with a private endpoint subnet (Flex Consumption, which has virtual network
 // integration) the firewall denies by default; the Function App reaches the vault over the

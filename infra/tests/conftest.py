@@ -1,5 +1,6 @@
-"""Shared helpers for the infra/ checks: paths, and the Bicep files parsed with pycep-parser (the
-parser checkov itself uses), once per session."""
+"""Shared helpers for the infra/ checks: paths, the Bicep files parsed with pycep-parser (the
+parser checkov itself uses) once per session, and a small evaluator for the Bicep expressions
+that decide what a deployment contains (conditions on parameters, concat of setting arrays)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,46 @@ def handler_settings_from_source() -> list[str]:
 @pytest.fixture(scope="session")
 def parsed() -> dict[Path, dict[str, Any]]:
     return {path: parse(path) for path in bicep_files()}
+
+
+def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
+    """The value of an expression built from parameters (each one used must be in `bindings`),
+    variables, literals, ==, !=, !, &&, ||, `c ? a : b`, empty() and concat(). Arrays and objects
+    are returned as they are written (their elements unevaluated)."""
+    if isinstance(node, (bool, int, list)):
+        return node
+    if isinstance(node, str):
+        if node in bindings:
+            return bindings[node]
+        if node in (tree.get("parameters") or {}):
+            raise AssertionError(f"parameter {node} is used but not bound: bind it to evaluate")
+        if node in (tree.get("variables") or {}):
+            return evaluate(tree["variables"][node]["value"], tree, bindings)
+        return node  # a string literal
+    if "function" in node:
+        function = node["function"]
+        arguments = function["parameters"]
+        if function["type"] == "empty":
+            return len(evaluate(arguments["item_to_test"], tree, bindings)) == 0
+        if function["type"] == "concat":
+            ordered = sorted(arguments.items(), key=lambda item: int(item[0].rsplit("_", 1)[1]))
+            return [element for _, argument in ordered for element in evaluate(argument, tree, bindings)]
+        raise AssertionError(f"cannot evaluate function {function['type']}")
+    if "operator" not in node:
+        return node  # an object literal
+    operator = node["operator"]
+    operands = operator["operands"]
+    kind = operator["type"]
+    if kind == "equals":
+        return evaluate(operands["operand_1"], tree, bindings) == evaluate(operands["operand_2"], tree, bindings)
+    if kind == "not_equals":
+        return evaluate(operands["operand_1"], tree, bindings) != evaluate(operands["operand_2"], tree, bindings)
+    if kind == "logical_not":
+        return not evaluate(operands["bool_value"], tree, bindings)
+    if kind in ("logical_and", "logical_or"):
+        values = [evaluate(value, tree, bindings) for value in operands.values()]
+        return all(values) if kind == "logical_and" else any(values)
+    if kind == "conditional":
+        chosen = "true_value" if evaluate(operands["condition"], tree, bindings) else "false_value"
+        return evaluate(operands[chosen], tree, bindings)
+    raise AssertionError(f"cannot evaluate {node}")

@@ -1,8 +1,10 @@
 """Static checks of infra/*.bicep: every file parses (pycep-parser, checkov's parser); every
 module path exists, every parameter passed to a module is declared there, every required one
 is passed, every `<module>.outputs.<name>` exists; loadTextContent paths exist; the parameters
-file and infra/deploy.sh pass what main.bicep requires; and the settings, identities and roles
-issue 7 asks for are really in the templates."""
+file and infra/deploy.sh pass what main.bicep requires; the handler settings the template sets,
+for every combination of the parameters that decide them (signing mode, DPS ID scope, device
+scopes), are exactly what infra/handler-settings.json says; and the settings, identities and
+roles issue 7 asks for are really in the templates."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import INFRA, MAIN, REPO, bicep_files, handler_settings_from_source, parse
+from conftest import INFRA, MAIN, REPO, bicep_files, evaluate, handler_settings_from_source, parse
 
 FUNCTION_APP = INFRA / "modules" / "function-app.bicep"
 
@@ -155,18 +157,22 @@ def test_parameters_file_and_deploy_script_cover_main() -> None:
                 )
 
 
-def settings_var(tree: dict[str, Any], name: str) -> list[tuple[str, Any]]:
-    value = tree["variables"][name]["value"]
-    assert isinstance(value, list), f"variable {name} must be a literal array of settings"
+def settings_list(value: Any, where: str) -> list[tuple[str, Any]]:
+    assert isinstance(value, list), f"{where} must be a literal array of settings"
     pairs = []
     for item in value:
-        assert set(item.keys()) == {"name", "value"}, f"{name}: every entry is {{name, value}}"
-        assert isinstance(item["name"], str), f"{name}: setting names are literals"
+        assert set(item.keys()) == {"name", "value"}, f"{where}: every entry is {{name, value}}"
+        assert isinstance(item["name"], str), f"{where}: setting names are literals"
         pairs.append((item["name"], item["value"]))
     return pairs
 
 
+def settings_var(tree: dict[str, Any], name: str) -> list[tuple[str, Any]]:
+    return settings_list(tree["variables"][name]["value"], name)
+
+
 def function_app_settings() -> dict[str, list[tuple[str, Any]]]:
+    """The platform settings (literal arrays), and where the handler's come from."""
     tree = parse(FUNCTION_APP)
     app_settings = tree["resources"]["site"]["config"]["properties"]["siteConfig"]["appSettings"]
     # appSettings must be exactly concat(hostSettings, isFlex ? [] : consumptionSettings, handlerSettings),
@@ -183,48 +189,169 @@ def function_app_settings() -> dict[str, list[tuple[str, Any]]]:
     ), "the Consumption-only settings (WEBSITE_RUN_FROM_PACKAGE, FUNCTIONS_*) must stay off Flex"
     assert args["arg_3"] == "handlerSettings"
     assert len(args) == 3
-    return {name: settings_var(tree, name) for name in ("hostSettings", "consumptionSettings", "handlerSettings")}
+    return {name: settings_var(tree, name) for name in ("hostSettings", "consumptionSettings")}
+
+
+def classification() -> dict[str, Any]:
+    return json.loads((INFRA / "handler-settings.json").read_text())
+
+
+def holds(when: dict[str, Any], bindings: dict[str, Any]) -> bool:
+    """A `set_when` condition of infra/handler-settings.json: every parameter has its value, or
+    (`{"not": value}`) any other."""
+    for parameter, wanted in when.items():
+        value = bindings[parameter]
+        if isinstance(wanted, dict):
+            assert set(wanted) == {"not"}, f"unknown condition {wanted}"
+            if value == wanted["not"]:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def deciding_parameters() -> dict[str, list[Any]]:
+    """Every parameter a `set_when` condition names, with the values to try: its @allowed list,
+    or the values the conditions name plus one they do not."""
+    tree = parse(FUNCTION_APP)
+    domains: dict[str, set[Any]] = {}
+    for name, entry in classification()["set_when"].items():
+        assert set(entry) == {"when", "reason"} and len(entry["reason"].strip()) >= 10, f"set_when.{name}"
+        for parameter, wanted in entry["when"].items():
+            domains.setdefault(parameter, set()).add(wanted["not"] if isinstance(wanted, dict) else wanted)
+    result = {}
+    for parameter, mentioned in domains.items():
+        assert parameter in tree["parameters"], f"set_when names {parameter}, not a parameter of function-app.bicep"
+        allowed_values = next((d["argument"] for d in tree["parameters"][parameter].get("decorators", []) if d["type"] == "allowed"), None)
+        result[parameter] = sorted(allowed_values) if allowed_values else sorted(mentioned | {"some-value"})
+    return result
+
+
+def combinations() -> list[dict[str, Any]]:
+    bindings: list[dict[str, Any]] = [{}]
+    for parameter, values in deciding_parameters().items():
+        bindings = [{**b, parameter: value} for b in bindings for value in values]
+    return bindings
+
+
+def handler_settings(bindings: dict[str, Any]) -> list[tuple[str, Any]]:
+    """handlerSettings of function-app.bicep as deployed with `bindings`."""
+    tree = parse(FUNCTION_APP)
+    return settings_list(evaluate(tree["variables"]["handlerSettings"]["value"], tree, bindings), "handlerSettings")
 
 
 def test_app_settings_are_exactly_the_handlers_settings() -> None:
     groups = function_app_settings()
-    classification = json.loads((INFRA / "handler-settings.json").read_text())
+    doc = classification()
     handler_reads = set(handler_settings_from_source())
 
     platform = [name for name, _ in groups["hostSettings"] + groups["consumptionSettings"]]
     not_platform = [name for name in platform if not is_platform(name)]
     assert not not_platform, f"hostSettings/consumptionSettings hold non-platform settings: {not_platform}"
 
-    handler = [name for name, _ in groups["handlerSettings"]]
-    assert len(handler) == len(set(handler)), "a handler setting is set twice"
-    assert not [n for n in handler if is_platform(n)], "platform settings belong in hostSettings"
-    unknown = set(handler) - handler_reads
-    assert not unknown, f"the template sets settings the handler does not read: {unknown}"
-    assert set(handler) == set(classification["set"]), (
-        "handlerSettings must be exactly infra/handler-settings.json `set`: "
-        f"missing {set(classification['set']) - set(handler)}, extra {set(handler) - set(classification['set'])}"
-    )
     # The classification covers SETTINGS exactly (tests/infra_settings.rs checks this against the
     # constant itself; here against the source, so `make infra-check` alone catches it too).
-    classified = set(classification["set"]) | set(classification["default"]) | set(classification["never"])
-    assert classified == handler_reads, f"unclassified: {handler_reads - classified}, unknown: {classified - handler_reads}"
-    assert not set(handler) & set(classification["never"])
+    kinds = ("set", "set_when", "default", "never")
+    classified = [name for kind in kinds for name in doc[kind]]
+    assert len(classified) == len(set(classified)), "a setting is classified twice"
+    assert set(classified) == handler_reads, (
+        f"unclassified: {handler_reads - set(classified)}, unknown: {set(classified) - handler_reads}"
+    )
+
+    tried = combinations()
+    assert len(tried) >= 8, f"every combination of the deciding parameters: {tried}"
+    for bindings in tried:
+        handler = [name for name, _ in handler_settings(bindings)]
+        assert len(handler) == len(set(handler)), f"{bindings}: a handler setting is set twice"
+        assert not [n for n in handler if is_platform(n)], "platform settings belong in hostSettings"
+        expected = set(doc["set"]) | {name for name, entry in doc["set_when"].items() if holds(entry["when"], bindings)}
+        assert set(handler) == expected, (
+            f"with {bindings} the template sets {sorted(handler)}; infra/handler-settings.json says "
+            f"missing {sorted(expected - set(handler))}, extra {sorted(set(handler) - expected)}"
+        )
+        assert not set(handler) & set(doc["never"])
+
+
+def test_the_deciding_parameters_pass_straight_from_main() -> None:
+    """The set_when conditions name main.bicep's parameters; the module gets them unchanged."""
+    main = parse(MAIN)
+    module = parse(FUNCTION_APP)
+    passed = main["modules"]["functionApp"]["config"]["params"]
+    for parameter in deciding_parameters():
+        assert passed.get(parameter) == parameter, f"main.bicep passes {parameter}: {parameter} to function-app"
+        assert main["parameters"][parameter].get("default") == module["parameters"][parameter].get("default"), parameter
+        allowed_main = [d for d in main["parameters"][parameter].get("decorators", []) if d["type"] == "allowed"]
+        allowed_module = [d for d in module["parameters"][parameter].get("decorators", []) if d["type"] == "allowed"]
+        assert allowed_main == allowed_module, f"{parameter}: the same @allowed in main.bicep and function-app.bicep"
+
+
+def test_signing_modes() -> None:
+    """hub-policy (the default) sets what it always did; enrollment-group names its Key Vault secret
+    and no hub policy setting; both read the key from Key Vault, never from an app setting."""
+    main = parse(MAIN)["parameters"]["signingMode"]
+    assert main["default"] == "hub-policy"
+    assert [d["argument"] for d in main["decorators"] if d["type"] == "allowed"] == [["hub-policy", "enrollment-group"]]
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["signingMode"]["value"] == "${SIGNING_MODE=hub-policy}"
+    assert parameters["dpsIdScope"]["value"] == "${DPS_ID_SCOPE=}"
+    assert "deviceScopes" not in parameters, (
+        "azd substitutes main.parameters.json placeholders without JSON escaping (azure-dev "
+        "bicep_provider.go loadParameters: envsubst.Eval, then json.Unmarshal), so a JSON value "
+        "would break the file: infra/deploy.sh passes deviceScopes itself"
+    )
+
+    unset = {"dpsIdScope": "", "deviceScopes": ""}
+    hub = dict(handler_settings({"signingMode": "hub-policy", **unset}))
+    assert hub["SIGNING_MODE"] == "signingMode"
+    assert hub["IOTHUB_POLICY_NAME"] == "iotHubPolicyName" and hub["IOTHUB_POLICY_KEY_SECRET"] == "iotHubKeySecretName"
+    assert "ENROLLMENT_GROUP_KEY_SECRET" not in hub
+    group = dict(handler_settings({"signingMode": "enrollment-group", **unset}))
+    assert group["SIGNING_MODE"] == "signingMode"
+    assert group["ENROLLMENT_GROUP_KEY_SECRET"] == "enrollmentGroupKeySecretName"
+    for name in ("IOTHUB_POLICY_NAME", "IOTHUB_POLICY_KEY_SECRET", "IOTHUB_POLICY_KEY", "ENROLLMENT_GROUP_KEY"):
+        assert name not in group, f"enrollment-group mode: the handler refuses {name} (the app holds no hub policy key)"
+    for settings in (hub, group):
+        assert settings["KEYVAULT_URI"] == "keyVaultUri" and settings["IOTHUB_HOSTNAME"] == "iotHubHostName"
+        assert "DPS_ID_SCOPE" not in settings and "DEVICE_SCOPES" not in settings, "empty = unset"
+    given = dict(handler_settings({"signingMode": "enrollment-group", "dpsIdScope": "0ne00000A0A", "deviceScopes": "{}"}))
+    assert given["DPS_ID_SCOPE"] == "dpsIdScope" and given["DEVICE_SCOPES"] == "deviceScopes"
 
 
 def test_key_vault_mode_and_layers() -> None:
     groups = function_app_settings()
-    handler = dict(groups["handlerSettings"])
     consumption = dict(groups["consumptionSettings"])
-    assert "IOTHUB_POLICY_KEY" not in handler
-    assert handler["KEYVAULT_URI"] == "keyVaultUri"
-    # The bearer layer is on unconditionally; the IP layer falls back to `*` without stable addresses.
-    assert handler["AUTH_TENANT_ID"] == "tenantId"
-    assert handler["AUTH_ALLOWED_CALLERS"] == "apimPrincipalId"
-    allowed = handler["ALLOWED_IPS"]["operator"]
-    assert allowed["type"] == "conditional" and allowed["operands"]["false_value"] == "*"
-    assert handler["XFF_DEPTH"] == "1"
+    for bindings in combinations():
+        handler = dict(handler_settings(bindings))
+        assert "IOTHUB_POLICY_KEY" not in handler and "ENROLLMENT_GROUP_KEY" not in handler
+        assert handler["KEYVAULT_URI"] == "keyVaultUri"
+        # The bearer layer is on unconditionally; the IP layer falls back to `*` without stable addresses.
+        assert handler["AUTH_TENANT_ID"] == "tenantId"
+        assert handler["AUTH_ALLOWED_CALLERS"] == "apimPrincipalId"
+        allowed = handler["ALLOWED_IPS"]["operator"]
+        assert allowed["type"] == "conditional" and allowed["operands"]["false_value"] == "*"
+        assert handler["XFF_DEPTH"] == "1"
     assert consumption["FUNCTIONS_WORKER_RUNTIME"] == "custom"
     assert consumption["WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID"] == "SystemAssigned"
+
+
+def test_the_refresh_bounds_fit_the_handlers_key_age_limit() -> None:
+    """KEYVAULT_MAX_KEY_AGE_SECONDS is left at the handler's default (handler-settings.json), and
+    the handler refuses to start when that is less than twice KEYVAULT_REFRESH_SECONDS: every
+    refresh interval the template accepts must leave the default valid."""
+    source = (REPO / "src" / "secrets" / "key_vault.rs").read_text()
+
+    def constant(name: str) -> int:
+        return int(re.search(rf"const {name}: u64 = ([0-9_]+);", source).group(1).replace("_", ""))
+
+    assert "KEYVAULT_MAX_KEY_AGE_SECONDS" in json.loads((INFRA / "handler-settings.json").read_text())["default"]
+    for path in (MAIN, FUNCTION_APP):
+        spec = parse(path)["parameters"]["keyVaultRefreshSeconds"]
+        bounds = {d["type"]: d["argument"] for d in spec["decorators"]}
+        assert bounds["min_value"] >= constant("MIN_REFRESH_SECONDS"), path.name
+        assert 2 * bounds["max_value"] <= constant("DEFAULT_MAX_KEY_AGE_SECONDS"), (
+            f"{path.name}: keyVaultRefreshSeconds up to {bounds['max_value']} would make the handler refuse "
+            "its default KEYVAULT_MAX_KEY_AGE_SECONDS (at least twice the refresh interval)"
+        )
 
 
 def test_function_app_hardening() -> None:

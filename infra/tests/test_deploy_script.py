@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -175,3 +176,104 @@ def test_refuses_to_run_in_ci(tmp_path: Path) -> None:
     env["CI"] = "true"
     done, _ = run_deploy(env, "preflight")
     assert done.returncode != 0 and "refusing to deploy from CI" in done.stderr
+
+
+# --- The signing mode and the settings that go with it -------------------------------------------
+
+AZ_THAT_WORKS = (
+    'case "$1 $2" in\n'
+    '  "account show") echo 00000000-0000-0000-0000-000000000003 ;;\n'
+    '  "provider show") echo Registered ;;\n'
+    "  *) exit 0 ;;\n"
+    "esac\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"DPS_ID_SCOPE": "0ne00000A0A"}, "DPS_ID_SCOPE is only used with SIGNING_MODE=enrollment-group"),
+        ({"SIGNING_MODE": "hub-policy", "ENROLLMENT_GROUP_KEY_SECRET": "k"}, "ENROLLMENT_GROUP_KEY_SECRET is only used"),
+        ({"SIGNING_MODE": "enrollment-group", "IOTHUB_POLICY_NAME": "device"}, "IOTHUB_POLICY_NAME must be unset"),
+        ({"SIGNING_MODE": "group"}, "SIGNING_MODE must be hub-policy or enrollment-group"),
+        ({"DEVICE_SCOPES": "{not json"}, "DEVICE_SCOPES must be a non-empty JSON object"),
+        ({"DEVICE_SCOPES": '["sensor-1"]'}, "DEVICE_SCOPES must be a non-empty JSON object"),
+    ],
+    ids=["dps-scope-in-hub-policy", "group-secret-in-hub-policy", "policy-in-enrollment-group", "unknown-mode", "scopes-not-json", "scopes-not-object"],
+)
+def test_settings_the_handler_would_refuse_are_refused_before_deploying(tmp_path: Path, settings: dict[str, str], named: str) -> None:
+    env = fake_az(tmp_path, AZ_THAT_WORKS)
+    for name in ("SIGNING_MODE", "DPS_ID_SCOPE", "ENROLLMENT_GROUP_KEY_SECRET", "IOTHUB_POLICY_NAME", "DEVICE_SCOPES"):
+        env.pop(name, None)
+    env.update(settings)
+    for command in ("all", "publish"):
+        done, _ = run_deploy(env, command)
+        assert done.returncode != 0 and named in done.stderr, (command, done.stderr)
+        assert "az deployment group create" not in done.stderr, "refused before anything is deployed"
+
+
+def test_device_scopes_are_refused_at_azds_hooks(tmp_path: Path) -> None:
+    env = fake_az(tmp_path, AZ_THAT_WORKS)
+    env["DEVICE_SCOPES"] = '{"role:Fleet.A": ["fleet-a-*"]}'
+    for command in ("preflight", "after-provision"):
+        done, _ = run_deploy(env, command)
+        assert done.returncode != 0 and "DEVICE_SCOPES cannot pass through azd's parameter file" in done.stderr, done.stderr
+
+
+def recording_az(directory: Path) -> tuple[dict[str, str], Path]:
+    """A fake az that answers the preflight, creates the group, records the parameter files of the
+    first deployment and fails everything after it (so the script stops there, package or not)."""
+    record = directory / "record"
+    record.mkdir()
+    script = (
+        f'record="{record}"\n'
+        'case "$1 $2 $3" in\n'
+        '  "account show "*) echo 00000000-0000-0000-0000-000000000003 ;;\n'
+        '  "provider show "*) echo Registered ;;\n'
+        '  "group create "*) exit 0 ;;\n'
+        '  "deployment group create")\n'
+        '    [ ! -e "$record/done" ] || exit 1\n'
+        '    n=0\n'
+        '    for arg in "$@"; do\n'
+        '      case $arg in @*) n=$((n + 1)); cp "${arg#@}" "$record/parameters-$n.json" ;; esac\n'
+        "    done\n"
+        '    touch "$record/done"\n'
+        "    exit 0 ;;\n"
+        "  *) exit 1 ;;\n"
+        "esac\n"
+    )
+    return fake_az(directory, script), record
+
+
+def deployed_parameters(record: Path) -> dict[str, object]:
+    merged: dict[str, object] = {}
+    for path in sorted(record.glob("parameters-*.json")):  # later files win, as with the CLI
+        for name, spec in json.loads(path.read_text())["parameters"].items():
+            merged[name] = spec["value"]
+    return merged
+
+
+@pytest.mark.parametrize("mode", ["hub-policy", "enrollment-group"])
+def test_the_deployment_gets_the_mode_and_its_settings(tmp_path: Path, mode: str) -> None:
+    env, record = recording_az(tmp_path)
+    for name in ("SIGNING_MODE", "DPS_ID_SCOPE", "ENROLLMENT_GROUP_KEY_SECRET", "IOTHUB_POLICY_NAME", "DEVICE_SCOPES"):
+        env.pop(name, None)
+    scopes = '{"role:Fleet.A": ["fleet-a-*"], "3f2504e0-4f89-41d3-9a0c-0305e82c3301": ["sensor-\\"17\\""]}'
+    env.update(SIGNING_MODE=mode, DEVICE_SCOPES=scopes)
+    if mode == "enrollment-group":
+        env.update(DPS_ID_SCOPE="0ne00000A0A", ENROLLMENT_GROUP_KEY_SECRET="fleet-a-group-key")
+    # The infrastructure stage is deployed; the next az call fails and stops the script.
+    done, _ = run_deploy(env, "all")
+    assert done.returncode != 0
+    parameters = deployed_parameters(record)
+    assert parameters, done.stderr
+    assert parameters["deploymentStage"] == "infrastructure"
+    assert parameters["signingMode"] == mode
+    assert parameters["deviceScopes"] == scopes, "DEVICE_SCOPES reaches the template unchanged"
+    if mode == "enrollment-group":
+        assert parameters["dpsIdScope"] == "0ne00000A0A"
+        assert parameters["enrollmentGroupKeySecretName"] == "fleet-a-group-key"
+    else:
+        assert parameters["dpsIdScope"] == ""
+        assert parameters["iotHubPolicyName"] == "device"
+        assert parameters["enrollmentGroupKeySecretName"] == "dps-enrollment-group-key"

@@ -8,7 +8,8 @@
 - the first deployment succeeds: the Key Vault-backed named value is never created in the same
   deployment as the role assignment that lets API Management read its secret;
 - redeploying after deleting the resource group: a name salt changes every generated name;
-- the outputs `make verify` and infra/deploy.sh read exist.
+- the outputs `make verify` and infra/deploy.sh read exist (the signing mode among them: in
+  enrollment-group mode a device token has no skn).
 
 Sources are cited next to each table; infra/README.md lists them too."""
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import INFRA, MAIN, REPO, bicep_files, parse
+from conftest import INFRA, MAIN, REPO, bicep_files, evaluate, parse
 
 FUNCTION_APP = INFRA / "modules" / "function-app.bicep"
 APIM = INFRA / "modules" / "apim.bicep"
@@ -149,32 +150,37 @@ def test_the_api_imports_the_generated_description() -> None:
     assert loaded["parameters"]["file_path"] == "../../openapi/sas-token.apim.json"
 
 
+def function_routes() -> set[str]:
+    routes = set()
+    for folder in (REPO / "function-apps").iterdir():
+        function = json.loads((folder / "function.json").read_text())
+        routes.add("/" + function["bindings"][0]["route"])
+    return routes
+
+
+def test_every_function_route_is_an_operation_under_the_api_scope_policy() -> None:
+    """API Management gets one operation per function route (device, module, DPS registration,
+    the seed's query route) from the import copy, and every operation runs the one API-scope
+    policy: subscription check, rate limit, repeated-key refusal, credentials, back end."""
+    document = json.loads((REPO / "openapi" / "sas-token.apim.json").read_text())
+    assert set(document["paths"]) == function_routes(), "the import copy lacks a function route"
+    operation_ids = [item["get"]["operationId"] for item in document["paths"].values()]
+    assert len(set(operation_ids)) == len(operation_ids) == len(function_routes()), operation_ids
+    for path, item in document["paths"].items():
+        assert set(item) <= {"get", "parameters"}, f"{path}: GET only (the function.json methods)"
+        template = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
+        assert template == set(re.findall(r"\{([^}]+)\}", path)), f"{path}: a template parameter per {{segment}}"
+    tree = parse(APIM_API)
+    kinds = [r["type"] for r in tree["resources"].values()]
+    assert kinds.count("Microsoft.ApiManagement/service/apis/policies") == 1
+    assert not [k for k in kinds if k.startswith("Microsoft.ApiManagement/service/apis/operations")], (
+        "no operation-scope resources: an operation policy could replace the API-scope one"
+    )
+    policy = tree["resources"]["apiPolicy"]["config"]
+    assert policy["parent"] == "api" and policy["name"] == "policy"
+
+
 # --- First deployment: the named value after its role assignment has applied --------------------
-
-
-def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
-    """The value of a condition built from parameters, variables, literals, ==, !=, !, && and ||."""
-    if isinstance(node, bool) or isinstance(node, int):
-        return node
-    if isinstance(node, str):
-        if node in bindings:
-            return bindings[node]
-        if node in (tree.get("variables") or {}):
-            return evaluate(tree["variables"][node]["value"], tree, bindings)
-        return node  # a string literal
-    operator = node["operator"]
-    operands = operator["operands"]
-    kind = operator["type"]
-    if kind == "equals":
-        return evaluate(operands["operand_1"], tree, bindings) == evaluate(operands["operand_2"], tree, bindings)
-    if kind == "not_equals":
-        return evaluate(operands["operand_1"], tree, bindings) != evaluate(operands["operand_2"], tree, bindings)
-    if kind == "logical_not":
-        return not evaluate(operands["bool_value"], tree, bindings)
-    if kind in ("logical_and", "logical_or"):
-        values = [evaluate(value, tree, bindings) for value in operands.values()]
-        return all(values) if kind == "logical_and" else any(values)
-    raise AssertionError(f"cannot evaluate {node}")
 
 
 def module_deployed(tree: dict[str, Any], symbol: str, bindings: dict[str, Any]) -> bool:
@@ -250,7 +256,10 @@ def test_outputs_read_by_the_scripts_exist() -> None:
     verify = (INFRA / "verify.py").read_text()
     # deployment.output("name"), and the lazily read output(deployment, "name").
     from_verify = set(re.findall(r'output\((?:deployment, )?["\']([A-Za-z]+)["\']\)', verify))
-    assert {"apiUrl", "ipLayer", "iotHubHostName", "iotHubPolicyName"} <= from_verify, from_verify
+    assert {"apiUrl", "ipLayer", "iotHubHostName", "iotHubPolicyName", "signingMode", "dpsIdScope"} <= from_verify, (
+        f"verify.py reads what it checks tokens against, the signing mode among them: {from_verify}"
+    )
+    assert {"signingMode", "signingKeySecretName"} <= read, "deploy.sh names the key to store for the mode"
     read |= from_verify
     assert read, "the scripts read deployment outputs"
     missing = read - outputs

@@ -1,7 +1,9 @@
 """openapi/sas-token.yaml: a valid OpenAPI 3 document (openapi-spec-validator) that describes what
-the handler really does: both routes, the device-id and ttl rules from src/params.rs, the error
-statuses and the problem+json shape from src/error.rs, what happens to repeated query keys.
-(tests/api/openapi_schemathesis.rs runs schemathesis against the real handler with it.)
+the handler really does: every route (device, module, DPS registration, the seed's query route),
+the device-, module-, registration-id and ttl rules from src/params.rs, each route's 200 body
+from src/issuance.rs, the error statuses and the problem+json shape from src/error.rs, what
+happens to repeated query keys. (tests/api/openapi_schemathesis.rs runs schemathesis against the
+real handler with it, in both signing modes.)
 
 openapi/sas-token.apim.json, the copy API Management imports: exactly what infra/apim_openapi.py
 makes of the source, valid too, and free of what API Management's import does not support."""
@@ -49,21 +51,115 @@ def test_routes_and_base_path_match_the_function_routes() -> None:
     assert set(document["paths"].keys()) == routes
 
 
+DEVICE_ID_CHARACTERS = "-.%_*?!(),:=@$'"
+
+
 def test_parameters_carry_the_handlers_rules() -> None:
     components = spec()["components"]
-    device_id = components["schemas"]["DeviceId"]
-    assert (device_id["minLength"], device_id["maxLength"]) == (1, 128)
-    pattern = re.compile(device_id["pattern"])
-    allowed = "-.%_*?!(),:=@$'"
-    assert pattern.fullmatch("A1" + allowed)
-    for bad in ("", "a/b", "a b", "a+b", "a#b", "a&b", "dévice", "x" * 129):
-        assert not pattern.fullmatch(bad), bad
-    # The same character set as src/params.rs.
     params_rs = (REPO / "src" / "params.rs").read_text()
-    assert f'b"{allowed}"' in params_rs
+    # Device and module ids: IoT Hub's rules, the same character set as src/params.rs.
+    assert f'b"{DEVICE_ID_CHARACTERS}"' in params_rs
+    for name in ("DeviceId", "ModuleId"):
+        rule = components["schemas"][name]
+        assert (rule["minLength"], rule["maxLength"]) == (1, 128), name
+        pattern = re.compile(rule["pattern"])
+        assert pattern.fullmatch("A1" + DEVICE_ID_CHARACTERS), name
+        for bad in ("", "a/b", "a b", "a+b", "a#b", "a&b", "dévice", "x" * 129):
+            assert not pattern.fullmatch(bad), (name, bad)
+    # Path segments cannot carry the dot-segments.
+    for name, target in (("DeviceIdPathSegment", "DeviceId"), ("ModuleIdPathSegment", "ModuleId")):
+        all_of = components["schemas"][name]["allOf"]
+        assert {"$ref": f"#/components/schemas/{target}"} in all_of
+        assert {"not": {"enum": [".", ".."]}} in all_of
     ttl = schema(spec(), components["parameters"]["Ttl"]["schema"])
     assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 60, 86400)
     assert components["parameters"]["DeviceIdQuery"]["name"] == "deviceid"
+    assert components["parameters"]["ModuleIdPath"]["schema"] == {"$ref": "#/components/schemas/ModuleIdPathSegment"}
+
+
+# RegistrationId::parse in src/params.rs: lower-case ASCII letters, digits and - . _ :, ending in a
+# letter, a digit or -, 1-128 characters. The cases of its unit test, and a few more.
+REGISTRATION_IDS_ACCEPTED = ["sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6", "a", "a.b_c:d-", "0", "-", "r" * 128]
+REGISTRATION_IDS_REFUSED = [
+    "", "r" * 129, "Sensor-1", "A", "a.", "a_", "a:", "a*b", "a/b", "a%2Fb", "dévice", "a b", ".", "..", "a\n",
+]
+
+
+def test_the_registration_id_rule_is_the_handlers() -> None:
+    components = spec()["components"]
+    rule = components["schemas"]["RegistrationId"]
+    assert rule["pattern"] == "^[a-z0-9._:-]*[a-z0-9-]$"
+    assert (rule["type"], rule["minLength"], rule["maxLength"]) == ("string", 1, 128)
+    params_rs = (REPO / "src" / "params.rs").read_text()
+    assert 'b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._:".contains(&b)' in params_rs
+    assert "last.is_ascii_alphanumeric() || last == b'-'" in params_rs
+    pattern = re.compile(rule["pattern"])
+
+    def valid(text: str) -> bool:
+        return bool(pattern.fullmatch(text)) and rule["minLength"] <= len(text) <= rule["maxLength"]
+
+    for good in REGISTRATION_IDS_ACCEPTED:
+        assert valid(good), good
+    for bad in REGISTRATION_IDS_REFUSED:
+        assert not valid(bad), bad
+    parameter = components["parameters"]["RegistrationIdPath"]
+    assert (parameter["name"], parameter["in"], parameter["required"]) == ("registrationId", "path", True)
+    assert parameter["schema"] == {"$ref": "#/components/schemas/RegistrationId"}
+
+
+# Each route's operation, and the 200 body src/issuance.rs (TokenResponse) writes for it.
+OPERATIONS = {
+    "/devices/{deviceId}/sas-token": ("getSasToken", "DeviceToken", {"deviceId"}),
+    "/devices/{deviceId}/modules/{moduleId}/sas-token": ("getModuleSasToken", "ModuleToken", {"deviceId", "moduleId"}),
+    "/registrations/{registrationId}/sas-token": ("getRegistrationSasToken", "RegistrationToken", {"registrationId"}),
+    "/getSASTokenByDeviceID": ("getSasTokenByDeviceId", "DeviceToken", {"deviceId"}),
+}
+EVERY_BODY_HAS = {"sastoken", "expiresOn", "expiresIn", "refreshIn"}
+
+
+def test_each_operation_answers_its_own_token_body() -> None:
+    document = spec()
+    assert set(document["paths"]) == set(OPERATIONS)
+    for path, (operation_id, body, ids) in OPERATIONS.items():
+        operation = document["paths"][path]["get"]
+        assert operation["operationId"] == operation_id, path
+        response = operation["responses"]["200"]["$ref"].rsplit("/", 1)[1]
+        content = document["components"]["responses"][response]["content"]
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{body}"}, path
+        token = document["components"]["schemas"][body]
+        assert token["additionalProperties"] is False, body
+        assert set(token["required"]) == set(token["properties"]) == EVERY_BODY_HAS | ids, body
+        for field in ("expiresIn", "refreshIn"):
+            assert schema(document, token["properties"][field])["type"] == "integer", (body, field)
+    issuance = (REPO / "src" / "issuance.rs").read_text()
+    for field in ("deviceId", "moduleId", "registrationId", "expiresOn", "expiresIn", "refreshIn"):
+        assert f'rename = "{field}"' in issuance, f"src/issuance.rs no longer writes {field}"
+    # A device token has skn only in hub-policy mode; a module token always; a registration token
+    # always skn=registration.
+    patterns = {name: re.compile(document["components"]["schemas"][name]["properties"]["sastoken"]["pattern"])
+                for name in ("DeviceToken", "ModuleToken", "RegistrationToken")}
+    base = "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=abc%3D&se=1795417200"
+    assert patterns["DeviceToken"].fullmatch(base + "&skn=device") and patterns["DeviceToken"].fullmatch(base)
+    assert patterns["ModuleToken"].fullmatch(base + "&skn=device") and not patterns["ModuleToken"].fullmatch(base)
+    assert patterns["RegistrationToken"].fullmatch(base + "&skn=registration")
+    assert not patterns["RegistrationToken"].fullmatch(base + "&skn=device")
+
+
+def test_the_mode_dependent_404s_are_documented() -> None:
+    document = spec()
+    responses = document["components"]["responses"]
+    module = document["paths"]["/devices/{deviceId}/modules/{moduleId}/sas-token"]["get"]["responses"]["404"]
+    text = " ".join(responses[module["$ref"].rsplit("/", 1)[1]]["description"].split())
+    assert "urn:iothub-sas:problem:module-tokens-unavailable" in text and "enrollment-group" in text
+    registration = document["paths"]["/registrations/{registrationId}/sas-token"]["get"]["responses"]["404"]
+    text = " ".join(responses[registration["$ref"].rsplit("/", 1)[1]]["description"].split())
+    assert "DPS_ID_SCOPE" in text and "hub-policy" in text
+    bad_request = " ".join(responses["BadRequest"]["description"].split())
+    for problem in ("invalid-device-id", "invalid-module-id", "invalid-registration-id", "invalid-ttl", "invalid-query"):
+        assert f"`{problem}`" in bad_request, problem
+    error_rs = (REPO / "src" / "error.rs").read_text()
+    for problem in ("module-tokens-unavailable", "invalid-module-id", "invalid-registration-id"):
+        assert f'"urn:iothub-sas:problem:{problem}"' in error_rs, problem
 
 
 def test_every_operation_documents_the_error_statuses() -> None:
@@ -77,7 +173,7 @@ def test_every_operation_documents_the_error_statuses() -> None:
     error_responses = [
         name
         for name, response in document["components"]["responses"].items()
-        if "content" in response and name != "Token"
+        if "content" in response and name not in ("DeviceToken", "ModuleToken", "RegistrationToken")
     ]
     for name in error_responses:
         content = document["components"]["responses"][name]["content"]

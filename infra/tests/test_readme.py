@@ -64,3 +64,21 @@ def test_the_deployment_sections_end_with_make_verify() -> None:
         steps = re.findall(r"\n### (.*)\n", body)
         assert steps and "make verify" in steps[-1], f"{heading}: ends with make verify, steps {steps}"
         assert "make verify" in code_blocks(body)[-1]
+
+
+def test_the_signing_mode_and_storing_the_group_key_are_documented() -> None:
+    """Deploying says how to choose the signing mode, store the DPS group key and scope callers;
+    each walkthrough's key step covers both modes."""
+    deploying = section((REPO / "README.md").read_text(), "Deploying")
+    flat = " ".join(deploying.split())
+    for needle in ("SIGNING_MODE", "enrollment-group", "DPS_ID_SCOPE", "DEVICE_SCOPES", "ENROLLMENT_GROUP_KEY_SECRET"):
+        assert needle in flat, f"README Deploying: {needle}"
+    blocks = "\n".join(code_blocks(deploying))
+    assert "az keyvault secret set" in blocks and "--show-keys" in blocks, "the command that stores the group key"
+    assert "attestation.symmetricKey.primaryKey" in blocks
+    infra = (INFRA / "README.md").read_text()
+    walkthrough = section(infra, "Walkthrough: Flex Consumption (the default)")
+    step = walkthrough[walkthrough.index("### 2."):walkthrough.index("### 3.")]
+    assert "signingKeySecretName" in step and "--show-keys" in step and "iot hub policy show" in step, (
+        "infra/README.md step 2 stores the key of either mode"
+    )

@@ -18,7 +18,10 @@
 //! Every layer on → verify passes; each layer turned off in turn → verify exits 1 and its summary
 //! names exactly the layers that are open. Two modes, as deployed: the IP layer on (classic API
 //! Management tiers: access restriction + `ALLOWED_IPS`) and off (Consumption/v2 tiers: neither;
-//! `ALLOWED_IPS=*`). Behind an access restriction the function-key check cannot be observed from
+//! `ALLOWED_IPS=*`). And both signing modes: hub-policy (device and module tokens with `skn`) and
+//! enrollment-group with a DPS ID scope (device-key tokens without `skn`, registration tokens, no
+//! module tokens); a handler whose mode is not the one the deployment reports fails the token
+//! probes. Behind an access restriction the function-key check cannot be observed from
 //! outside, so it is turned off in the IP-layer-off mode, where it is the first layer a direct
 //! call meets here (App Service Authentication has no stand-in: `VERIFY_APP_SERVICE_AUTH=off`).
 
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
 use crate::support::app::TestApp;
-use crate::support::settings::{HOSTNAME, POLICY, Settings};
+use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
 
 /// The gateway's own source address towards the front end (API Management's outbound address).
 const GATEWAY_ADDRESS: &str = "127.0.0.2";
@@ -40,7 +43,9 @@ const API_SUFFIX: &str = "/iothub-sas";
 const AUDIENCE: &str = "api://iothub-sas-verify";
 /// How long an nginx may take to accept connections.
 const NGINX_STARTUP: Duration = Duration::from_secs(10);
-/// How long verify.py may take (seven requests on loopback).
+/// The DPS ID scope of the enrollment-group scenarios.
+const ID_SCOPE: &str = "0ne00000A0A";
+/// How long verify.py may take (nine requests on loopback).
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which layers of the topology are on.
@@ -55,6 +60,10 @@ struct Layers {
     function_key: bool,
     allowed_ips: bool,
     bearer: bool,
+    /// The handler's `SIGNING_MODE`.
+    signing_mode: &'static str,
+    /// The signing mode the deployment's outputs report to verify.
+    reported_mode: &'static str,
 }
 
 impl Layers {
@@ -68,6 +77,16 @@ impl Layers {
             function_key: true,
             allowed_ips: ip_layer,
             bearer: true,
+            signing_mode: "hub-policy",
+            reported_mode: "hub-policy",
+        }
+    }
+
+    fn enrollment_group(ip_layer: bool) -> Layers {
+        Layers {
+            signing_mode: "enrollment-group",
+            reported_mode: "enrollment-group",
+            ..Layers::all_on(ip_layer)
         }
     }
 }
@@ -450,10 +469,21 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
     } else {
         "*"
     };
-    let mut settings = Settings::base()
+    let mut settings = Settings::none()
+        .set("IOTHUB_HOSTNAME", HOSTNAME)
+        .set("SIGNING_MODE", layers.signing_mode)
         .set("ALLOWED_IPS", allowed)
         .set("XFF_DEPTH", "1")
         .set("RUST_LOG", "info");
+    settings = if layers.signing_mode == "enrollment-group" {
+        settings
+            .set("ENROLLMENT_GROUP_KEY", KEY)
+            .set("DPS_ID_SCOPE", ID_SCOPE)
+    } else {
+        settings
+            .set("IOTHUB_POLICY_NAME", POLICY)
+            .set("IOTHUB_POLICY_KEY", KEY)
+    };
     if layers.bearer {
         settings = settings
             .set_all(issuer.settings().iter())
@@ -506,7 +536,9 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
         ),
         ("VERIFY_FUNCTION_KEY", keys.function.clone()),
         ("VERIFY_IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
+        ("VERIFY_SIGNING_MODE", layers.reported_mode.to_owned()),
         ("VERIFY_POLICY_NAME", POLICY.to_owned()),
+        ("VERIFY_DPS_ID_SCOPE", ID_SCOPE.to_owned()),
         // What the deployment would say: the mode, not the switched-off layer.
         ("VERIFY_IP_LAYER", on_off(layers.ip_layer)),
         ("VERIFY_APIM_ADDRESSES", GATEWAY_ADDRESS.to_owned()),
@@ -603,6 +635,32 @@ fn verify_passes_with_every_layer_on_and_names_each_layer_turned_off() {
             },
             vec!["bearer"],
         ),
+        (
+            "IP layer on, enrollment-group mode, every layer on",
+            Layers::enrollment_group(true),
+            vec![],
+        ),
+        (
+            "IP layer off, enrollment-group mode, every layer on",
+            Layers::enrollment_group(false),
+            vec![],
+        ),
+        (
+            "deployment reports enrollment-group, handler signs with a hub policy",
+            Layers {
+                reported_mode: "enrollment-group",
+                ..on
+            },
+            vec!["module token", "registration token", "token"],
+        ),
+        (
+            "deployment reports hub-policy, handler signs with a group key",
+            Layers {
+                reported_mode: "hub-policy",
+                ..Layers::enrollment_group(true)
+            },
+            vec!["module token", "registration token", "token"],
+        ),
     ];
 
     let problems: Vec<String> = std::thread::scope(|scope| {
@@ -665,8 +723,8 @@ fn check_run(name: &str, open: &[&str], run: &Run) -> Option<String> {
             .lines()
             .filter(|line| line.starts_with("verify: PASS "))
             .count();
-        if passes != 6 {
-            wrong.push(format!("{passes} PASS lines, expected one per probe (6)"));
+        if passes != 8 {
+            wrong.push(format!("{passes} PASS lines, expected one per probe (8)"));
         }
     }
     (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
