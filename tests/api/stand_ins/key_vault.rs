@@ -34,14 +34,14 @@
 //! operator does to stop a reader — disable the secret, delete it (soft delete: it can be
 //! recovered), remove an identity's access — and undo it; take the vault down (503s, 429s or
 //! dropped connections) and back up; slow every answer down; and a log of every request with how
-//! it was authorized and answered.
+//! it was authorized, answered and when.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use hyper::http::request::Parts;
@@ -100,6 +100,8 @@ pub(crate) struct VaultRequest {
     pub(crate) auth: Auth,
     /// The status it was answered with; `None` when the connection was dropped.
     pub(crate) status: Option<u16>,
+    /// When it was answered (or dropped).
+    pub(crate) at: Instant,
 }
 
 /// One version of a secret.
@@ -361,6 +363,20 @@ impl KeyVault {
         self.count(|r| matches!(r.status, None | Some(503 | 429)))
     }
 
+    /// Requests answered with `status`.
+    pub(crate) fn answered_with(&self, status: u16) -> usize {
+        self.count(|r| r.status == Some(status))
+    }
+
+    /// When the last secret read answered 200 was answered.
+    pub(crate) fn last_authorized_read(&self) -> Option<Instant> {
+        lock(&self.state.requests)
+            .iter()
+            .rev()
+            .find(|r| r.status == Some(200))
+            .map(|r| r.at)
+    }
+
     /// Tunnels the proxy has opened.
     pub(crate) fn tunnels(&self) -> usize {
         self.state.tunnels.load(Ordering::SeqCst)
@@ -405,6 +421,7 @@ impl State {
             host: header(parts, "host"),
             auth,
             status: None,
+            at: Instant::now(),
         };
         let outage = *lock(&self.outage);
         let response = match outage {
@@ -423,6 +440,7 @@ impl State {
             None => Some(self.decide(&request)),
         };
         request.status = response.as_ref().map(|r| r.status().as_u16());
+        request.at = Instant::now();
         lock(&self.requests).push(request);
         response
     }
