@@ -482,6 +482,9 @@ struct Failure {
     settings: Settings,
     /// Text the log line's `error` must contain: the cause, in words an operator can act on.
     cause: &'static str,
+    /// The 503's request log field `key`: `not_loaded` for every failure but Key Vault's own
+    /// 404, which withdraws the key (an identity failure never does).
+    key: &'static str,
     /// Values that must never be printed.
     secrets: Vec<String>,
 }
@@ -504,6 +507,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "ManagedIdentityCredential",
+        key: "not_loaded",
         secrets: vec![key],
     });
 
@@ -514,6 +518,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins).set("IDENTITY_HEADER", "not-the-platform-secret"),
         stand_ins,
         cause: "X-IDENTITY-HEADER",
+        key: "not_loaded",
         secrets: vec![key],
     });
 
@@ -525,6 +530,7 @@ fn failure_cases() -> Vec<Failure> {
             .set("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000000"),
         stand_ins,
         cause: "not been assigned",
+        key: "not_loaded",
         secrets: vec![key],
     });
 
@@ -535,6 +541,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "base64",
+        key: "not_loaded",
         secrets: vec![value.to_owned()],
     });
 
@@ -551,6 +558,7 @@ fn failure_cases() -> Vec<Failure> {
             .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
         cause: "SharedAccessKeyName",
+        key: "not_loaded",
         secrets: vec![key, value],
     });
 
@@ -564,6 +572,7 @@ fn failure_cases() -> Vec<Failure> {
             .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
         cause: "connection string",
+        key: "not_loaded",
         secrets: vec![key, value],
     });
 
@@ -577,6 +586,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "device connection string",
+        key: "not_loaded",
         secrets: vec![key, value],
     });
 
@@ -586,6 +596,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "not found",
+        key: "withdrawn_not_found",
         secrets: vec![],
     });
     cases
@@ -599,10 +610,12 @@ async fn assert_no_key_but_alive(case: Failure) {
         stand_ins,
         settings,
         cause,
+        key,
         secrets,
     } = case;
     let mut app = TestApp::spawn(&settings);
     assert_token_unavailable(&app, description).await;
+    assert_last_logged_as(&app, key, description).await;
     assert_logged_failure(&app, cause, description).await;
     assert!(app.is_running(), "{description}: the handler must not exit");
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
@@ -848,6 +861,11 @@ async fn assert_refused_for(app: &TestApp, key: &str, context: &str) {
     let response = app.get_sas_token("dev-1", None).await;
     let (_, body) = assert_unavailable(response, context).await;
     assert_eq!(body["type"], KEY_UNAVAILABLE, "{context}: {body}");
+    assert_last_logged_as(app, key, context).await;
+}
+
+/// Asserts the last request log line is a 503's whose `key` field is `key`.
+async fn assert_last_logged_as(app: &TestApp, key: &str, context: &str) {
     let logged = poll(Duration::from_secs(5), || async {
         request_lines(&app.stdout())
             .last()
