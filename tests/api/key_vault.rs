@@ -300,7 +300,8 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     // Assert
     assert!(took <= Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN);
     assert!(app.is_running(), "no restart");
-    let loaded: Vec<Value> = json_lines(&app.stdout())
+    let loaded: Vec<Value> = logged(&app, "INFO", LOADED, 2)
+        .await
         .into_iter()
         .filter(|line| line["secret"] == SECRET && line["version"] == new_version.as_str())
         .collect();
@@ -350,6 +351,8 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
     );
     for app in [&from_secret, &from_settings] {
         assert_no_secret_printed(app, &stand_ins, &[&key], "connection string");
+        // The warnings come before the read's own line.
+        logged(app, "INFO", LOADED, 1).await;
     }
     let overridden = |app: &TestApp| {
         problem_lines(&app.stdout())
@@ -369,8 +372,7 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
     assert_eq!(
         overridden(&from_settings),
         2,
-        "both settings differ from the connection string
-{}",
+        "both settings differ from the connection string\n{}",
         from_settings.stdout()
     );
 }
@@ -842,6 +844,21 @@ impl Withdrawal {
     }
 }
 
+/// The INFO line of each successful read.
+const LOADED: &str = "signing key loaded from Key Vault";
+
+/// [`lines_starting`], once there are at least `at_least` of them: a line is printed before the
+/// answer it explains, but reaches the test through a pipe, so it may arrive after that answer.
+/// After 5 s, whatever there is (the caller asserts the count).
+async fn logged(app: &TestApp, level: &str, prefix: &str, at_least: usize) -> Vec<Value> {
+    poll(Duration::from_secs(5), || async {
+        let lines = lines_starting(app, level, prefix);
+        (lines.len() >= at_least).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| lines_starting(app, level, prefix))
+}
+
 /// The handler's log lines at `level` whose message starts with `prefix`.
 fn lines_starting(app: &TestApp, level: &str, prefix: &str) -> Vec<Value> {
     json_lines(&app.stdout())
@@ -919,7 +936,7 @@ async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
     )
     .await;
     assert_refused_for(&app, withdrawal.logged_as(), &context).await;
-    let errors = lines_starting(&app, "ERROR", withdrawal.error_line());
+    let errors = logged(&app, "ERROR", withdrawal.error_line(), 1).await;
     assert_eq!(
         errors.len(),
         1,
@@ -934,7 +951,7 @@ async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
         withdrawal.cause()
     );
     assert!(
-        !lines_starting(&app, "DEBUG", "still withdrawn").is_empty(),
+        !logged(&app, "DEBUG", "still withdrawn", 1).await.is_empty(),
         "{context}: the repeated answers are logged at debug\n{}",
         app.stdout()
     );
@@ -949,11 +966,13 @@ async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
     .await;
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, &context);
     assert_eq!(
-        lines_starting(
+        logged(
             &app,
             "INFO",
-            "Key Vault read succeeded again; issuing tokens"
+            "Key Vault read succeeded again; issuing tokens",
+            1
         )
+        .await
         .len(),
         1,
         "{context}: one line says issuance resumed\n{}",
@@ -1092,11 +1111,13 @@ async fn an_outage_shorter_than_the_max_key_age_never_stops_issuance() {
     .await;
 
     assert_signs_with(&app, &key, context).await;
-    let warned = lines_starting(
+    let warned = logged(
         &app,
         "WARN",
         "Key Vault read failed; still signing with the last good key",
-    );
+        2,
+    )
+    .await;
     assert!(
         warned.len() >= 2,
         "{context}: a warning a failed read\n{}",
@@ -1225,6 +1246,8 @@ async fn settings_that_override_a_different_connection_string_part_are_warned_ab
         || async { vault.authorized_reads() >= 2 },
     )
     .await;
+    // A read's warnings come before its own line.
+    logged(&app, "INFO", LOADED, 2).await;
     let warned_for_first = warnings(&first_version);
     let new_key = random_key();
     let second_version = vault.set_secret(SECRET, &connection_string(&new_key));
@@ -1234,6 +1257,7 @@ async fn settings_that_override_a_different_connection_string_part_are_warned_ab
         || async { issue(&app).await.is_signed_with(&new_key) },
     )
     .await;
+    logged(&app, "INFO", LOADED, 3).await;
 
     // Assert: each setting warned about once for each version, however often it is read.
     assert_eq!(
