@@ -936,6 +936,23 @@ async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
     )
     .await;
     assert_refused_for(&app, withdrawal.logged_as(), &context).await;
+    // Retried with back-off: 1 s, then 2 s, each scaled by a jitter in [0.5, 1].
+    let answered: Vec<Instant> = vault
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(withdrawal.status()))
+        .map(|r| r.at)
+        .collect();
+    for (retry, (low, high)) in [(0.45, 1.5), (0.95, 2.5)].into_iter().enumerate() {
+        let gap = answered[retry + 1]
+            .duration_since(answered[retry])
+            .as_secs_f64();
+        assert!(
+            (low..=high).contains(&gap),
+            "{context}: retry {} came {gap:.2} s after the read before it",
+            retry + 1
+        );
+    }
     let errors = logged(&app, "ERROR", withdrawal.error_line(), 1).await;
     assert_eq!(
         errors.len(),
