@@ -7,7 +7,9 @@
 //! - valid v1 and v2 tokens get a SAS token on both routes; the caller is matched by `oid`, or
 //!   by `appid` (v1) / `azp` (v2); `exp`/`nbf` have five minutes of leeway;
 //! - no bearer token → 401 `WWW-Authenticate: Bearer`; any invalid token → 401
-//!   `Bearer error="invalid_token"` with one body whatever failed;
+//!   `Bearer error="invalid_token"` with one body whatever failed — `aud` or `iss` as an array
+//!   and a user's delegated token (`scp`) included; `AUTH_ALLOW_DELEGATED=true` lets the latter
+//!   through;
 //! - a valid token from a caller not allowed, or without the required role → the 403 an IP
 //!   denial gets;
 //! - a new signing key at the issuer is picked up without a restart, unknown `kid`s re-fetch
@@ -20,6 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -139,6 +143,26 @@ async fn a_request_without_a_bearer_token_gets_401_with_a_bearer_challenge_on_bo
     }
 }
 
+/// The claims a token carries, decoded from its payload (to check that the issuer signed what it
+/// was given).
+fn payload(token: &str) -> Value {
+    let [_, payload, _] = jws_parts(token);
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("a JWS payload is base64url");
+    serde_json::from_slice(&json).expect("a JWT payload is JSON")
+}
+
+/// `claims` as a signed-in user's delegated token for the same app: a `scp` claim (and the
+/// user's `name`), as Entra issues when the app calls on the user's behalf.
+fn delegated(claims: Map<String, Value>) -> Map<String, Value> {
+    with_claim(
+        with_claim(claims, "scp", json!("user_impersonation")),
+        "name",
+        json!("A Signed-In User"),
+    )
+}
+
 /// Invalid tokens and what makes each invalid. Every one must get the same 401.
 fn invalid_tokens(fixture: &Fixture) -> Vec<(String, String)> {
     let issuer = &fixture.issuer;
@@ -203,10 +227,41 @@ fn invalid_tokens(fixture: &Fixture) -> Vec<(String, String)> {
             with_claim(v1(), "iss", json!(issuer.base_url())),
         ),
         ("without iss".into(), with_claim(v1(), "iss", Value::Null)),
+        // `aud` and `iss` are single strings: an array is refused even when it holds only an
+        // accepted value (the JWT crate alone would accept one).
+        (
+            "aud an array holding only the accepted audience".into(),
+            with_claim(v1(), "aud", json!([AUDIENCE_URI])),
+        ),
+        (
+            "aud an array holding the accepted audience and another".into(),
+            with_claim(v1(), "aud", json!([AUDIENCE_URI, "api://some-other-api"])),
+        ),
+        (
+            "iss an array holding the tenant's v1 issuer".into(),
+            with_claim(v1(), "iss", json!([v1_issuer(tenant)])),
+        ),
+        (
+            "iss an array holding the tenant's v2 issuer".into(),
+            with_claim(v2(), "iss", json!([v2_issuer(tenant)])),
+        ),
+        // A signed-in user's delegated token (`scp`) from the allowed app: only app-only tokens
+        // pass unless AUTH_ALLOW_DELEGATED=true.
+        ("a v1 delegated token (scp)".into(), delegated(v1())),
+        ("a v2 delegated token (scp)".into(), delegated(v2())),
     ];
     let mut tokens: Vec<(String, String)> = cases
         .into_iter()
-        .map(|(description, claims)| (description, issuer.sign(&claims)))
+        .map(|(description, claims)| {
+            let token = issuer.sign(&claims);
+            // The issuer must have signed the claims as given: arrays as arrays, `scp` kept.
+            for claim in ["aud", "iss", "scp"] {
+                if let Some(given) = claims.get(claim).filter(|v| !v.is_null()) {
+                    assert_eq!(&payload(&token)[claim], given, "{description}: `{claim}`");
+                }
+            }
+            (description, token)
+        })
         .collect();
 
     let mut unknown_kid = Map::new();
@@ -330,6 +385,58 @@ async fn every_invalid_token_gets_the_same_401_invalid_token_answer_on_both_rout
         .get_with_token(&both_routes()[0].1, Some(&fixture.token(Version::V1)), &[])
         .await;
     assert_issued(response, "a valid token after the invalid ones").await;
+}
+
+#[tokio::test]
+async fn a_users_delegated_token_passes_only_with_auth_allow_delegated_true() {
+    let fixture = Fixture::new();
+    let path = token_path("dev-1", None);
+    let app_only = fixture.token(Version::V1);
+    let delegated_tokens = [Version::V1, Version::V2]
+        .map(|version| fixture.issuer.sign(&delegated(fixture.claims(version))));
+    let aud_array = fixture.issuer.sign(&with_claim(
+        fixture.claims(Version::V1),
+        "aud",
+        json!([AUDIENCE_URI]),
+    ));
+
+    for (setting, allowed) in [(None, false), (Some("false"), false), (Some("true"), true)] {
+        let settings = match setting {
+            Some(value) => fixture.settings().set("AUTH_ALLOW_DELEGATED", value),
+            None => fixture.settings(),
+        };
+        let app = TestApp::spawn(&settings);
+        for (version, token) in ["v1", "v2"].iter().zip(&delegated_tokens) {
+            let context = format!("{version} delegated token, AUTH_ALLOW_DELEGATED={setting:?}");
+            let response = app.get_with_token(&path, Some(token), &[]).await;
+            if allowed {
+                assert_issued(response, &context).await;
+            } else {
+                assert_invalid_token(response, &context).await;
+            }
+        }
+        // Whatever the setting: an app-only token passes, an `aud` array does not.
+        let context = format!("AUTH_ALLOW_DELEGATED={setting:?}");
+        let response = app.get_with_token(&path, Some(&app_only), &[]).await;
+        assert_issued(response, &format!("app-only token, {context}")).await;
+        let response = app.get_with_token(&path, Some(&aud_array), &[]).await;
+        assert_invalid_token(response, &format!("aud array, {context}")).await;
+        let lines = app.request_log_lines(4).await;
+        let auth: Vec<Option<String>> = lines.iter().map(|l| log_text(l, "auth")).collect();
+        let delegated = if allowed { "ok" } else { "invalid" };
+        assert_eq!(
+            auth,
+            [delegated, delegated, "ok", "invalid"].map(|a| Some(a.to_owned())),
+            "{context}: the `auth` log field"
+        );
+        assert_not_printed(
+            &app,
+            [
+                ("v1 delegated", delegated_tokens[0].as_str()),
+                ("v2 delegated", &delegated_tokens[1]),
+            ],
+        );
+    }
 }
 
 #[tokio::test]

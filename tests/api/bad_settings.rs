@@ -1,14 +1,17 @@
 //! Each bad setting stops the binary before it binds: a non-zero exit, exactly one stderr line
 //! `configuration error: <SETTING>: <problem>` naming the setting it read, and never a key.
 //! The core settings, then the bearer-token layer's (`AUTH_*`), then the client-certificate
-//! layer's (`CLIENT_CERT_THUMBPRINTS`).
+//! layer's (`CLIENT_CERT_THUMBPRINTS`); then settings that would be silently ignored because
+//! what reads them is off, trust files no https client could use, Key Vault timings, loopback
+//! allow-list entries on Azure, and the host-bits hint (whose line must also say, or never say,
+//! certain things).
 
 use crate::stand_ins::bearer::AUDIENCE_URI;
 use crate::support::{
     client_certs::{current, sha1, sha256},
     leaks::Secrets,
     settings::{KEY, Settings},
-    startup::{Refusal, StartupFailure, misrefused_startups},
+    startup::{Refusal, StartupFailure, misrefused_startups, misrefused_startups_by_case},
 };
 
 /// A malformed key with a recognisable tail, so an echo of it is easy to spot.
@@ -402,6 +405,24 @@ fn bad_auth_settings_stop_the_binary_naming_the_setting() {
             &[("AUTH_JWKS_REFETCH_SECONDS", "-5")],
             "AUTH_JWKS_REFETCH_SECONDS",
         ),
+        (
+            "AUTH_ALLOW_DELEGATED neither true nor false",
+            &[],
+            &[("AUTH_ALLOW_DELEGATED", "yes")],
+            "AUTH_ALLOW_DELEGATED",
+        ),
+        (
+            "AUTH_ALLOW_DELEGATED in capitals",
+            &[],
+            &[("AUTH_ALLOW_DELEGATED", "TRUE")],
+            "AUTH_ALLOW_DELEGATED",
+        ),
+        (
+            "AUTH_ALLOW_DELEGATED as a number",
+            &[],
+            &[("AUTH_ALLOW_DELEGATED", "1")],
+            "AUTH_ALLOW_DELEGATED",
+        ),
         // Partial configuration fails closed: audience and callers without the tenant that
         // turns the layer on must not mean "no token needed".
         (
@@ -465,5 +486,326 @@ fn malformed_thumbprint_settings_stop_the_binary_naming_the_setting() {
         failures.len(),
         cases.len(),
         failures.join("\n")
+    );
+}
+
+/// A start-up that must be refused naming `setting`, whose one stderr line must also contain
+/// each of `mentions` and none of `never`.
+struct Worded {
+    description: String,
+    settings: Settings,
+    setting: &'static str,
+    mentions: Vec<String>,
+    never: Vec<&'static str>,
+}
+
+impl Worded {
+    fn new(description: impl Into<String>, settings: Settings, setting: &'static str) -> Worded {
+        Worded {
+            description: description.into(),
+            settings,
+            setting,
+            mentions: Vec::new(),
+            never: Vec::new(),
+        }
+    }
+
+    fn mentioning(mut self, text: impl Into<String>) -> Worded {
+        self.mentions.push(text.into());
+        self
+    }
+
+    fn never_mentioning(mut self, text: &'static str) -> Worded {
+        self.never.push(text);
+        self
+    }
+}
+
+/// Starts each case side by side; one report line per case that was not refused as it must be.
+fn misworded(cases: &[Worded]) -> Vec<String> {
+    let refusals: Vec<Refusal<'_>> = cases
+        .iter()
+        .map(|case| Refusal {
+            description: case.description.clone(),
+            settings: case.settings.clone(),
+            setting: case.setting,
+        })
+        .collect();
+    misrefused_startups_by_case(&refusals, |refusal, failure| {
+        let case = cases
+            .iter()
+            .find(|case| case.description == refusal.description)
+            .expect("every refusal comes from a case");
+        let mut problems: Vec<String> = case
+            .mentions
+            .iter()
+            .filter(|text| !failure.stderr.contains(text.as_str()))
+            .map(|text| format!("does not mention {text:?}"))
+            .collect();
+        problems.extend(
+            case.never
+                .iter()
+                .filter(|text| failure.stderr.contains(*text))
+                .map(|text| format!("mentions {text:?}")),
+        );
+        problems.extend(echoed_keys(failure));
+        problems
+    })
+}
+
+/// The bearer layer on, with the default issuer (nothing is fetched before the settings pass).
+fn bearer_on() -> Settings {
+    Settings::base()
+        .set("AUTH_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+        .set("AUTH_AUDIENCE", AUDIENCE_URI)
+        .set(
+            "AUTH_ALLOWED_CALLERS",
+            "6a1f1d8e-0000-4000-8000-000000000001",
+        )
+}
+
+/// Key Vault mode; the settings are refused before any client is built, so nothing is reached.
+fn key_vault_on() -> Settings {
+    Settings::key_vault("iothub-device-policy")
+        .set("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/")
+}
+
+#[test]
+fn a_setting_that_only_another_setting_turns_on_stops_the_binary_when_that_one_is_unset() {
+    // Each would be silently ignored: the layer or key source that reads it is off.
+    let mut cases = Vec::new();
+    for dependent in [
+        (
+            "AUTH_OPENID_CONFIG_URL",
+            "https://127.0.0.1:9/.well-known/openid-configuration",
+        ),
+        ("AUTH_JWKS_REFETCH_SECONDS", "30"),
+        ("AUTH_ALLOW_DELEGATED", "true"),
+    ] {
+        let (name, value) = dependent;
+        cases.push(
+            Worded::new(
+                format!("{name} without AUTH_TENANT_ID"),
+                Settings::base().set(name, value),
+                "AUTH_TENANT_ID",
+            )
+            .mentioning(format!("is required when {name} is set")),
+        );
+    }
+    for (name, value) in [
+        ("KEYVAULT_REFRESH_SECONDS", "60"),
+        ("KEYVAULT_MAX_KEY_AGE_SECONDS", "3600"),
+        ("IOTHUB_POLICY_KEY_SECRET", "iothub-device-policy"),
+    ] {
+        cases.push(
+            Worded::new(
+                format!("{name} without KEYVAULT_URI"),
+                Settings::base().set(name, value),
+                name,
+            )
+            .mentioning("KEYVAULT_URI"),
+        );
+    }
+    // The same rule in enrollment-group mode.
+    cases.push(
+        Worded::new(
+            "KEYVAULT_MAX_KEY_AGE_SECONDS without KEYVAULT_URI, enrollment-group mode",
+            Settings::none()
+                .set("SIGNING_MODE", "enrollment-group")
+                .set("IOTHUB_HOSTNAME", "demo-hub.azure-devices.net")
+                .set("ENROLLMENT_GROUP_KEY", KEY)
+                .set("ALLOWED_IPS", "127.0.0.1")
+                .set("KEYVAULT_MAX_KEY_AGE_SECONDS", "3600"),
+            "KEYVAULT_MAX_KEY_AGE_SECONDS",
+        )
+        .mentioning("KEYVAULT_URI"),
+    );
+
+    let report = misworded(&cases);
+    assert!(
+        report.is_empty(),
+        "{} of {} settings that would be ignored misbehaved:\n{}",
+        report.len(),
+        cases.len(),
+        report.join("\n")
+    );
+}
+
+#[test]
+fn a_trust_file_the_bearer_layer_cannot_use_stops_the_binary_naming_ssl_cert_file() {
+    // With only the bearer layer on (no Key Vault), SSL_CERT_FILE alone decides what its https
+    // client trusts: a file it cannot use would leave it trusting nothing, or failing later.
+    let dir = std::env::temp_dir().join(format!("bad-roots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("the temp dir is writable");
+        path.display().to_string()
+    };
+    let missing = dir.join("missing.pem").display().to_string();
+    let empty = write("empty.pem", "");
+    let not_pem = write(
+        "not-pem.txt",
+        "these are not the roots you are looking for\n",
+    );
+    let garbage = write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    let cases: Vec<Worded> = [
+        (
+            "a missing file",
+            &missing,
+            "is set but is not a readable file",
+        ),
+        (
+            "a directory",
+            &dir.display().to_string(),
+            "is set but is not a readable file",
+        ),
+        ("an empty file", &empty, "holds no PEM certificate"),
+        ("a file without PEM", &not_pem, "holds no PEM certificate"),
+        (
+            "a malformed PEM certificate",
+            &garbage,
+            "holds a malformed PEM certificate",
+        ),
+    ]
+    .into_iter()
+    .map(|(description, path, problem)| {
+        Worded::new(
+            format!("SSL_CERT_FILE: {description}, bearer layer only"),
+            bearer_on().set("SSL_CERT_FILE", path.as_str()),
+            "SSL_CERT_FILE",
+        )
+        .mentioning(problem)
+    })
+    .collect();
+
+    let report = misworded(&cases);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        report.is_empty(),
+        "{} of {} unusable trust files misbehaved:\n{}",
+        report.len(),
+        cases.len(),
+        report.join("\n")
+    );
+}
+
+#[test]
+fn a_max_key_age_that_one_missed_refresh_would_exceed_stops_the_binary_naming_it() {
+    let cases: Vec<Worded> = [
+        ("below twice the default refresh (300 s)", None, "599"),
+        ("below twice a 10 s refresh", Some("10"), "19"),
+        ("equal to the refresh", Some("60"), "60"),
+        ("above a year", None, "31536001"),
+        ("not a number", None, "a day"),
+        ("negative", None, "-1"),
+    ]
+    .into_iter()
+    .map(|(description, refresh, max_age)| {
+        let settings = key_vault_on().set("KEYVAULT_MAX_KEY_AGE_SECONDS", max_age);
+        let settings = match refresh {
+            Some(seconds) => settings.set("KEYVAULT_REFRESH_SECONDS", seconds),
+            None => settings,
+        };
+        Worded::new(
+            format!("KEYVAULT_MAX_KEY_AGE_SECONDS={max_age:?}: {description}"),
+            settings,
+            "KEYVAULT_MAX_KEY_AGE_SECONDS",
+        )
+    })
+    .chain([Worded::new(
+        "KEYVAULT_REFRESH_SECONDS below its 10 s minimum",
+        key_vault_on().set("KEYVAULT_REFRESH_SECONDS", "9"),
+        "KEYVAULT_REFRESH_SECONDS",
+    )])
+    .collect();
+
+    let report = misworded(&cases);
+    assert!(
+        report.is_empty(),
+        "{} of {} bad Key Vault timings misbehaved:\n{}",
+        report.len(),
+        cases.len(),
+        report.join("\n")
+    );
+}
+
+#[test]
+fn on_azure_a_loopback_allow_list_entry_stops_the_binary_naming_allowed_ips() {
+    // With WEBSITE_SITE_NAME set every caller arrives through X-Forwarded-For, never from
+    // loopback: such an entry can only be the local example copied across.
+    let cases: Vec<Worded> = [
+        ("ALLOWED_IPS", "127.0.0.1", "127.0.0.1"),
+        ("ALLOWED_IPS", "::1", "::1"),
+        ("ALLOWED_IPS", "127.0.0.0/8", "127.0.0.0/8"),
+        ("ALLOWED_IPS", "127.1.2.3", "127.1.2.3"),
+        ("ALLOWED_IPS", "::ffff:127.0.0.1", "::ffff:127.0.0.1"),
+        ("ALLOWED_IPS", "10.0.0.1, 127.0.0.1", "127.0.0.1"),
+        ("allowedip", "127.0.0.1", "127.0.0.1"),
+    ]
+    .into_iter()
+    .map(|(setting, list, entry)| {
+        let settings = Settings::base()
+            .unset("ALLOWED_IPS")
+            .set(setting, list)
+            .set("WEBSITE_SITE_NAME", "iothub-sas-prod");
+        Worded::new(format!("{setting}={list:?} on Azure"), settings, setting)
+            .mentioning(format!("`{entry}` is a loopback address"))
+            .mentioning("WEBSITE_SITE_NAME")
+    })
+    .collect();
+
+    let report = misworded(&cases);
+    assert!(
+        report.is_empty(),
+        "{} of {} loopback allow lists on Azure misbehaved:\n{}",
+        report.len(),
+        cases.len(),
+        report.join("\n")
+    );
+}
+
+#[test]
+fn a_host_bits_hint_never_suggests_a_whole_address_family() {
+    // A typo of one address must not be "corrected" into allowing everyone.
+    let cases: Vec<Worded> = ["10.0.0.1/0", "2001:db8::1/0", "::ffff:10.0.0.1/96"]
+        .into_iter()
+        .map(|entry| {
+            Worded::new(
+                format!("{entry:?}"),
+                Settings::base().set("ALLOWED_IPS", entry),
+                "ALLOWED_IPS",
+            )
+            .mentioning(format!("`{entry}` has host bits set"))
+            .never_mentioning("did you mean")
+            .never_mentioning("`0.0.0.0/0`")
+            .never_mentioning("`::/0`")
+        })
+        .chain([
+            Worded::new(
+                "\"10.0.0.1/8\" still gets its hint",
+                Settings::base().set("ALLOWED_IPS", "10.0.0.1/8"),
+                "ALLOWED_IPS",
+            )
+            .mentioning("did you mean `10.0.0.0/8`?"),
+            Worded::new(
+                "\"128.0.0.1/1\" still gets its hint",
+                Settings::base().set("ALLOWED_IPS", "128.0.0.1/1"),
+                "ALLOWED_IPS",
+            )
+            .mentioning("did you mean `128.0.0.0/1`?"),
+        ])
+        .collect();
+
+    let report = misworded(&cases);
+    assert!(
+        report.is_empty(),
+        "{} of {} host-bits refusals misbehaved:\n{}",
+        report.len(),
+        cases.len(),
+        report.join("\n")
     );
 }

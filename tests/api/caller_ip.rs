@@ -1,9 +1,15 @@
-//! Who the caller is: X-Forwarded-For entry forms, entries spread over several lines, spoofed
-//! entries left of `XFF_DEPTH`, IPv6 and IPv4-mapped addresses, CIDR ranges, `*`, and the TCP
-//! peer when there is no X-Forwarded-For at all. Every request asks for a valid device, so the
+//! Who the caller is: X-Forwarded-For entry forms (an unbracketed IPv6 entry is one address,
+//! never address:port), entries spread over several lines, spoofed entries left of `XFF_DEPTH`,
+//! IPv6 and IPv4-mapped addresses, CIDR ranges, `*` and the ranges that amount to it (a warning
+//! at start), and the TCP peer when there is no X-Forwarded-For at all. Every request asks for a valid device, so the
 //! status says only whether the caller was allowed.
 
-use crate::support::{answers::assert_problem, app::TestApp, settings::Settings};
+use crate::support::{
+    answers::assert_problem,
+    app::TestApp,
+    logs::{json_lines, log_text},
+    settings::Settings,
+};
 
 /// Allow list for the depth-1 app. 127.0.0.1 (the TCP peer) is on it, so a 403 also shows
 /// that a bad X-Forwarded-For is never replaced by the peer address.
@@ -401,4 +407,159 @@ async fn denied_answer_reveals_neither_the_allow_list_nor_the_caller() {
         !format!("{headers:?}{body}").contains("127.0.0.1"),
         "the 403 reveals the peer address: {body}"
     );
+}
+
+#[tokio::test]
+async fn an_unbracketed_ipv6_entry_is_one_address_never_an_address_and_a_port() {
+    // `2001:db8::5:443` is the address 2001:db8::5:443; read as 2001:db8::5 on port 443, an
+    // entry that merely ends in a number would pass for a listed address.
+    let listed_without_port =
+        TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "2001:db8::5,1.2.3.4"));
+    assert_cases(
+        &listed_without_port,
+        &[
+            (
+                "a bare IPv6 address with a port-like tail",
+                &["2001:db8::5:443"],
+                403,
+            ),
+            ("the bare listed address", &["2001:db8::5"], 200),
+            (
+                "the listed address bracketed, with a port",
+                &["[2001:db8::5]:443"],
+                200,
+            ),
+            ("the listed address bracketed", &["[2001:db8::5]"], 200),
+            ("two `::`: no address at all", &["2001:db8::5::443"], 403),
+            (
+                "a port after the bracket without a colon",
+                &["[2001:db8::5]443"],
+                403,
+            ),
+            (
+                "IPv4-mapped with a port-like tail",
+                &["::ffff:1.2.3.4:80"],
+                403,
+            ),
+            ("IPv4-mapped, bare", &["::ffff:1.2.3.4"], 200),
+        ],
+    )
+    .await;
+    let listed_with_tail = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "2001:db8::5:443"));
+    assert_cases(
+        &listed_with_tail,
+        &[
+            (
+                "the listed address, written bare",
+                &["2001:db8::5:443"],
+                200,
+            ),
+            ("another address on port 443", &["[2001:db8::5]:443"], 403),
+            ("another address, bare", &["2001:db8::5"], 403),
+        ],
+    )
+    .await;
+
+    // The log says how each entry was read: one address, or none.
+    let lines = listed_without_port.request_log_lines(8).await;
+    let read: Vec<(Option<String>, Option<String>)> = lines
+        .iter()
+        .map(|line| (log_text(line, "caller_ip"), log_text(line, "denied")))
+        .collect();
+    let denied_as_unlisted = Some("caller not in ALLOWED_IPS".to_owned());
+    let unparsable = Some("x-forwarded-for entry is not an address".to_owned());
+    assert_eq!(
+        read[0],
+        (Some("2001:db8::5:443".to_owned()), denied_as_unlisted),
+        "{lines:?}"
+    );
+    for at in [4, 5, 6] {
+        assert_eq!(
+            read[at],
+            (None, unparsable.clone()),
+            "entry {at}: {lines:?}"
+        );
+    }
+}
+
+/// `Some(who)` when `app` logged the whole-family warning for `who`; `None` without it.
+fn whole_family_warning(app: &TestApp) -> Option<String> {
+    json_lines(&app.stdout()).iter().find_map(|line| {
+        let message = line["message"].as_str()?;
+        let who = message.strip_prefix("ALLOWED_IPS allows ")?;
+        let (who, _) = who.split_once(", as `*` would;")?;
+        (line["level"] == "WARN").then(|| who.to_owned())
+    })
+}
+
+#[tokio::test]
+async fn ranges_that_amount_to_a_whole_address_family_warn_as_star_does() {
+    // (ALLOWED_IPS, the warning's "who" or no warning, an IPv4 caller allowed, an IPv6 caller
+    // allowed): the warning says what the list does.
+    let cases: [(&str, Option<&str>, bool, bool); 9] = [
+        ("0.0.0.0/0", Some("every IPv4 caller"), true, false),
+        ("::/0", Some("every IPv6 caller"), false, true),
+        ("::ffff:0.0.0.0/96", Some("every IPv4 caller"), true, false),
+        (
+            "0.0.0.0/1,128.0.0.0/1",
+            Some("every IPv4 caller"),
+            true,
+            false,
+        ),
+        (
+            "0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/2",
+            Some("every IPv4 caller"),
+            true,
+            false,
+        ),
+        ("::/1,8000::/1", Some("every IPv6 caller"), false, true),
+        ("0.0.0.0/0,::/0", Some("every caller"), true, true),
+        ("0.0.0.0/1", None, true, false),
+        ("10.0.0.0/8,::/1", None, false, true),
+    ];
+
+    for (allowed, warning, ipv4, ipv6) in cases {
+        let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", allowed));
+
+        let context = format!("ALLOWED_IPS={allowed:?}");
+        assert_eq!(
+            whole_family_warning(&app).as_deref(),
+            warning,
+            "{context}: the start-up warning\n{}",
+            app.stdout()
+        );
+        let expected = |allowed: bool| if allowed { 200 } else { 403 };
+        assert_cases(
+            &app,
+            &[
+                ("an IPv4 caller", &["6.6.6.6"], expected(ipv4)),
+                (
+                    "an IPv6 caller",
+                    &["[2001:db8:ffff::1]:443"],
+                    expected(ipv6),
+                ),
+            ],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn on_azure_an_allow_list_without_loopback_starts_and_the_peer_is_not_a_caller() {
+    // The loopback entries are refused on Azure (`bad_settings`); everything else starts.
+    let app = TestApp::spawn(
+        &Settings::base()
+            .set("ALLOWED_IPS", "10.0.0.1,2001:db8::/32")
+            .set("WEBSITE_SITE_NAME", "iothub-sas-prod"),
+    );
+
+    assert_cases(
+        &app,
+        &[
+            ("the listed caller", &["10.0.0.1:5555"], 200),
+            ("a listed IPv6 caller", &["[2001:db8::7]:443"], 200),
+            ("no X-Forwarded-For: the loopback peer", &[], 403),
+        ],
+    )
+    .await;
 }

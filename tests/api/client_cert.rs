@@ -1,8 +1,9 @@
 //! The client-certificate layer (issue 5): with `CLIENT_CERT_THUMBPRINTS` set, each request
 //! must carry `X-ARR-ClientCert` (base64 of the DER certificate, as App Service forwards the one
-//! presented in the TLS handshake, unchecked) with a certificate that parses, is within its
-//! validity period, and whose SHA-1 or SHA-256 thumbprint is listed. Anything else gets the
-//! caller-not-allowed 403. The check runs after the IP allow list and before the bearer token.
+//! presented in the TLS handshake, unchecked) — exactly one such header line — with a certificate
+//! that parses, is within its validity period, and whose SHA-1 or SHA-256 thumbprint is listed.
+//! Anything else, two header lines included, gets the caller-not-allowed 403. The check runs
+//! after the IP allow list and before the bearer token.
 //!
 //! The certificates and their thumbprints come from `support::client_certs` (rcgen, and
 //! aws-lc-rs rather than the hash crates the handler uses). Malformed thumbprint lists are in
@@ -342,4 +343,57 @@ async fn the_certificate_is_checked_after_the_ip_and_before_the_token() {
     Secrets::default()
         .with("bearer token", &token)
         .assert_absent_from(&app.output(), "layer order");
+}
+
+#[tokio::test]
+async fn two_client_certificate_headers_get_the_403_an_ip_denial_gets_even_when_both_are_listed() {
+    // The platform writes one X-ARR-ClientCert; a second came from someone else, and no rule
+    // could say which of the two to trust.
+    let listed = current("listed");
+    let other_listed = current("also listed");
+    let list = format!("{},{}", sha256(&listed), sha256(&other_listed));
+    let app = TestApp::spawn(&Settings::base().set("CLIENT_CERT_THUMBPRINTS", &list));
+    let ip_denial = app.ip_denial_body().await;
+    let cert = forwarded(&listed);
+    let other = forwarded(&other_listed);
+    let unlisted = forwarded(&current("stranger"));
+    let cases: [(&str, [&str; 2]); 4] = [
+        ("the same listed certificate twice", [&cert, &cert]),
+        ("two listed certificates", [&cert, &other]),
+        ("a listed one, then an unlisted one", [&cert, &unlisted]),
+        (
+            "an unparsable one, then a listed one",
+            ["not base64!", &cert],
+        ),
+    ];
+
+    for (route, path) in both_routes() {
+        for (description, [first, second]) in &cases {
+            let context = format!("{description}, {route}");
+            let headers = [(CLIENT_CERT_HEADER, *first), (CLIENT_CERT_HEADER, *second)];
+            let response = app.get(&path, &headers).await;
+            let body = assert_caller_not_allowed(response, &context).await;
+            assert_eq!(body, ip_denial, "{context}: the same body as an IP denial");
+        }
+    }
+    let response = app
+        .get_with_cert(&token_path("dev-1", None), Some(&cert), &[])
+        .await;
+    assert_issued(response, "one listed certificate").await;
+
+    // The IP denial, then each case on each route, then the single certificate.
+    let expected = 1 + 2 * cases.len() + 1;
+    let lines = app.request_log_lines(expected).await;
+    assert_eq!(lines.len(), expected, "stdout:\n{}", app.stdout());
+    for line in &lines[1..expected - 1] {
+        assert_eq!(
+            log_text(line, "client_cert").as_deref(),
+            Some("repeated"),
+            "two header lines are logged as repeated: {line}"
+        );
+    }
+    assert_eq!(
+        log_text(&lines[expected - 1], "client_cert").as_deref(),
+        Some("ok")
+    );
 }

@@ -2,9 +2,15 @@
 //! can observe. Every test starts its own identity and vault stand-ins (see `stand_ins`) and the
 //! real `handler` binary configured to use them, so the tests run in parallel.
 //!
-//! Time: refresh intervals are the minimum the handler accepts, 10 s; a test that waits for a
-//! refresh polls (it does not sleep a fixed time) and fails if it takes longer than the
-//! interval plus a small margin.
+//! What is checked: reading, refreshing and rotating the key; outages (the last good key serves,
+//! but only while its last read is younger than `KEYVAULT_MAX_KEY_AGE_SECONDS`); revocation (a
+//! disabled, deleted or no longer readable secret stops issuance until it is undone); identity
+//! and secret-value failures; and that nothing secret is ever printed.
+//!
+//! Time: refresh intervals are the minimum the handler accepts, 10 s, and the maximum key age
+//! twice that; a test that waits for a refresh polls (it does not sleep a fixed time) and fails
+//! if it takes longer than the interval plus a small margin. Scenarios that wait on those
+//! intervals run side by side inside one test.
 
 use std::time::{Duration, Instant};
 
@@ -15,9 +21,10 @@ use tokio::task::JoinSet;
 
 use crate::stand_ins::{Auth, Outage, StandIns};
 use crate::support::{
-    answers::assert_unavailable,
+    answers::{Issued, KEY_UNAVAILABLE, assert_unavailable},
     app::TestApp,
-    logs::{json_lines, problem_lines},
+    clock::unix_now,
+    logs::{json_lines, log_field, log_text, problem_lines, request_lines},
     routes::token_path,
     sas::{SasToken, encode},
     settings::{HOSTNAME, POLICY, Settings},
@@ -293,7 +300,8 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     // Assert
     assert!(took <= Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN);
     assert!(app.is_running(), "no restart");
-    let loaded: Vec<Value> = json_lines(&app.stdout())
+    let loaded: Vec<Value> = logged(&app, "INFO", LOADED, 2)
+        .await
         .into_iter()
         .filter(|line| line["secret"] == SECRET && line["version"] == new_version.as_str())
         .collect();
@@ -343,7 +351,30 @@ async fn a_connection_string_secret_supplies_the_hub_and_policy_unless_they_are_
     );
     for app in [&from_secret, &from_settings] {
         assert_no_secret_printed(app, &stand_ins, &[&key], "connection string");
+        // The warnings come before the read's own line.
+        logged(app, "INFO", LOADED, 1).await;
     }
+    let overridden = |app: &TestApp| {
+        problem_lines(&app.stdout())
+            .into_iter()
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("differs from the connection string's"))
+            })
+            .count()
+    };
+    assert_eq!(
+        overridden(&from_secret),
+        0,
+        "nothing overridden, nothing to warn about"
+    );
+    assert_eq!(
+        overridden(&from_settings),
+        2,
+        "both settings differ from the connection string\n{}",
+        from_settings.stdout()
+    );
 }
 
 #[tokio::test]
@@ -453,6 +484,9 @@ struct Failure {
     settings: Settings,
     /// Text the log line's `error` must contain: the cause, in words an operator can act on.
     cause: &'static str,
+    /// The 503's request log field `key`: `not_loaded` for every failure but Key Vault's own
+    /// 404, which withdraws the key (an identity failure never does).
+    key: &'static str,
     /// Values that must never be printed.
     secrets: Vec<String>,
 }
@@ -475,6 +509,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "ManagedIdentityCredential",
+        key: "not_loaded",
         secrets: vec![key],
     });
 
@@ -485,6 +520,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins).set("IDENTITY_HEADER", "not-the-platform-secret"),
         stand_ins,
         cause: "X-IDENTITY-HEADER",
+        key: "not_loaded",
         secrets: vec![key],
     });
 
@@ -496,6 +532,7 @@ fn failure_cases() -> Vec<Failure> {
             .set("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000000"),
         stand_ins,
         cause: "not been assigned",
+        key: "not_loaded",
         secrets: vec![key],
     });
 
@@ -506,6 +543,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "base64",
+        key: "not_loaded",
         secrets: vec![value.to_owned()],
     });
 
@@ -522,6 +560,7 @@ fn failure_cases() -> Vec<Failure> {
             .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
         cause: "SharedAccessKeyName",
+        key: "not_loaded",
         secrets: vec![key, value],
     });
 
@@ -535,6 +574,21 @@ fn failure_cases() -> Vec<Failure> {
             .unset("IOTHUB_POLICY_NAME"),
         stand_ins,
         cause: "connection string",
+        key: "not_loaded",
+        secrets: vec![key, value],
+    });
+
+    // A device's key signs only for its device, and as a policy key it would sign for any: with
+    // IOTHUB_HOSTNAME and IOTHUB_POLICY_NAME set, it must not be taken for a policy's.
+    let key = random_key();
+    let value = format!("HostName=cs-hub.azure-devices.net;DeviceId=dev-1;SharedAccessKey={key}");
+    let (description, stand_ins) = case("a device connection string", Some(&value));
+    cases.push(Failure {
+        description,
+        settings: vault_settings(&stand_ins),
+        stand_ins,
+        cause: "device connection string",
+        key: "not_loaded",
         secrets: vec![key, value],
     });
 
@@ -544,6 +598,7 @@ fn failure_cases() -> Vec<Failure> {
         settings: vault_settings(&stand_ins),
         stand_ins,
         cause: "not found",
+        key: "withdrawn_not_found",
         secrets: vec![],
     });
     cases
@@ -557,10 +612,12 @@ async fn assert_no_key_but_alive(case: Failure) {
         stand_ins,
         settings,
         cause,
+        key,
         secrets,
     } = case;
     let mut app = TestApp::spawn(&settings);
     assert_token_unavailable(&app, description).await;
+    assert_last_logged_as(&app, key, description).await;
     assert_logged_failure(&app, cause, description).await;
     assert!(app.is_running(), "{description}: the handler must not exit");
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
@@ -716,4 +773,522 @@ async fn a_slow_first_read_answers_503_at_the_bound_then_serves_when_the_key_arr
         1,
         "one read served the waiting and the later requests"
     );
+}
+
+// ----- Revocation: Key Vault's answer is the operator's intent -----
+
+/// What an operator does in Key Vault to stop issuance now (README, "How to stop issuing tokens
+/// now"), each undone as the README says.
+#[derive(Clone, Copy, Debug)]
+enum Withdrawal {
+    /// `az keyvault secret set-attributes --enabled false`: 403 `SecretDisabled`.
+    Disable,
+    /// `az keyvault secret delete`: 404 `SecretNotFound`.
+    Delete,
+    /// The app's role assignment deleted: 403 `ForbiddenByRbac`.
+    RemoveAccess,
+}
+
+impl Withdrawal {
+    fn apply(self, stand_ins: &StandIns) {
+        let vault = &stand_ins.key_vault;
+        match self {
+            Self::Disable => vault.disable_secret(SECRET),
+            Self::Delete => vault.delete_secret(SECRET),
+            Self::RemoveAccess => vault.revoke_access(stand_ins.identity.system_client_id()),
+        }
+    }
+
+    fn undo(self, stand_ins: &StandIns) {
+        let vault = &stand_ins.key_vault;
+        match self {
+            Self::Disable => vault.enable_secret(SECRET),
+            Self::Delete => vault.recover_secret(SECRET),
+            Self::RemoveAccess => vault.restore_access(stand_ins.identity.system_client_id()),
+        }
+    }
+
+    /// The status Key Vault answers a read with.
+    fn status(self) -> u16 {
+        match self {
+            Self::Disable | Self::RemoveAccess => 403,
+            Self::Delete => 404,
+        }
+    }
+
+    /// The request log line's `key` field on a refused token request.
+    fn logged_as(self) -> &'static str {
+        match self {
+            Self::Disable | Self::RemoveAccess => "withdrawn_forbidden",
+            Self::Delete => "withdrawn_not_found",
+        }
+    }
+
+    /// How the one error line begins.
+    fn error_line(self) -> &'static str {
+        match self {
+            Self::Disable | Self::RemoveAccess => {
+                "Key Vault answered 403: the secret is disabled, or the app's access to it was removed"
+            }
+            Self::Delete => "Key Vault answered 404: ",
+        }
+    }
+
+    /// What Key Vault's answer says, which the error line passes on: which of the 403s it was.
+    fn cause(self) -> &'static str {
+        match self {
+            Self::Disable => "Operation get is not allowed on a disabled secret.",
+            Self::Delete => "SecretNotFound",
+            Self::RemoveAccess => "ForbiddenByRbac",
+        }
+    }
+}
+
+/// The INFO line of each successful read.
+const LOADED: &str = "signing key loaded from Key Vault";
+
+/// [`lines_starting`], once there are at least `at_least` of them: a line is printed before the
+/// answer it explains, but reaches the test through a pipe, so it may arrive after that answer.
+/// After 5 s, whatever there is (the caller asserts the count).
+async fn logged(app: &TestApp, level: &str, prefix: &str, at_least: usize) -> Vec<Value> {
+    poll(Duration::from_secs(5), || async {
+        let lines = lines_starting(app, level, prefix);
+        (lines.len() >= at_least).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| lines_starting(app, level, prefix))
+}
+
+/// The handler's log lines at `level` whose message starts with `prefix`.
+fn lines_starting(app: &TestApp, level: &str, prefix: &str) -> Vec<Value> {
+    json_lines(&app.stdout())
+        .into_iter()
+        .filter(|line| {
+            line["level"] == level
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|message| message.starts_with(prefix))
+        })
+        .collect()
+}
+
+/// Asserts a token request is refused with the key-unavailable 503 and that its request log
+/// line says why (`key`).
+async fn assert_refused_for(app: &TestApp, key: &str, context: &str) {
+    let response = app.get_sas_token("dev-1", None).await;
+    let (_, body) = assert_unavailable(response, context).await;
+    assert_eq!(body["type"], KEY_UNAVAILABLE, "{context}: {body}");
+    assert_last_logged_as(app, key, context).await;
+}
+
+/// Asserts the last request log line is a 503's whose `key` field is `key`.
+async fn assert_last_logged_as(app: &TestApp, key: &str, context: &str) {
+    let logged = poll(Duration::from_secs(5), || async {
+        request_lines(&app.stdout())
+            .last()
+            .filter(|line| line["status"] == 503)
+            .and_then(|line| log_text(line, "key"))
+    })
+    .await;
+    assert_eq!(
+        logged.as_deref(),
+        Some(key),
+        "{context}: the 503's request log line names why\n{}",
+        app.stdout()
+    );
+}
+
+/// `withdrawal` stops issuance within one refresh (+ margin), with a 503 and one error line
+/// naming it; repeats of the same answer are not logged again as errors; undoing it resumes
+/// issuance without a restart.
+async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
+    let context = format!("{withdrawal:?}");
+    // Arrange
+    let (stand_ins, key) = stand_ins_with_key();
+    let vault = &stand_ins.key_vault;
+    let mut app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
+    assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, &context);
+
+    // Act: the operator withdraws the key; requests keep coming.
+    withdrawal.apply(&stand_ins);
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        &format!("{context}: token requests refused within one refresh interval"),
+        || async {
+            let status = app.get_sas_token("dev-1", None).await.status().as_u16();
+            assert!(
+                status == 200 || status == 503,
+                "{context}: only 200 or 503, got {status}"
+            );
+            status == 503
+        },
+    )
+    .await;
+
+    // Assert: the 503, its log field, and one error line — however many reads repeat the answer.
+    assert_refused_for(&app, withdrawal.logged_as(), &context).await;
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{context}: three reads answered {}", withdrawal.status()),
+        || async { vault.answered_with(withdrawal.status()) >= 3 },
+    )
+    .await;
+    assert_refused_for(&app, withdrawal.logged_as(), &context).await;
+    // Retried with back-off: 1 s, then 2 s, each scaled by a jitter in [0.5, 1].
+    let answered: Vec<Instant> = vault
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(withdrawal.status()))
+        .map(|r| r.at)
+        .collect();
+    for (retry, (low, high)) in [(0.45, 1.5), (0.95, 2.5)].into_iter().enumerate() {
+        let gap = answered[retry + 1]
+            .duration_since(answered[retry])
+            .as_secs_f64();
+        assert!(
+            (low..=high).contains(&gap),
+            "{context}: retry {} came {gap:.2} s after the read before it",
+            retry + 1
+        );
+    }
+    let errors = logged(&app, "ERROR", withdrawal.error_line(), 1).await;
+    assert_eq!(
+        errors.len(),
+        1,
+        "{context}: one error line for the withdrawal, not one a read\n{}",
+        app.stdout()
+    );
+    let error = &errors[0];
+    assert_eq!(error["secret"], SECRET, "{context}: {error}");
+    assert!(
+        error.to_string().contains(withdrawal.cause()),
+        "{context}: the error line passes on Key Vault's answer ({}): {error}",
+        withdrawal.cause()
+    );
+    assert!(
+        !logged(&app, "DEBUG", "still withdrawn", 1).await.is_empty(),
+        "{context}: the repeated answers are logged at debug\n{}",
+        app.stdout()
+    );
+
+    // Undo: the next read (within the back-off, capped at the refresh interval) resumes issuance.
+    withdrawal.undo(&stand_ins);
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        &format!("{context}: tokens again after undoing it"),
+        || async { app.get_sas_token("dev-1", None).await.status() == 200 },
+    )
+    .await;
+    assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, &context);
+    assert_eq!(
+        logged(
+            &app,
+            "INFO",
+            "Key Vault read succeeded again; issuing tokens",
+            1
+        )
+        .await
+        .len(),
+        1,
+        "{context}: one line says issuance resumed\n{}",
+        app.stdout()
+    );
+    assert!(app.is_running(), "{context}: no restart");
+    assert_no_secret_printed(&app, &stand_ins, &[], &context);
+}
+
+// ----- Outages: the last good key, for at most KEYVAULT_MAX_KEY_AGE_SECONDS -----
+
+/// `KEYVAULT_MAX_KEY_AGE_SECONDS` for the outage tests: the least the handler accepts with a
+/// 10 s refresh (twice the refresh).
+const MAX_KEY_AGE: Duration = Duration::from_secs(2 * REFRESH_SECONDS);
+
+/// Settings for an outage test: the shortest refresh and `max_age` seconds.
+fn outage_settings(stand_ins: &StandIns, max_age: u64) -> Settings {
+    vault_settings(stand_ins)
+        .set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string())
+        .set("KEYVAULT_MAX_KEY_AGE_SECONDS", max_age.to_string())
+}
+
+/// Issues a token and asserts it is signed with `key`.
+async fn assert_signs_with(app: &TestApp, key: &str, context: &str) {
+    let token = issue(app).await;
+    assert_token(&token, HOSTNAME, POLICY, key, context);
+}
+
+/// An outage that outlasts the maximum key age: the last good key signs until its last read is
+/// that old, then 503 (`key: too_old`, one error line); the vault's return restores issuance.
+async fn an_outage_longer_than_the_max_key_age_stops_issuance_when_the_key_is_that_old() {
+    let context = "outage longer than KEYVAULT_MAX_KEY_AGE_SECONDS";
+    let (stand_ins, key) = stand_ins_with_key();
+    let vault = &stand_ins.key_vault;
+    let app = TestApp::spawn(&outage_settings(&stand_ins, MAX_KEY_AGE.as_secs()));
+    assert_signs_with(&app, &key, context).await;
+
+    vault.go_down(Outage::ServiceUnavailable);
+    let last_read = vault
+        .last_authorized_read()
+        .expect("the first read was answered");
+    // Every answer is the last good key until the first 503, which comes once the key is
+    // MAX_KEY_AGE old (never earlier: the handler takes its read time after the vault answered).
+    let refused_at = poll(MAX_KEY_AGE + REFRESH_MARGIN, || async {
+        let response = app.get_sas_token("dev-1", None).await;
+        match response.status().as_u16() {
+            503 => Some(last_read.elapsed()),
+            _ => {
+                let issued = Issued::read(response, "during the outage", unix_now()).await;
+                assert_token(&issued.token, HOSTNAME, POLICY, &key, context);
+                None
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!("{context}: still issuing {MAX_KEY_AGE:?} + margin after the last read")
+    });
+    assert!(
+        refused_at > MAX_KEY_AGE,
+        "{context}: refused {refused_at:?} after the last good read, before {MAX_KEY_AGE:?}"
+    );
+    assert_refused_for(&app, "too_old", context).await;
+    let warned = lines_starting(
+        &app,
+        "WARN",
+        "Key Vault read failed; still signing with the last good key",
+    );
+    assert!(
+        !warned.is_empty(),
+        "{context}: failures within the age are warnings\n{}",
+        app.stdout()
+    );
+    let too_old =
+        "Key Vault read failed and the last good key is older than KEYVAULT_MAX_KEY_AGE_SECONDS";
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        &format!("{context}: the error line once a read fails with the key too old"),
+        || async { !lines_starting(&app, "ERROR", too_old).is_empty() },
+    )
+    .await;
+    let errors = lines_starting(&app, "ERROR", too_old);
+    assert_eq!(
+        errors.len(),
+        1,
+        "{context}: one error line\n{}",
+        app.stdout()
+    );
+    assert_eq!(errors[0]["secret"], SECRET);
+
+    vault.come_back();
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        &format!("{context}: tokens again once the vault is back"),
+        || async { app.get_sas_token("dev-1", None).await.status() == 200 },
+    )
+    .await;
+    assert_signs_with(&app, &key, context).await;
+    assert_eq!(
+        lines_starting(&app, "ERROR", too_old).len(),
+        1,
+        "{context}: still one error line\n{}",
+        app.stdout()
+    );
+    assert_no_secret_printed(&app, &stand_ins, &[], context);
+}
+
+/// A throttled vault (429) for the scheduled refresh and the retry after it: the key's last read
+/// stays younger than the maximum age, so every request is answered with it.
+async fn an_outage_shorter_than_the_max_key_age_never_stops_issuance() {
+    let context = "outage shorter than KEYVAULT_MAX_KEY_AGE_SECONDS";
+    let (stand_ins, key) = stand_ins_with_key();
+    let vault = &stand_ins.key_vault;
+    let app = TestApp::spawn(&outage_settings(&stand_ins, MAX_KEY_AGE.as_secs()));
+    assert_signs_with(&app, &key, context).await;
+
+    vault.go_down(Outage::Throttled);
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        &format!("{context}: the refresh and one retry throttled, tokens signed throughout"),
+        || async {
+            assert_signs_with(&app, &key, context).await;
+            vault.failed_by_outage() >= 2
+        },
+    )
+    .await;
+    vault.come_back();
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        &format!("{context}: the read after the outage, tokens signed throughout"),
+        || async {
+            assert_signs_with(&app, &key, context).await;
+            vault.authorized_reads() >= 2
+        },
+    )
+    .await;
+
+    assert_signs_with(&app, &key, context).await;
+    let warned = logged(
+        &app,
+        "WARN",
+        "Key Vault read failed; still signing with the last good key",
+        2,
+    )
+    .await;
+    assert!(
+        warned.len() >= 2,
+        "{context}: a warning a failed read\n{}",
+        app.stdout()
+    );
+    assert!(
+        warned
+            .iter()
+            .all(|line| line["error"].as_str().is_some_and(|e| e.contains("429"))),
+        "{context}: the warnings name the throttling: {warned:?}"
+    );
+    assert!(
+        request_lines(&app.stdout())
+            .iter()
+            .all(|line| log_field(line, "key").is_none() && line["status"] == 200),
+        "{context}: every request was issued\n{}",
+        app.stdout()
+    );
+    assert!(
+        problem_lines(&app.stdout())
+            .iter()
+            .all(|line| line["level"] != "ERROR"),
+        "{context}: no error line\n{}",
+        app.stdout()
+    );
+    assert_no_secret_printed(&app, &stand_ins, &[], context);
+}
+
+/// `KEYVAULT_MAX_KEY_AGE_SECONDS=0`: a warning at start, and an outage longer than any other
+/// test's maximum age leaves the last good key in use.
+async fn a_max_key_age_of_zero_warns_at_start_and_keeps_the_key_through_an_outage() {
+    let context = "KEYVAULT_MAX_KEY_AGE_SECONDS=0";
+    let (stand_ins, key) = stand_ins_with_key();
+    let vault = &stand_ins.key_vault;
+    let app = TestApp::spawn(&outage_settings(&stand_ins, 0));
+    assert_signs_with(&app, &key, context).await;
+    assert_eq!(
+        lines_starting(&app, "WARN", "KEYVAULT_MAX_KEY_AGE_SECONDS is 0").len(),
+        1,
+        "{context}: one warning at start\n{}",
+        app.stdout()
+    );
+
+    vault.go_down(Outage::DropConnections);
+    let last_read = vault
+        .last_authorized_read()
+        .expect("the first read was answered");
+    wait_until(
+        MAX_KEY_AGE + REFRESH_MARGIN,
+        &format!("{context}: the key older than {MAX_KEY_AGE:?}, tokens signed throughout"),
+        || async {
+            assert_signs_with(&app, &key, context).await;
+            last_read.elapsed() > MAX_KEY_AGE + Duration::from_secs(1)
+        },
+    )
+    .await;
+    assert!(vault.failed_by_outage() >= 2, "{context}: the reads failed");
+    assert_no_secret_printed(&app, &stand_ins, &[], context);
+}
+
+#[tokio::test]
+async fn a_withdrawal_stops_issuance_within_a_refresh_and_an_outage_only_once_the_key_is_too_old() {
+    // Key Vault's answers as the README's table has them. Each scenario waits on the refresh
+    // interval, the back-off or the maximum age, mostly idle: they run side by side, in one test,
+    // so that together they take no longer than the slowest.
+    let mut running = JoinSet::new();
+    for withdrawal in [
+        Withdrawal::Disable,
+        Withdrawal::Delete,
+        Withdrawal::RemoveAccess,
+    ] {
+        running.spawn(assert_withdrawal_stops_issuance_until_undone(withdrawal));
+    }
+    running.spawn(an_outage_longer_than_the_max_key_age_stops_issuance_when_the_key_is_that_old());
+    running.spawn(an_outage_shorter_than_the_max_key_age_never_stops_issuance());
+    running.spawn(a_max_key_age_of_zero_warns_at_start_and_keeps_the_key_through_an_outage());
+    while let Some(finished) = running.join_next().await {
+        if let Err(failed) = finished {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+}
+
+// ----- What the secret's value may be -----
+
+#[tokio::test]
+async fn settings_that_override_a_different_connection_string_part_are_warned_about_once_a_version()
+{
+    // Arrange: a connection string for another hub and policy than the settings name.
+    let stand_ins = StandIns::start();
+    let vault = &stand_ins.key_vault;
+    let key = random_key();
+    let connection_string = |key: &str| {
+        format!(
+            "HostName=cs-hub.azure-devices.net;SharedAccessKeyName=registryReadWrite;SharedAccessKey={key}"
+        )
+    };
+    let first_version = vault.set_secret(SECRET, &connection_string(&key));
+    let app = TestApp::spawn(
+        &vault_settings(&stand_ins).set("KEYVAULT_REFRESH_SECONDS", REFRESH_SECONDS.to_string()),
+    );
+    assert_signs_with(&app, &key, "the settings win").await;
+    let warnings = |version: &str| {
+        let hub = lines_starting(
+            &app,
+            "WARN",
+            "IOTHUB_HOSTNAME differs from the connection string's HostName; IOTHUB_HOSTNAME is used",
+        );
+        let policy = lines_starting(
+            &app,
+            "WARN",
+            "IOTHUB_POLICY_NAME differs from the connection string's SharedAccessKeyName; IOTHUB_POLICY_NAME is used",
+        );
+        [hub, policy].map(|lines| {
+            lines
+                .iter()
+                .filter(|line| line["version"] == version && line["secret"] == SECRET)
+                .count()
+        })
+    };
+
+    // Act: a refresh reads the same version; then the secret is rotated.
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "a refresh of the same version",
+        || async { vault.authorized_reads() >= 2 },
+    )
+    .await;
+    // A read's warnings come before its own line.
+    logged(&app, "INFO", LOADED, 2).await;
+    let warned_for_first = warnings(&first_version);
+    let new_key = random_key();
+    let second_version = vault.set_secret(SECRET, &connection_string(&new_key));
+    wait_until(
+        Duration::from_secs(REFRESH_SECONDS) + REFRESH_MARGIN,
+        "the rotated connection string",
+        || async { issue(&app).await.is_signed_with(&new_key) },
+    )
+    .await;
+    logged(&app, "INFO", LOADED, 3).await;
+
+    // Assert: each setting warned about once for each version, however often it is read.
+    assert_eq!(
+        warned_for_first,
+        [1, 1],
+        "one warning a setting for the first version, not one a read\n{}",
+        app.stdout()
+    );
+    assert_eq!(warnings(&first_version), [1, 1]);
+    assert_eq!(
+        warnings(&second_version),
+        [1, 1],
+        "and again for the new version\n{}",
+        app.stdout()
+    );
+    assert_no_secret_printed(&app, &stand_ins, &[&key, &new_key], "override warnings");
 }

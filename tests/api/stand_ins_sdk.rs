@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
-use azure_core::error::ErrorKind;
+use azure_core::error::{ErrorKind, ErrorResponse};
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_security_keyvault_secrets::SecretClient;
 use serde_json::{Value, json};
@@ -200,6 +200,108 @@ fn the_official_sdk_is_refused_a_token_with_the_wrong_identity_header() {
     assert_eq!(stand_ins.key_vault.challenges(), 1);
 }
 
+/// The secrets of the withdrawal test: one disabled, one deleted; `SECRET` itself is read by an
+/// identity whose access was removed.
+const DISABLED_SECRET: &str = "disabled-policy-key";
+const DELETED_SECRET: &str = "deleted-policy-key";
+
+#[test]
+fn the_official_sdk_reads_key_vaults_403_and_404_answers_for_a_withdrawn_secret_unchanged() {
+    // Arrange: a disabled secret, a deleted one, and an identity whose access was removed.
+    let stand_ins = StandIns::start();
+    let vault = &stand_ins.key_vault;
+    vault.set_secret(SECRET, SECRET_VALUE);
+    vault.set_secret(DISABLED_SECRET, SECRET_VALUE);
+    vault.set_secret(DELETED_SECRET, SECRET_VALUE);
+    vault.disable_secret(DISABLED_SECRET);
+    vault.delete_secret(DELETED_SECRET);
+    let (revoked, _object_id) = stand_ins.identity.add_user_assigned();
+    vault.revoke_access(&revoked);
+    let environment = stand_ins
+        .environment()
+        .set("SDK_SCENARIO", "withdrawn")
+        .set("SDK_CLIENT_ID", &revoked);
+
+    // Act
+    let withdrawn = run_child(&environment);
+    vault.enable_secret(DISABLED_SECRET);
+    vault.recover_secret(DELETED_SECRET);
+    vault.restore_access(&revoked);
+    let restored = run_child(&environment);
+
+    // Assert: the SDK's own reading of each answer — an HTTP response error with Key Vault's
+    // status, its error code (from the body: Key Vault sends no `x-ms-error-code`), its message,
+    // and the inner code that tells the 403s apart. The RBAC refusal's message holds `\r\n`
+    // escapes, which the SDK's error parser (it borrows the strings) cannot read: for that
+    // answer it falls back to the status as the code and `403: <body>` as the message, as it
+    // does with Key Vault itself. The status is what the handler matches on.
+    let expected = [
+        (
+            "disabled",
+            403,
+            "Forbidden",
+            Some("SecretDisabled"),
+            "Operation get is not allowed on a disabled secret.",
+        ),
+        (
+            "deleted",
+            404,
+            "SecretNotFound",
+            None,
+            "A secret with (name/id) deleted-policy-key was not found in this key vault.",
+        ),
+        (
+            "access-removed",
+            403,
+            "403",
+            Some("ForbiddenByRbac"),
+            "403: {\"error\":{\"code\":\"Forbidden\",\"message\":\"Caller is not authorized to perform action on resource.",
+        ),
+    ];
+    for (name, status, code, inner, message) in expected {
+        let result = step(&withdrawn, name);
+        assert_eq!(result["kind"], "HttpResponse", "{name}: {result}");
+        assert_eq!(result["status"], status, "{name}: {result}");
+        assert_eq!(result["code"], code, "{name}: {result}");
+        assert_eq!(result["inner"].as_str(), inner, "{name}: {result}");
+        assert!(
+            result["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message)),
+            "{name}: the SDK's message is Key Vault's: {result}"
+        );
+    }
+    assert!(
+        step(&withdrawn, "access-removed")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("appid={revoked}"))),
+        "the RBAC refusal names the caller, as Key Vault's does"
+    );
+    assert_eq!(
+        step(&withdrawn, "other-identity")["value"],
+        SECRET_VALUE,
+        "removing one identity's access leaves the others'"
+    );
+    for name in ["disabled", "deleted", "access-removed"] {
+        assert_eq!(
+            step(&restored, name)["value"],
+            SECRET_VALUE,
+            "{name}: undone, the secret reads again"
+        );
+    }
+    let statuses: Vec<Option<u16>> = vault.requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(403)).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(404)).count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
 fn identity_client_id(auth: &Auth) -> String {
     match auth {
         Auth::Valid(client_id) => client_id.clone(),
@@ -226,7 +328,12 @@ async fn child_steps() {
     let vault = std::env::var("KEYVAULT_URI").expect("the parent sets KEYVAULT_URI");
     let report = |value: Value| println!("SDK-RESULT {value}");
 
-    if std::env::var("SDK_SCENARIO").as_deref() == Ok("wrong-header") {
+    let scenario = std::env::var("SDK_SCENARIO").ok();
+    if let Some(scenario @ ("withdrawn" | "restored")) = scenario.as_deref() {
+        withdrawal_steps(&vault, scenario == "withdrawn").await;
+        return;
+    }
+    if scenario.as_deref() == Some("wrong-header") {
         let credential = ManagedIdentityCredential::new(None).expect("App Service source");
         let client = SecretClient::new(&vault, credential, None).expect("a secret client");
         let error = client
@@ -292,6 +399,68 @@ async fn child_steps() {
         .await
         .expect_err("an unassigned identity gets no token");
     report(json!({ "step": "unknown-identity", "error": chain(&error) }));
+}
+
+/// Reads the disabled and the deleted secret as the system-assigned identity, and `SECRET` as
+/// `SDK_CLIENT_ID`, whose access was removed; reports the SDK's error for each (`withdrawn`) or
+/// the value it read (`restored`).
+async fn withdrawal_steps(vault: &str, withdrawn: bool) {
+    let report = |value: Value| println!("SDK-RESULT {value}");
+    let system = SecretClient::new(
+        vault,
+        ManagedIdentityCredential::new(None).expect("App Service source"),
+        None,
+    )
+    .expect("a secret client");
+    let client_id = std::env::var("SDK_CLIENT_ID").expect("the parent sets SDK_CLIENT_ID");
+    let credential = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+        user_assigned_id: Some(UserAssignedId::ClientId(client_id)),
+        ..Default::default()
+    }))
+    .expect("App Service source");
+    let revoked = SecretClient::new(vault, credential, None).expect("a secret client");
+    for (step, client, secret) in [
+        ("disabled", &system, DISABLED_SECRET),
+        ("deleted", &system, DELETED_SECRET),
+        ("access-removed", &revoked, SECRET),
+        ("other-identity", &system, SECRET),
+    ] {
+        let read = client.get_secret(secret, None).await;
+        let result = match read {
+            Ok(response) => {
+                let secret = response.into_model().expect("the SDK parses the secret");
+                json!({ "step": step, "value": secret.value })
+            }
+            Err(error) if withdrawn => {
+                let (kind, code) = match error.kind() {
+                    ErrorKind::HttpResponse { error_code, .. } => {
+                        ("HttpResponse", error_code.clone())
+                    }
+                    other => (
+                        match other {
+                            ErrorKind::Credential => "Credential",
+                            ErrorKind::Connection => "Connection",
+                            _ => "other",
+                        },
+                        None,
+                    ),
+                };
+                let status = error.http_status().map(u16::from);
+                let message = error.to_string();
+                let inner = ErrorResponse::try_from(error)
+                    .ok()
+                    .and_then(|response| response.error)
+                    .and_then(|detail| detail.inner_error)
+                    .and_then(|inner| inner.code);
+                json!({
+                    "step": step, "kind": kind, "status": status, "code": code,
+                    "inner": inner, "message": message,
+                })
+            }
+            Err(error) => panic!("{step}: the restored secret is readable: {}", chain(&error)),
+        };
+        report(result);
+    }
 }
 
 /// An error and its sources, `: `-separated. The SDK's top-level message for a failed token
@@ -605,8 +774,60 @@ async fn vault_stand_in_challenges_checks_tokens_and_serves_versions() {
         .expect("the vault answers");
     assert_eq!(response.status(), 401);
     vault.delete_secret(SECRET);
-    let response = get(url(&format!("secrets/{SECRET}/")), Some(token))
+    let response = get(url(&format!("secrets/{SECRET}/")), Some(token.clone()))
         .await
         .expect("the vault answers");
     assert_eq!(response.status(), 404, "a deleted secret is gone");
+    vault.recover_secret(SECRET);
+
+    // What an operator does to stop a reader, byte for byte as Key Vault answers it.
+    let read = || get(url(&format!("secrets/{SECRET}/")), Some(token.clone()));
+    vault.disable_secret(SECRET);
+    let response = read().await.expect("the vault answers");
+    assert_eq!(response.status(), 403, "a disabled secret");
+    let headers = response.headers().clone();
+    assert_eq!(
+        response.text().await.expect("a body"),
+        r#"{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}"#
+    );
+    assert!(headers.contains_key("x-ms-request-id"));
+    assert!(headers.contains_key("x-ms-keyvault-service-version"));
+    assert!(
+        !headers.contains_key("x-ms-error-code"),
+        "Key Vault sends no x-ms-error-code"
+    );
+    vault.enable_secret(SECRET);
+    let response = read().await.expect("the vault answers");
+    assert_eq!(response.status(), 200, "enabled again");
+
+    let system = stand_ins.identity.system_client_id().to_owned();
+    vault.revoke_access(&system);
+    for path in [format!("secrets/{SECRET}/"), "secrets/absent/".to_owned()] {
+        let response = get(url(&path), Some(token.clone()))
+            .await
+            .expect("the vault answers");
+        assert_eq!(response.status(), 403, "{path}: access removed");
+        let body: Value = response.json().await.expect("a JSON body");
+        assert_eq!(body["error"]["code"], "Forbidden", "{path}");
+        assert_eq!(
+            body["error"]["innererror"]["code"], "ForbiddenByRbac",
+            "{path}"
+        );
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| m
+                .starts_with("Caller is not authorized to perform action on resource.\r\n")
+                && m.contains(&format!("Caller: appid={system};"))),
+            "{path}: {body}"
+        );
+    }
+    vault.restore_access(&system);
+    let response = read().await.expect("the vault answers");
+    assert_eq!(response.status(), 200, "access restored");
+
+    vault.go_down(Outage::Throttled);
+    let response = read().await.expect("the vault answers");
+    assert_eq!(response.status(), 429);
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "Throttled");
+    vault.come_back();
 }

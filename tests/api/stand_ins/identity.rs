@@ -107,6 +107,12 @@ impl Identity {
         self.endpoint.clone()
     }
 
+    /// The system-assigned identity's client id: what its tokens are issued to, and what the
+    /// vault stand-in's access controls name it by.
+    pub(crate) fn system_client_id(&self) -> &str {
+        &self.state.system_client_id
+    }
+
     /// `IDENTITY_HEADER`: what `X-IDENTITY-HEADER` must carry.
     pub(crate) fn header_secret(&self) -> &str {
         &self.state.header_secret

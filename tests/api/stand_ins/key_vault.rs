@@ -9,22 +9,39 @@
 //! - `Authorization: Bearer <t>` where `t` was not issued by the identity stand-in, or has
 //!   expired → `401` with the same challenge;
 //! - no `api-version` → `400 BadParameter`;
-//! - an unknown secret or version → `404 {"error":{"code":"SecretNotFound","message":…}}`;
+//! - a caller whose access was removed ([`KeyVault::revoke_access`]) → `403
+//!   {"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on
+//!   resource.\r\n…","innererror":{"code":"ForbiddenByRbac"}}}`, whether or not the secret exists
+//!   (Key Vault checks the role assignment before it looks the secret up);
+//! - an unknown secret or version, or a deleted one → `404
+//!   {"error":{"code":"SecretNotFound","message":…}}`;
+//! - a disabled version ([`KeyVault::disable_secret`]) → `403
+//!   {"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled
+//!   secret.","innererror":{"code":"SecretDisabled"}}}`;
 //! - otherwise `200 {"value","id":"https://<host>/secrets/<name>/<32 hex>","attributes":{…}}`.
+//!
+//! Every answer carries the headers Key Vault sets (`x-ms-request-id`, `x-ms-keyvault-region`,
+//! `x-ms-keyvault-service-version`, `cache-control: no-cache`, …) and, like Key Vault, no
+//! `x-ms-error-code`: a client reads the error code from the body. The 403 and 404 bodies are
+//! byte for byte those of Key Vault's recorded answers (the Azure SDK for JavaScript's test
+//! recordings `cant_get_a_disabled_secret`; issue reports of `ForbiddenByRbac`;
+//! platform-facts §7 and §10).
 //!
 //! **The proxy** accepts exactly `CONNECT <this vault's host>:443`, answers anything else with
 //! `403` and tunnels to the TLS listener on 127.0.0.1; it never opens any other connection.
 //!
-//! **Controls** for tests: store or rotate a secret (each value is a new version), take the
-//! vault down (503s or dropped connections) and back up, slow every answer down; and a log of
-//! every request with how it was authorized and answered.
+//! **Controls** for tests: store or rotate a secret (each value is a new version); what an
+//! operator does to stop a reader — disable the secret, delete it (soft delete: it can be
+//! recovered), remove an identity's access — and undo it; take the vault down (503s, 429s or
+//! dropped connections) and back up; slow every answer down; and a log of every request with how
+//! it was authorized, answered and when.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use hyper::http::request::Parts;
@@ -47,6 +64,8 @@ pub(crate) const SDK_API_VERSION: &str = "2025-07-01";
 const RESOURCE: &str = "https://vault.azure.net";
 /// Longest `CONNECT` request head the proxy reads.
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
+/// The region a vault stand-in says it is in (`x-ms-keyvault-region`, the RBAC message).
+const REGION: &str = "westeurope";
 
 /// How a vault that is down behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +74,8 @@ pub(crate) enum Outage {
     ServiceUnavailable,
     /// Every request's connection is closed without an answer.
     DropConnections,
+    /// Every request is answered `429 Throttled`, as when the vault's shared quota is used up.
+    Throttled,
 }
 
 /// How a request was authorized.
@@ -79,6 +100,8 @@ pub(crate) struct VaultRequest {
     pub(crate) auth: Auth,
     /// The status it was answered with; `None` when the connection was dropped.
     pub(crate) status: Option<u16>,
+    /// When it was answered (or dropped).
+    pub(crate) at: Instant,
 }
 
 /// One version of a secret.
@@ -87,6 +110,8 @@ struct Version {
     id: String,
     value: String,
     created: u64,
+    /// `attributes.enabled`: a disabled version is refused with 403 `SecretDisabled`.
+    enabled: bool,
 }
 
 /// Handle on a running Key Vault stand-in.
@@ -102,8 +127,14 @@ struct State {
     /// `kv-….vault.azure.net`.
     host: String,
     tenant: String,
+    /// The subscription the vault is in (named in RBAC refusals).
+    subscription: String,
     /// Versions of each secret, oldest first.
     secrets: Mutex<HashMap<String, Vec<Version>>>,
+    /// Deleted secrets, recoverable (soft delete).
+    deleted: Mutex<HashMap<String, Vec<Version>>>,
+    /// Identities (client ids) whose access to the vault was removed.
+    revoked: Mutex<HashSet<String>>,
     grants: Grants,
     outage: Mutex<Option<Outage>>,
     delay_ms: AtomicU64,
@@ -131,7 +162,10 @@ impl KeyVault {
         let state = Arc::new(State {
             host,
             tenant: random_guid(),
+            subscription: random_guid(),
             secrets: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
             grants,
             outage: Mutex::new(None),
             delay_ms: AtomicU64::new(0),
@@ -212,6 +246,7 @@ impl KeyVault {
             id: random_hex32(),
             value: value.to_owned(),
             created: unix_now(),
+            enabled: true,
         };
         let id = version.id.clone();
         lock(&self.state.secrets)
@@ -221,18 +256,70 @@ impl KeyVault {
         id
     }
 
-    /// Every value of every version of every secret ever stored (for "never printed" checks).
+    /// Every value of every version of every secret ever stored, deleted ones too (for "never
+    /// printed" checks).
     pub(crate) fn secret_values(&self) -> Vec<String> {
-        lock(&self.state.secrets)
+        let stored = lock(&self.state.secrets)
             .values()
             .flatten()
-            .map(|version| version.value.clone())
+            .cloned()
+            .collect::<Vec<_>>();
+        let deleted = lock(&self.state.deleted)
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>();
+        stored
+            .into_iter()
+            .chain(deleted)
+            .map(|version| version.value)
             .collect()
     }
 
-    /// Deletes every version of `secret`.
+    /// Deletes `secret` (every version), as `az keyvault secret delete` does: reads get 404
+    /// until it is recovered ([`KeyVault::recover_secret`]).
     pub(crate) fn delete_secret(&self, secret: &str) {
-        lock(&self.state.secrets).remove(secret);
+        if let Some(versions) = lock(&self.state.secrets).remove(secret) {
+            lock(&self.state.deleted).insert(secret.to_owned(), versions);
+        }
+    }
+
+    /// Recovers a deleted `secret` with all its versions (`az keyvault secret recover`).
+    pub(crate) fn recover_secret(&self, secret: &str) {
+        let versions = lock(&self.state.deleted)
+            .remove(secret)
+            .unwrap_or_else(|| panic!("the stand-in holds no deleted secret `{secret}`"));
+        lock(&self.state.secrets).insert(secret.to_owned(), versions);
+    }
+
+    /// Disables the newest version of `secret` (`az keyvault secret set-attributes --enabled
+    /// false`): reading it gets 403 `SecretDisabled`.
+    pub(crate) fn disable_secret(&self, secret: &str) {
+        self.set_enabled(secret, false);
+    }
+
+    /// Enables the newest version of `secret` again.
+    pub(crate) fn enable_secret(&self, secret: &str) {
+        self.set_enabled(secret, true);
+    }
+
+    fn set_enabled(&self, secret: &str, enabled: bool) {
+        lock(&self.state.secrets)
+            .get_mut(secret)
+            .and_then(|versions| versions.last_mut())
+            .unwrap_or_else(|| panic!("the stand-in holds no secret `{secret}`"))
+            .enabled = enabled;
+    }
+
+    /// Removes the access of the identity `client_id` (its role assignment deleted): its reads
+    /// get 403 `ForbiddenByRbac`, with a token that is still valid.
+    pub(crate) fn revoke_access(&self, client_id: &str) {
+        lock(&self.state.revoked).insert(client_id.to_owned());
+    }
+
+    /// Gives the identity `client_id` its access back.
+    pub(crate) fn restore_access(&self, client_id: &str) {
+        lock(&self.state.revoked).remove(client_id);
     }
 
     /// From now on, every request fails as `outage` says.
@@ -271,9 +358,23 @@ impl KeyVault {
         self.count(|r| r.auth == Auth::Rejected)
     }
 
-    /// Requests that met an outage (503 or a dropped connection).
+    /// Requests that met an outage (503, 429 or a dropped connection).
     pub(crate) fn failed_by_outage(&self) -> usize {
-        self.count(|r| matches!(r.status, None | Some(503)))
+        self.count(|r| matches!(r.status, None | Some(503 | 429)))
+    }
+
+    /// Requests answered with `status`.
+    pub(crate) fn answered_with(&self, status: u16) -> usize {
+        self.count(|r| r.status == Some(status))
+    }
+
+    /// When the last secret read answered 200 was answered.
+    pub(crate) fn last_authorized_read(&self) -> Option<Instant> {
+        lock(&self.state.requests)
+            .iter()
+            .rev()
+            .find(|r| r.status == Some(200))
+            .map(|r| r.at)
     }
 
     /// Tunnels the proxy has opened.
@@ -320,6 +421,7 @@ impl State {
             host: header(parts, "host"),
             auth,
             status: None,
+            at: Instant::now(),
         };
         let outage = *lock(&self.outage);
         let response = match outage {
@@ -329,9 +431,16 @@ impl State {
                 "ServiceUnavailable",
                 "The service is temporarily unavailable.",
             )),
+            Some(Outage::Throttled) => Some(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Throttled",
+                "Request was not processed because too many requests were received. Reason: \
+                 VaultRequestTypeLimitReached",
+            )),
             None => Some(self.decide(&request)),
         };
         request.status = response.as_ref().map(|r| r.status().as_u16());
+        request.at = Instant::now();
         lock(&self.requests).push(request);
         response
     }
@@ -353,21 +462,24 @@ impl State {
                 "Only GET is served by this stand-in.",
             );
         }
-        match &request.auth {
+        let client_id = match &request.auth {
             Auth::None => {
                 return self.challenge("AKV10000: Request is missing a Bearer or PoP token.");
             }
             Auth::Rejected => {
                 return self.challenge("AKV10022: Invalid audience or unknown token.");
             }
-            Auth::Valid(_) => {}
-        }
+            Auth::Valid(client_id) => client_id,
+        };
         if request.api_version.is_none() {
             return error(
                 StatusCode::BAD_REQUEST,
                 "BadParameter",
                 "The request URI must contain the api-version query parameter.",
             );
+        }
+        if lock(&self.revoked).contains(client_id) {
+            return self.forbidden_by_rbac(client_id, name);
         }
         let secrets = lock(&self.secrets);
         let found = secrets.get(name).and_then(|versions| match version {
@@ -386,7 +498,15 @@ impl State {
                 ),
             );
         };
-        json(
+        if !found.enabled {
+            return error_with_inner(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Operation get is not allowed on a disabled secret.",
+                "SecretDisabled",
+            );
+        }
+        with_key_vault_headers(json(
             StatusCode::OK,
             &json!({
                 "value": found.value,
@@ -400,6 +520,29 @@ impl State {
                 },
                 "tags": {},
             }),
+        ))
+    }
+
+    /// The `403` Key Vault (RBAC mode) answers an identity without a role that allows the read:
+    /// its message names the caller, the action and the secret.
+    fn forbidden_by_rbac(&self, client_id: &str, secret: &str) -> Response<Body> {
+        let vault = self.host.split('.').next().unwrap_or_default();
+        let message = format!(
+            "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny \
+             assignments or role definitions were changed recently, please observe propagation \
+             time.\r\nCaller: appid={client_id};iss=https://sts.windows.net/{tenant}/\r\nAction: \
+             'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nResource: \
+             '/subscriptions/{subscription}/resourcegroups/rg-stand-in/providers/microsoft.keyvault/vaults/{vault}/secrets/{secret}'\r\n\
+             Assignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: \
+             'DeniedWithNoValidRBAC' \r\nVault: {vault};location={REGION}\r\n",
+            tenant = self.tenant,
+            subscription = self.subscription,
+        );
+        error_with_inner(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &message,
+            "ForbiddenByRbac",
         )
     }
 
@@ -420,18 +563,70 @@ impl State {
     }
 }
 
-/// `{"error":{"code","message"}}`, with the request id header Key Vault sets on every answer.
+/// `{"error":{"code","message"}}`, with the headers Key Vault sets on every answer.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let mut response = json(
-        status,
-        &json!({ "error": { "code": code, "message": message } }),
+    error_answer(status, code, message, None)
+}
+
+/// `{"error":{"code","message","innererror":{"code"}}}`: how Key Vault tells its 403s apart.
+fn error_with_inner(status: StatusCode, code: &str, message: &str, inner: &str) -> Response<Body> {
+    error_answer(status, code, message, Some(inner))
+}
+
+/// An error answer whose body has its members in Key Vault's order (`code`, `message`,
+/// `innererror`; `json!` would sort them), with the headers Key Vault sets on every answer.
+fn error_answer(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    inner: Option<&str>,
+) -> Response<Body> {
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    let inner = inner
+        .map(|inner| format!(r#","innererror":{{"code":{}}}"#, quoted(inner)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"{{"error":{{"code":{},"message":{}{inner}}}}}"#,
+        quoted(code),
+        quoted(message)
     );
-    response.headers_mut().insert(
-        "x-ms-request-id",
-        random_guid()
-            .parse()
-            .expect("a GUID is a valid header value"),
-    );
+    with_key_vault_headers(
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(Body::from(body))
+            .expect("a static status and header make a valid response"),
+    )
+}
+
+/// `response` with the headers Key Vault sets on every answer, as recorded from the service.
+/// There is no `x-ms-error-code` among them: clients take the code from the body.
+fn with_key_vault_headers(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("cache-control", "no-cache".to_owned()),
+        ("pragma", "no-cache".to_owned()),
+        ("expires", "-1".to_owned()),
+        ("x-ms-keyvault-region", REGION.to_owned()),
+        ("x-ms-request-id", random_guid()),
+        ("x-ms-keyvault-service-version", "1.9.3019.1".to_owned()),
+        (
+            "x-ms-keyvault-network-info",
+            "conn_type=Ipv4;addr=127.0.0.1;act_addr_fam=InterNetwork;".to_owned(),
+        ),
+        ("x-content-type-options", "nosniff".to_owned()),
+        (
+            "strict-transport-security",
+            "max-age=31536000;includeSubDomains".to_owned(),
+        ),
+    ] {
+        headers.insert(
+            name,
+            value
+                .parse()
+                .expect("Key Vault's header values are valid header values"),
+        );
+    }
     response
 }
 

@@ -130,6 +130,10 @@ pub(crate) fn media_type(content_type: &str) -> String {
 /// The problem `type` of every 403 for a caller (IP, certificate or token).
 pub(crate) const CALLER_NOT_ALLOWED: &str = "urn:iothub-sas:problem:caller-not-allowed";
 
+/// The problem `type` of the 503 for a token request when no key may sign (none read yet, the
+/// key withdrawn in Key Vault, or its last read too old).
+pub(crate) const KEY_UNAVAILABLE: &str = "urn:iothub-sas:problem:key-unavailable";
+
 /// Asserts a 200 with a SAS token in the body (whatever else the body holds; see [`Issued`]
 /// for the exact body).
 pub(crate) async fn assert_issued(response: Response, context: &str) {
