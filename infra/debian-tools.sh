@@ -13,6 +13,9 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LOG_PREFIX=debian-tools
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 readonly DEST=.tools/debian
 readonly PACKAGES=(nginx libnginx-mod-http-js shellcheck)
@@ -20,8 +23,6 @@ readonly NGINX="$DEST/usr/sbin/nginx"
 readonly NJS="$DEST/usr/lib/nginx/modules/ngx_http_js_module.so"
 readonly SHELLCHECK="$DEST/usr/bin/shellcheck"
 
-log() { printf 'debian-tools: %s\n' "$*" >&2; }
-die() { printf 'debian-tools: error: %s\n' "$*" >&2; exit 1; }
 
 present() {
   [[ -x $NGINX && -f $NJS && -x $SHELLCHECK ]] && "$NGINX" -v >/dev/null 2>&1 && "$SHELLCHECK" --version >/dev/null 2>&1
@@ -33,16 +34,6 @@ fi
 
 command -v apt-get >/dev/null 2>&1 || die "apt-get is required (Debian/Ubuntu) to fetch ${PACKAGES[*]}"
 command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb is required"
-
-as_root() {
-  if [[ $(id -u) == 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "'$*' needs root: run it once as root, or install sudo"
-  fi
-}
 
 downloads="$(mktemp -d)"
 trap 'rm -rf "$downloads"' EXIT

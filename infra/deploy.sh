@@ -47,9 +47,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LOG_PREFIX=deploy
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-log() { printf 'deploy: %s\n' "$*" >&2; }
-die() { printf 'deploy: error: %s\n' "$*" >&2; exit 1; }
 need() { [[ -n ${!1:-} ]] || die "set $1 (see the top of infra/deploy.sh)"; }
 
 # Bounds, in seconds. Each can be raised from the environment; none can be switched off.
