@@ -8,6 +8,8 @@
 //! id checked is the device's, also for a module token, and the registration's for a DPS token.
 //! The log line names the key that allowed a token, or why it was refused.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
 use crate::stand_ins::bearer::Fixture;
@@ -20,6 +22,7 @@ use crate::support::{
     routes::{module_path, registration_path, token_path},
     settings::Settings,
     startup::{Refusal, misrefused_startups},
+    waiting::poll,
 };
 
 /// Three callers the bearer layer allows: one scoped by object id, one by client id, one by role.
@@ -75,15 +78,32 @@ async fn assert_allowed(app: &TestApp, path: &str, bearer: &str, subject: TokenF
     let answer = app
         .token(path, &[("Authorization", &header)], subject)
         .await;
-    let expires_on = answer.text("expiresOn");
-    let lines = app.request_log_lines(1).await;
-    let line = lines
-        .iter()
-        .rev()
-        .find(|line| log_text(line, "expires_on").as_deref() == Some(expires_on))
-        .unwrap_or_else(|| panic!("{path}: no audit line in {lines:#?}"));
+    // The line of this answer: the same expiry and the same ids (two answers in one second
+    // share an expiry), polled for, since a log line may arrive after its answer.
+    let wanted: Vec<(&str, &str)> = [
+        ("expires_on", "expiresOn"),
+        ("device_id", "deviceId"),
+        ("module_id", "moduleId"),
+        ("registration_id", "registrationId"),
+    ]
+    .into_iter()
+    .filter_map(|(field, member)| answer.body[member].as_str().map(|value| (field, value)))
+    .collect();
+    let line = poll(Duration::from_secs(5), || async {
+        app.request_log_lines(1)
+            .await
+            .into_iter()
+            .rev()
+            .find(|line| {
+                wanted
+                    .iter()
+                    .all(|(field, value)| log_text(line, field).as_deref() == Some(*value))
+            })
+    })
+    .await
+    .unwrap_or_else(|| panic!("{path}: no audit line with {wanted:?}"));
     assert_eq!(
-        log_text(line, "scope").as_deref(),
+        log_text(&line, "scope").as_deref(),
         Some(scope),
         "{path}: {line}"
     );

@@ -11,6 +11,8 @@
 //! - what a mode cannot sign is a 404 or a 400, never a token; the renewal hints of every answer;
 //!   the audit fields of each issued token's log line; and each new start-up refusal.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::stand_ins::StandIns;
@@ -26,6 +28,7 @@ use crate::support::{
     sas::{encode, upper_hex},
     settings::{HOSTNAME, KEY, POLICY, Settings},
     startup::{Refusal, misrefused_startups},
+    waiting::poll,
 };
 
 /// The enrollment group key of DPS's published example (platform-facts §8) …
@@ -495,17 +498,19 @@ async fn each_issued_tokens_log_line_is_its_audit_record() {
             Some(version.as_str()),
         ),
     ] {
-        let lines = app.request_log_lines(1).await;
-        let line = lines
-            .iter()
-            .find(|line| {
+        // A log line may arrive after its answer: poll for it.
+        let line = poll(Duration::from_secs(5), || async {
+            app.request_log_lines(1).await.into_iter().find(|line| {
                 log_text(line, "status").as_deref() == Some("200")
                     && log_text(line, "expires_on").as_deref() == Some(answer.text("expiresOn"))
                     && ids
                         .iter()
                         .all(|(k, v)| log_text(line, k).as_deref() == Some(*v))
             })
-            .unwrap_or_else(|| panic!("no audit line for {route} {ids:?} in {lines:#?}"));
+        })
+        .await
+        .unwrap_or_else(|| panic!("no audit line for {route} {ids:?}"));
+        let line = &line;
         assert_eq!(log_text(line, "route").as_deref(), Some(route), "{line}");
         assert_eq!(
             log_text(line, "signing_mode").as_deref(),
