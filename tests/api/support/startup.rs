@@ -100,32 +100,7 @@ pub(crate) fn misrefused_startups(
     cases: &[Refusal<'_>],
     also_wrong: impl Fn(&StartupFailure) -> Vec<String> + Sync,
 ) -> Vec<String> {
-    let also_wrong = &also_wrong;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = cases
-            .iter()
-            .map(|case| {
-                scope.spawn(move || {
-                    let failure = spawn_expecting_failure(&case.settings);
-                    let mut problems = failure.problems_naming(case.setting);
-                    problems.extend(also_wrong(&failure));
-                    (!problems.is_empty()).then(|| {
-                        format!(
-                            "{} (expected {}): {}\n    stderr: {:?}",
-                            case.description,
-                            case.setting,
-                            problems.join("; "),
-                            failure.stderr
-                        )
-                    })
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("the startup check panicked"))
-            .collect()
-    })
+    misrefused_startups_by_case(cases, |_, failure| also_wrong(failure))
 }
 
 /// [`misrefused_startups`] where what else is wrong depends on the case: `also_wrong` gets the
