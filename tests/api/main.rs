@@ -12,6 +12,7 @@ mod errors;
 mod key_vault;
 mod lifecycle;
 mod limits;
+mod local_run;
 mod logs;
 mod openapi_schemathesis;
 mod scoping;

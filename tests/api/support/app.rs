@@ -317,6 +317,11 @@ impl TestApp {
         self.stdout.text()
     }
 
+    /// Everything printed to stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
     /// Everything printed to stdout and stderr so far.
     pub(crate) fn output(&self) -> String {
         format!("{}{}", self.stdout.text(), self.stderr.text())
