@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
 use crate::support::app::TestApp;
+use crate::support::process::output_within;
 use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
 
 /// The gateway's own source address towards the front end (API Management's outbound address).
@@ -420,25 +421,11 @@ fn run_verify(env: &[(&str, String)]) -> Run {
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
-    let deadline = Instant::now() + VERIFY_TIMEOUT;
-    while child.try_wait().expect("poll verify.py").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("verify.py ran longer than {VERIFY_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let Output {
         status,
         stdout,
         stderr,
-    } = child.wait_with_output().expect("collect verify.py output");
+    } = output_within(&mut command, VERIFY_TIMEOUT, "verify.py");
     Run {
         code: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

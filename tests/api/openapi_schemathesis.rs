@@ -20,10 +20,11 @@
 //! `servers` entry, through `--url`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::support::app::TestApp;
+use crate::support::process::output_within;
 use crate::support::settings::{HOSTNAME, KEY, Settings};
 
 /// Examples per operation and mode; `SCHEMATHESIS_EXAMPLES` overrides.
@@ -130,35 +131,21 @@ fn check(schemathesis: &Path, repo: &Path, run: &Run<'_>) -> Option<String> {
         command.args(["--include-operation-id", *operation]);
     }
     // Path values with `%` would be sent as escapes (infra/schemathesis_hooks.py says why).
-    let mut child = command
+    command
         .env(
             "SCHEMATHESIS_HOOKS",
             repo.join("infra/schemathesis_hooks.py"),
         )
-        .current_dir(&work)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", schemathesis.display()));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while child.try_wait().expect("poll schemathesis").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!(
-                "schemathesis ({} mode) ran longer than {RUN_TIMEOUT:?}",
-                run.mode
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        .current_dir(&work);
     let Output {
         status,
         stdout,
         stderr,
-    } = child
-        .wait_with_output()
-        .expect("collect schemathesis output");
+    } = output_within(
+        &mut command,
+        RUN_TIMEOUT,
+        &format!("schemathesis ({} mode)", run.mode),
+    );
     let _ = std::fs::remove_dir_all(&work);
     let stdout = String::from_utf8_lossy(&stdout);
     if !status.success() {

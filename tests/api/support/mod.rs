@@ -3,7 +3,8 @@
 //!
 //! - [`settings`]: the handler's environment for one start, and a valid configuration's values.
 //! - [`app`]: `TestApp`, the real binary on a free port: requests, output, signals.
-//! - [`process`]: starting the binary and keeping what it prints (under `app` and `startup`).
+//! - [`process`]: starting the binary and keeping what it prints (under `app` and `startup`),
+//!   and running any other program to its end within a deadline.
 //! - [`startup`]: start-ups that must be refused, run side by side.
 //! - [`routes`]: the routes' paths, and the names the request log gives them.
 //! - [`answers`]: what each answer must look like: problem+json, a 200 with a token, the 401
@@ -24,7 +25,7 @@ pub(crate) mod clock;
 pub(crate) mod leaks;
 pub(crate) mod logs;
 pub(crate) mod oracles;
-mod process;
+pub(crate) mod process;
 pub(crate) mod routes;
 pub(crate) mod sas;
 pub(crate) mod settings;

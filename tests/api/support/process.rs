@@ -1,12 +1,14 @@
 //! Starting the `handler` binary and keeping everything it prints: the plumbing under
 //! [`TestApp`](super::app::TestApp) (a binary that serves) and
-//! [`startup`](super::startup) (a binary that must refuse to start).
+//! [`startup`](super::startup) (a binary that must refuse to start); and [`output_within`], which
+//! runs any other program (verify.py, schemathesis) to its end within a deadline.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -128,4 +130,45 @@ pub(super) fn listening_address(line: &str) -> Option<SocketAddr> {
         return None;
     }
     value.get("address")?.as_str()?.parse().ok()
+}
+
+/// Runs `command` (stdin closed, stdout and stderr captured) and returns what it printed, or
+/// kills it and panics naming `what` once `timeout` has passed. The output is read while the
+/// child runs, so a child that prints more than a pipe holds cannot stall until the deadline.
+pub(crate) fn output_within(command: &mut Command, timeout: Duration, what: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("poll {what}: {e}"))
+        {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} ran longer than {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("the stdout reader panicked"),
+        stderr: stderr.join().expect("the stderr reader panicked"),
+    }
 }
