@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the pure core, through the public API, as one token request uses it:
-//! caller from `X-Forwarded-For` plus allow-list match, device-id validation, the
-//! `DEVICE_SCOPES` decision with 10,000 rules, and token signing in both signing modes.
+//! caller from `X-Forwarded-For` plus allow-list match, device-id validation, choosing the hub,
+//! the `DEVICE_SCOPES` decision with 10,000 rules, and token signing in both signing modes.
 //!
 //! `cargo bench --bench core` (or `make bench`, which also records the figures in
 //! `docs/benchmarks.md`). Under `cargo test --all-targets` each benchmark runs once, as a smoke
@@ -17,11 +17,14 @@ use iothub_sas_handler::allow_list::AllowList;
 use iothub_sas_handler::auth::bearer::Principal;
 use iothub_sas_handler::caller::Caller;
 use iothub_sas_handler::client_ip::{XffDepth, caller_ip};
+use iothub_sas_handler::hubs::{HubList, Hubs};
 use iothub_sas_handler::params::{DeviceId, RegistrationId};
 use iothub_sas_handler::sas::enrollment_group::GroupSigner;
 use iothub_sas_handler::sas::{Signer, SigningKey};
 use iothub_sas_handler::scope::Scopes;
 
+/// The hub, as in the load benchmark.
+const HUB: &str = "bench-hub.azure-devices.net";
 /// A typical device id, as in the load benchmark.
 const DEVICE: &str = "bench-device-01";
 /// The caller as the App Service front end appends it: the last entry, with a port.
@@ -83,17 +86,42 @@ fn device_id(c: &mut Criterion) {
 fn sign(c: &mut Criterion) {
     let key = SigningKey::from_base64("c2VjcmV0LWtleS1mb3ItdGhlLWJlbmNobWFyaw==")
         .expect("a valid base64 key");
-    let signer = Signer::new("bench-hub.azure-devices.net", "device", &key);
+    let signer = Signer::new("device", &key);
     let device = DeviceId::parse(DEVICE).expect("a valid device id");
     c.bench_function("Signer::sign", |b| {
-        b.iter(|| signer.sign(black_box(&device), black_box(1_795_000_000)));
+        b.iter(|| signer.sign(black_box(HUB), black_box(&device), black_box(1_795_000_000)));
     });
     // Enrollment-group mode: derive the device's key from the prepared group key, then sign.
-    let group = GroupSigner::new("bench-hub.azure-devices.net", None, &key);
+    let group = GroupSigner::new(None, &key);
     let registration = RegistrationId::parse(DEVICE).expect("a valid registration id");
     c.bench_function("GroupSigner::sign_device", |b| {
-        b.iter(|| group.sign_device(black_box(&registration), black_box(1_795_000_000)));
+        b.iter(|| {
+            group.sign_device(
+                black_box(HUB),
+                black_box(&registration),
+                black_box(1_795_000_000),
+            )
+        });
     });
+}
+
+/// Choosing the hub: the default (no `hub`), and the last of three hubs named in another letter
+/// case and the other host-name form (the most work a listed hub takes).
+fn hub_choice(c: &mut Criterion) {
+    let list = HubList::parse(
+        "bench-eu.azure-devices.net,bench-us.azure-devices.net,bench-hub.azure-devices.net",
+        "IOTHUB_HOSTNAMES",
+    )
+    .expect("three hubs");
+    let hubs = Hubs::new(&list);
+    let mut group = c.benchmark_group("hub");
+    group.bench_function("choose/default", |b| {
+        b.iter(|| hubs.choose(black_box(None)));
+    });
+    group.bench_function("choose/third_of_three", |b| {
+        b.iter(|| hubs.choose(black_box(Some("Bench-Hub.device.azure-devices.net"))));
+    });
+    group.finish();
 }
 
 /// 10,000 rules: 9,999 callers with one prefix each, and one role holding 10,000 patterns (half
@@ -114,7 +142,7 @@ fn scope_decision(c: &mut Criterion) {
         })
         .collect();
     rules.push(format!(r#""role:Fleet": [{}]"#, patterns.join(",")));
-    let scopes = Scopes::parse(&format!("{{{}}}", rules.join(","))).expect("the rules parse");
+    let scopes = Scopes::parse(&format!("{{{}}}", rules.join(",")), None).expect("the rules parse");
     let caller = Caller {
         ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
         certificate: None,
@@ -125,14 +153,15 @@ fn scope_decision(c: &mut Criterion) {
             roles: vec!["Fleet".to_owned()],
         }),
     };
-    assert!(scopes.allows(&caller, "fleet-5001-x").is_some());
-    assert!(scopes.allows(&caller, "site-5000-a").is_some());
+    let hub = Some(HUB);
+    assert!(scopes.allows(&caller, hub, "fleet-5001-x").is_some());
+    assert!(scopes.allows(&caller, hub, "site-5000-a").is_some());
     let mut group = c.benchmark_group("scope");
     group.bench_function("allows/10000_rules/miss", |b| {
-        b.iter(|| scopes.allows(black_box(&caller), black_box("fleet-50000")));
+        b.iter(|| scopes.allows(black_box(&caller), hub, black_box("fleet-50000")));
     });
     group.bench_function("allows/10000_rules/prefix_hit", |b| {
-        b.iter(|| scopes.allows(black_box(&caller), black_box("fleet-5001-x")));
+        b.iter(|| scopes.allows(black_box(&caller), hub, black_box("fleet-5001-x")));
     });
     group.finish();
 }
@@ -143,6 +172,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = caller_and_allow_list, device_id, sign, scope_decision
+    targets = caller_and_allow_list, device_id, sign, hub_choice, scope_decision
 }
 criterion_main!(core);

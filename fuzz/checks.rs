@@ -195,7 +195,7 @@ pub(crate) fn check_sas_token(data: &[u8]) {
     let (Ok(device), Ok(expiry)) = (DeviceId::parse(device), expiry.parse::<u64>()) else {
         return;
     };
-    let token = Signer::new(hub, policy, &key).sign(&device, expiry);
+    let token = Signer::new(policy, &key).sign(hub, &device, expiry);
     assert_eq!(token.expires_at, expiry, "SasToken::expires_at");
     assert_token_valid(
         &token.token,

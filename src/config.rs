@@ -16,6 +16,7 @@
 
 use crate::caller::CallerSettings;
 use crate::https_roots;
+use crate::hubs::HubList;
 use crate::params::TokenLifetimes;
 use crate::scope::Scopes;
 use crate::secrets::KeySource;
@@ -47,12 +48,15 @@ pub struct Config {
 /// A unit test checks that these lists are exactly what [`Config::from_lookup`] asks for.
 pub const SETTINGS: &[&str] = &[
     "IOTHUB_HOSTNAME",
+    "IOTHUB_HOSTNAMES",
     "IOTHUB_POLICY_NAME",
     "IOTHUB_POLICY_KEY",
+    "IOTHUB_POLICY_KEYS",
     "SIGNING_MODE",
     "ENROLLMENT_GROUP_KEY",
     "ENROLLMENT_GROUP_KEY_SECRET",
     "DPS_ID_SCOPE",
+    "DPS_GLOBAL_ENDPOINT",
     "DEVICE_SCOPES",
     "ALLOWED_IPS",
     "XFF_DEPTH",
@@ -60,6 +64,7 @@ pub const SETTINGS: &[&str] = &[
     "TOKEN_MAX_TTL_SECONDS",
     "KEYVAULT_URI",
     "IOTHUB_POLICY_KEY_SECRET",
+    "IOTHUB_POLICY_KEY_SECRETS",
     "KEYVAULT_REFRESH_SECONDS",
     "KEYVAULT_MAX_KEY_AGE_SECONDS",
     "AZURE_CLIENT_ID",
@@ -102,16 +107,18 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
         let settings = Lookup::new(&lookup);
         let callers = CallerSettings::from_lookup(&settings)?;
+        let hubs = HubList::from_lookup(&settings)?;
         let scopes = Scopes::from_lookup(
             &settings,
             callers.bearer.is_some(),
             callers.client_cert.is_some(),
+            hubs.as_ref(),
         )?;
         let config = Self {
             callers,
             lifetimes: TokenLifetimes::from_lookup(&settings)?,
             server: ServerSettings::from_lookup(&settings)?,
-            key_source: KeySource::from_lookup(&settings)?,
+            key_source: KeySource::from_lookup(&settings, hubs)?,
             scopes,
             log_filter: telemetry::filter_from_lookup(&settings),
         };
@@ -124,7 +131,7 @@ impl Config {
     /// Whether any layer makes https calls (Key Vault, the token issuer's keys): then
     /// `SSL_CERT_FILE`, if set, decides what they trust.
     fn uses_https(&self) -> bool {
-        matches!(self.key_source, KeySource::KeyVault(_)) || self.callers.bearer.is_some()
+        self.key_source.vault.is_some() || self.callers.bearer.is_some()
     }
 }
 
@@ -181,7 +188,11 @@ mod tests {
         assert_eq!(config.lifetimes.max.seconds(), 86_400);
         assert_eq!(config.server.port, 8080);
         assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
-        assert!(matches!(config.key_source, KeySource::Static(_)));
+        assert!(config.key_source.vault.is_none());
+        assert!(matches!(
+            config.key_source.keys.as_slice(),
+            [crate::secrets::KeySlot::Static(_)]
+        ));
         assert_eq!(config.server.limits, Limits::default());
         assert!(config.callers.bearer.is_none() && config.callers.client_cert.is_none());
     }
@@ -333,11 +344,12 @@ mod tests {
         pairs.push(("KEYVAULT_URI", "https://contoso-kv.vault.azure.net/"));
         pairs.push(("IOTHUB_POLICY_KEY_SECRET", "iothub-device-policy"));
         let config = config(&pairs).expect("Key Vault configuration is valid");
-        let KeySource::KeyVault(kv) = config.key_source else {
-            panic!("expected Key Vault");
-        };
+        let kv = config.key_source.vault.expect("expected Key Vault");
         assert_eq!(kv.refresh, Duration::from_secs(300));
-        let SecretUse::HubPolicy { hub, .. } = &kv.secret_use else {
+        let [crate::secrets::KeySlot::Secret(spec)] = config.key_source.keys.as_slice() else {
+            panic!("expected one secret");
+        };
+        let SecretUse::HubPolicy { hub, .. } = &spec.secret_use else {
             panic!("expected a hub policy secret");
         };
         assert_eq!(

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::hubs::HubChoiceError;
 use crate::params::{DeviceIdError, ModuleIdError, QueryError, RegistrationIdError, TtlError};
 
 /// What went wrong with a request, from the caller's point of view.
@@ -39,6 +40,13 @@ pub enum ApiError {
     /// Return `400 Bad Request`: the query string is ambiguous or undecodable.
     #[error(transparent)]
     InvalidQuery(#[from] QueryError),
+    /// Return `400 Bad Request`: `hub` names no hub this function signs for, or none was named
+    /// where there is no default hub.
+    #[error(transparent)]
+    Hub(#[from] HubChoiceError),
+    /// Return `400 Bad Request`: `hub` on the registration route (DPS assigns the hub later).
+    #[error("the registration route takes no hub")]
+    HubNotForRegistration,
     /// Return `404 Not Found`: no such route.
     #[error("no such route")]
     NotFound,
@@ -94,7 +102,9 @@ impl ApiError {
             | Self::InvalidRegistrationId(_)
             | Self::DeviceIdNotRegistrationId(_)
             | Self::InvalidTtl(_)
-            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidQuery(_)
+            | Self::Hub(_)
+            | Self::HubNotForRegistration => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::ModuleTokensUnavailable => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::KeyUnavailable | Self::Overloaded | Self::AuthKeysUnavailable => {
@@ -134,7 +144,15 @@ impl ApiError {
                 "Module tokens unavailable",
             ),
             Self::InvalidTtl(_) => ("urn:iothub-sas:problem:invalid-ttl", "Invalid ttl"),
-            Self::InvalidQuery(_) => ("urn:iothub-sas:problem:invalid-query", "Invalid query"),
+            Self::InvalidQuery(_) | Self::HubNotForRegistration => {
+                ("urn:iothub-sas:problem:invalid-query", "Invalid query")
+            }
+            Self::Hub(HubChoiceError::Unknown) => {
+                ("urn:iothub-sas:problem:unknown-hub", "Unknown hub")
+            }
+            Self::Hub(HubChoiceError::Required) => {
+                ("urn:iothub-sas:problem:hub-required", "Hub required")
+            }
             Self::NotFound => ("about:blank", "Not Found"),
             Self::MethodNotAllowed => ("about:blank", "Method Not Allowed"),
             Self::KeyUnavailable => (
@@ -191,6 +209,11 @@ impl ApiError {
             Self::DeviceIdNotRegistrationId(_) => self.to_string(),
             Self::InvalidTtl(e) => e.to_string(),
             Self::InvalidQuery(e) => e.to_string(),
+            Self::Hub(e) => e.to_string(),
+            Self::HubNotForRegistration => {
+                "The registration route takes no `hub`: DPS assigns the device's hub when it registers."
+                    .to_owned()
+            }
         }
     }
 }
@@ -262,6 +285,9 @@ mod tests {
             ),
             (ApiError::ModuleTokensUnavailable, 404),
             (ApiError::InvalidQuery(QueryError::Repeated("ttl")), 400),
+            (ApiError::Hub(HubChoiceError::Unknown), 400),
+            (ApiError::Hub(HubChoiceError::Required), 400),
+            (ApiError::HubNotForRegistration, 400),
             (ApiError::NotFound, 404),
             (ApiError::MethodNotAllowed, 405),
             (ApiError::KeyUnavailable, 503),

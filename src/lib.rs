@@ -9,12 +9,17 @@
 //!
 //! One request:
 //! - [`routes`]: the route table, 404/405, the limits middleware and the request log line.
-//! - [`issuance`]: the pipeline every token route runs — caller → input → key → sign.
+//! - [`issuance`]: the pipeline every token route runs — caller → input → hub → scope → key →
+//!   sign.
 //! - [`caller`]: the caller layers in order, producing a typed [`caller::Caller`]:
 //!   [`client_ip`] (`X-Forwarded-For`, `XFF_DEPTH` from the right) against [`allow_list`], then
 //!   the optional [`auth`] layers (client certificate, Entra ID bearer token).
 //! - [`params`]: `DeviceId`, `Ttl` and the query string, parsed once.
-//! - [`secrets`]: the current key, read from memory; [`secrets::key_vault`] keeps it fresh.
+//! - [`hubs`]: the hubs tokens are for (`IOTHUB_HOSTNAMES`), each hub's two host names, and the
+//!   choice of one per request.
+//! - [`scope`]: per-caller device scoping (`DEVICE_SCOPES`), per hub.
+//! - [`secrets`]: the keys (one per hub in hub-policy mode), read from memory;
+//!   [`secrets::key_vault`] keeps them fresh.
 //! - [`sas`]: hub and policy names, the signing key, the prepared signer and the token format.
 //! - [`error`]: every error as RFC 9457 problem+json.
 //! - [`limits`]: URL, body and concurrency limits.
@@ -47,6 +52,7 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod https_roots;
+pub mod hubs;
 pub mod issuance;
 pub mod limits;
 pub mod params;

@@ -3,8 +3,8 @@
 //! **What it owns.** [`DeviceId`] and [`ModuleId`] (IoT Hub's identity rules),
 //! [`RegistrationId`] (DPS's rules, lower case only — see its doc), [`Ttl`] (an integer number of
 //! seconds within the configured bounds, [`TokenLifetimes`]: `TOKEN_TTL_SECONDS`,
-//! `TOKEN_MAX_TTL_SECONDS`) and [`RawQuery`] (the query string of the seed function's `?deviceid=`
-//! query). A handler holding a `DeviceId` never checks it again.
+//! `TOKEN_MAX_TTL_SECONDS`) and [`RawQuery`] (the query string: the seed function's `?deviceid=`,
+//! `ttl`, and `hub`, the hub a token is for). A handler holding a `DeviceId` never checks it again.
 //!
 //! **What it trusts.** Nothing: every byte here comes from the caller. Query keys are matched
 //! case-insensitively (the Functions host's query collection is case-insensitive and merges repeated
@@ -24,7 +24,9 @@ pub const DEVICE_ID_MAX_LEN: usize = 128;
 /// `- . % _ * ? ! ( ) , : = @ $ '` (Azure IoT Hub identity registry documentation).
 ///
 /// `/` is not allowed, so a token's resource can never widen to another path; an empty id is not
-/// allowed, so it can never shrink to `…/devices` (which would cover every device).
+/// allowed, so it can never shrink to `…/devices` (which would cover every device); and an id of
+/// dots only (`.`, `..`) is not allowed, so the resource can never read as a relative path
+/// (`…/devices/..` is the hub itself to anything that normalises paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceId(String);
 
@@ -42,6 +44,9 @@ pub enum DeviceIdError {
         "the device id may contain only ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
     )]
     BadCharacter,
+    /// Only dots: `.`, `..`, ….
+    #[error("the device id may not consist of dots only")]
+    DotsOnly,
 }
 
 impl DeviceId {
@@ -55,6 +60,9 @@ impl DeviceId {
         }
         if !id.bytes().all(is_device_id_byte) {
             return Err(DeviceIdError::BadCharacter);
+        }
+        if id.bytes().all(|b| b == b'.') {
+            return Err(DeviceIdError::DotsOnly);
         }
         Ok(Self(id.to_owned()))
     }
@@ -89,6 +97,9 @@ pub enum ModuleIdError {
         "the module id may contain only ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
     )]
     BadCharacter,
+    /// Only dots: `.`, `..`, ….
+    #[error("the module id may not consist of dots only")]
+    DotsOnly,
 }
 
 impl ModuleId {
@@ -99,6 +110,7 @@ impl ModuleId {
             Err(DeviceIdError::Missing) => Err(ModuleIdError::Missing),
             Err(DeviceIdError::TooLong) => Err(ModuleIdError::TooLong),
             Err(DeviceIdError::BadCharacter) => Err(ModuleIdError::BadCharacter),
+            Err(DeviceIdError::DotsOnly) => Err(ModuleIdError::DotsOnly),
         }
     }
 
@@ -267,12 +279,14 @@ pub struct RawQuery<'a> {
     pub device_id: Option<Cow<'a, str>>,
     /// `ttl` (any letter case), percent-decoded.
     pub ttl: Option<Cow<'a, str>>,
+    /// `hub` (any letter case), percent-decoded: the hub host name the token is for.
+    pub hub: Option<Cow<'a, str>>,
 }
 
 /// Why a query string was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    /// `deviceid` or `ttl` appears more than once.
+    /// `deviceid`, `ttl` or `hub` appears more than once.
     #[error("the query parameter `{0}` appears more than once")]
     Repeated(&'static str),
     /// A recognised value is not valid UTF-8 once percent-decoded.
@@ -281,7 +295,7 @@ pub enum QueryError {
 }
 
 impl<'a> RawQuery<'a> {
-    /// Pick `deviceid` and `ttl` out of a raw query string (`a=b&c=d`, form encoding: `+` is a
+    /// Pick `deviceid`, `ttl` and `hub` out of a raw query string (`a=b&c=d`, form encoding: `+` is a
     /// space). Other keys — `code`, `subscription-key`, anything — are skipped without decoding.
     pub fn parse(query: &'a str) -> Result<Self, QueryError> {
         let mut parsed = Self::default();
@@ -291,6 +305,8 @@ impl<'a> RawQuery<'a> {
                 (&mut parsed.device_id, "deviceid")
             } else if key.eq_ignore_ascii_case("ttl") {
                 (&mut parsed.ttl, "ttl")
+            } else if key.eq_ignore_ascii_case("hub") {
+                (&mut parsed.hub, "hub")
             } else {
                 continue;
             };
@@ -333,10 +349,17 @@ mod tests {
             ("a\nb", DeviceIdError::BadCharacter),
             ("a\0b", DeviceIdError::BadCharacter),
             ("dévice", DeviceIdError::BadCharacter),
+            (".", DeviceIdError::DotsOnly),
+            ("..", DeviceIdError::DotsOnly),
+            ("...", DeviceIdError::DotsOnly),
         ];
         for (id, want) in cases {
             assert_eq!(DeviceId::parse(id), Err(want), "id {id:?}");
         }
+        assert!(
+            DeviceId::parse(".a.").is_ok(),
+            "dots among other characters"
+        );
     }
 
     #[test]
@@ -346,6 +369,7 @@ mod tests {
             Ok("edge-agent.1".to_owned())
         );
         assert_eq!(ModuleId::parse(""), Err(ModuleIdError::Missing));
+        assert_eq!(ModuleId::parse(".."), Err(ModuleIdError::DotsOnly));
         assert_eq!(
             ModuleId::parse(&"m".repeat(129)),
             Err(ModuleIdError::TooLong)
@@ -418,9 +442,11 @@ mod tests {
 
     #[test]
     fn query_picks_known_keys_in_any_case_and_decodes_them() {
-        let q = RawQuery::parse("code=secret&DeviceId=a%2Ab+c&TTL=120&x").expect("valid query");
+        let q = RawQuery::parse("code=secret&DeviceId=a%2Ab+c&TTL=120&x&Hub=h.example")
+            .expect("valid query");
         assert_eq!(q.device_id.as_deref(), Some("a*b c"));
         assert_eq!(q.ttl.as_deref(), Some("120"));
+        assert_eq!(q.hub.as_deref(), Some("h.example"));
         assert_eq!(RawQuery::parse(""), Ok(RawQuery::default()));
     }
 
@@ -433,6 +459,10 @@ mod tests {
         assert_eq!(
             RawQuery::parse("ttl=60&ttl=70"),
             Err(QueryError::Repeated("ttl"))
+        );
+        assert_eq!(
+            RawQuery::parse("hub=a&HUB=b"),
+            Err(QueryError::Repeated("hub"))
         );
         assert_eq!(
             RawQuery::parse("deviceid=%FF"),

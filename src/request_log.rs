@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Fields without a value are left out, as `tracing` leaves out an empty `Option`. An issued
-//! token's line is its audit record: besides the ids it carries `scope` (the `DEVICE_SCOPES` key
-//! that allowed it), `signing_mode`, `key_version` (the Key Vault secret version) and
-//! `expires_on` — never the token or a key.
+//! token's line is its audit record: besides the ids it carries `hub` (the hub's canonical name —
+//! its classic host name, whichever form was asked for) and `hub_form` (`classic` or `device`: the
+//! host name in the token), `scope` (the `DEVICE_SCOPES` key that allowed it), `signing_mode`,
+//! `key_version` (the Key Vault secret version) and `expires_on` — never the token or a key.
 //!
 //! **Why by hand.** The line is written for every request, and through `tracing`'s JSON formatter
 //! it was the largest part of a request's user-space cost (about 17,000 instructions and a dozen
@@ -32,6 +33,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::hubs::HostForm;
 use crate::params::{DeviceId, ModuleId, RegistrationId};
 
 /// What one request's line records besides its route, status and latency. Built by the token
@@ -48,6 +50,10 @@ pub struct RequestOutcome {
     pub module_id: Option<ModuleId>,
     /// The validated registration id.
     pub registration_id: Option<RegistrationId>,
+    /// The hub the token is for: its canonical name (the classic host name).
+    pub hub: Option<Arc<str>>,
+    /// Which of the hub's host names the token names.
+    pub hub_form: Option<HostForm>,
     /// Why a caller the layers let through was refused this device (`DEVICE_SCOPES`).
     pub scope_denied: Option<&'static str>,
     /// Why no key could sign (a 503): not loaded, withdrawn by Key Vault, too old.
@@ -172,6 +178,8 @@ impl LineBuffer {
                 "registration_id",
                 outcome.registration_id.as_ref().map(RegistrationId::as_str),
             ),
+            ("hub", outcome.hub.as_deref()),
+            ("hub_form", outcome.hub_form.map(HostForm::as_str)),
             ("denied", outcome.caller.denied.or(outcome.scope_denied)),
             ("client_cert", outcome.caller.client_cert),
             ("auth", outcome.caller.auth),
@@ -300,6 +308,8 @@ mod tests {
             device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
             module_id: Some(ModuleId::parse("edge").expect("a valid id")),
             registration_id: Some(RegistrationId::parse("reg-1").expect("a valid id")),
+            hub: Some(Arc::from("contoso-eu.azure-devices.net")),
+            hub_form: Some(HostForm::Device),
             issued: Some(IssuedFacts {
                 expires_on: "2026-12-01T15:00:00Z".to_owned(),
                 signing_mode: "hub-policy",
@@ -314,6 +324,8 @@ mod tests {
             ("device_id", "dev-1"),
             ("module_id", "edge"),
             ("registration_id", "reg-1"),
+            ("hub", "contoso-eu.azure-devices.net"),
+            ("hub_form", "device"),
             ("scope", "role:Fleet.A"),
             ("signing_mode", "hub-policy"),
             ("key_version", "0123456789abcdef0123456789abcdef"),
@@ -325,6 +337,8 @@ mod tests {
             "device_id",
             "module_id",
             "registration_id",
+            "hub",
+            "hub_form",
             "scope",
             "signing_mode",
             "key_version",

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,13 +31,14 @@ use crate::request_log::{self, RequestOutcome};
 /// Every route the handler serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /api/devices/{deviceId}/sas-token[?ttl=SECONDS]`.
+    /// `GET /api/devices/{deviceId}/sas-token[?ttl=SECONDS][&hub=HOST]`.
     DeviceToken,
-    /// `GET /api/devices/{deviceId}/modules/{moduleId}/sas-token[?ttl=SECONDS]`.
+    /// `GET /api/devices/{deviceId}/modules/{moduleId}/sas-token[?ttl=SECONDS][&hub=HOST]`.
     ModuleToken,
     /// `GET /api/registrations/{registrationId}/sas-token[?ttl=SECONDS]`: a DPS registration token.
     RegistrationToken,
-    /// `GET /api/getSASTokenByDeviceID?deviceid=ID[&ttl=SECONDS]`: the seed function's interface.
+    /// `GET /api/getSASTokenByDeviceID?deviceid=ID[&ttl=SECONDS][&hub=HOST]`: the seed function's
+    /// interface.
     LegacyDeviceToken,
 }
 
@@ -120,13 +120,8 @@ fn segments<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
         .map_err(|_| DeviceIdError::BadCharacter.into())
 }
 
-/// `ttl` from the query string.
-fn ttl_of(request: &Parts) -> Result<Option<Cow<'_, str>>, ApiError> {
-    Ok(RawQuery::parse(request.uri.query().unwrap_or_default())?.ttl)
-}
-
 /// A route whose ids are path segments: the ids from the path (`subject` says what they name),
-/// `ttl` from the query.
+/// `ttl` and `hub` from the query.
 async fn from_path<T: Send>(
     app: AppState,
     ids: Result<Path<T>, PathRejection>,
@@ -137,9 +132,12 @@ async fn from_path<T: Send>(
     let (request, _body) = request.into_parts();
     app.0
         .issue(&request, || {
+            let subject = subject(segments(ids)?);
+            let query = RawQuery::parse(request.uri.query().unwrap_or_default())?;
             Ok(RawInputs {
-                subject: subject(segments(ids)?),
-                ttl: ttl_of(&request)?,
+                subject,
+                ttl: query.ttl,
+                hub: query.hub,
             })
         })
         .await
@@ -191,6 +189,7 @@ async fn legacy_device_token(State(app): State<AppState>, request: Request) -> R
             Ok(RawInputs {
                 subject: RawSubject::Device(device_id),
                 ttl: query.ttl,
+                hub: query.hub,
             })
         })
         .await

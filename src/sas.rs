@@ -6,20 +6,23 @@
 //! seconds, `sig` the percent-encoded base64 of HMAC-SHA256(key, `sr + "\n" + se`) and `skn` the
 //! percent-encoded key name. Azure's Python device SDK produces the same bytes. The resources and
 //! keys:
-//! - a hub **policy** key ([`Signer`]): `{hub}/devices/{deviceId}` or
-//!   `{hub}/devices/{deviceId}/modules/{moduleId}`, `skn` = the policy;
+//! - a hub **policy** key ([`Signer`]): `{host}/devices/{deviceId}` or
+//!   `{host}/devices/{deviceId}/modules/{moduleId}`, `skn` = the policy;
 //! - a DPS **enrollment group** key ([`enrollment_group::GroupSigner`]): each device's key is
 //!   derived from the group key and its registration id, and signs a device-key token
-//!   (`{hub}/devices/{deviceId}`, no `skn`) or a DPS registration token
+//!   (`{host}/devices/{deviceId}`, no `skn`) or a DPS registration token
 //!   (`{idScope}/registrations/{registrationId}`, `skn=registration`).
 //!
-//! It also owns the two names a token carries besides the device id: [`HubName`] (the `sr` host)
-//! and [`PolicyName`] (`skn`), parsed once from settings or a connection string.
+//! `{host}` is the hub host name the request chose ([`hubs`](crate::hubs)): a signer is a key, not
+//! a hub, so one prepared signer signs for either host name of its hub — and an enrollment group's
+//! for every hub — without a key schedule per request. It also owns the policy name a token
+//! carries (`skn`, [`PolicyName`]), parsed once from settings or a connection string.
 //!
-//! **What it trusts.** Its inputs are already validated ([`DeviceId`], [`HubName`],
-//! [`PolicyName`], an expiry chosen by the caller of [`Signer::sign`]); it touches no clock. The key is decoded and keyed into HMAC once,
-//! when the [`Signer`] is built; signing a token clones the prepared HMAC state (no key schedule
-//! per request). Neither [`SigningKey`] nor [`Signer`] can print the key, and both wipe their key
+//! **What it trusts.** Its inputs are already validated ([`DeviceId`], a host name from
+//! [`HubHost`](crate::hubs::HubHost), [`PolicyName`], an expiry chosen by the caller of
+//! [`Signer::sign`]); it touches no clock. The key is decoded and keyed into HMAC once, when the
+//! [`Signer`] is built; signing a token clones the prepared HMAC state (no key schedule per
+//! request). Neither [`SigningKey`] nor [`Signer`] can print the key, and both wipe their key
 //! material (the decoded bytes, the prepared HMAC state) when dropped.
 
 use base64::Engine as _;
@@ -39,39 +42,6 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// An IoT Hub host name, e.g. `contoso.azure-devices.net`: a bare DNS name, not a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubName(String);
-
-/// Why a hub name was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("must be a host name like contoso.azure-devices.net (no scheme, port or path)")]
-pub struct HubNameError;
-
-impl HubName {
-    /// A DNS name of 1–63-character labels of letters, digits and inner dashes, ≤ 253 in all.
-    pub fn parse(text: &str) -> Result<Self, HubNameError> {
-        let is_label = |label: &str| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        };
-        if text.len() <= 253 && text.split('.').all(is_label) {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(HubNameError)
-        }
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// A shared access policy name (`skn`): printable ASCII without spaces, as IoT Hub's own names
 /// (`iothubowner`, `device`, …) are; it is percent-encoded into the token either way.
@@ -222,12 +192,9 @@ const _: fn() = || {
     wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
 };
 
-/// Everything needed to sign a device token for one hub and policy, prepared once.
+/// Everything needed to sign device tokens with one hub policy key, prepared once.
 #[derive(Clone)]
 pub struct Signer {
-    /// `percent-encode("{hub}/devices/")`: encoding is per byte, so the encoded device id can be
-    /// appended to it.
-    resource_prefix: String,
     /// `percent-encode(policy name)`.
     policy: String,
     /// HMAC-SHA256 keyed with the policy key; cloned per token. Zeroed on drop, like each clone.
@@ -237,7 +204,6 @@ pub struct Signer {
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
-            .field("resource_prefix", &self.resource_prefix)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -261,36 +227,50 @@ impl std::fmt::Debug for SasToken {
 }
 
 impl Signer {
-    /// Prepare a signer for `hub` (e.g. `contoso.azure-devices.net`) and `policy`. Any text is
-    /// encoded correctly; the handler passes the validated [`HubName`] and [`PolicyName`].
-    pub fn new(hub: &str, policy: &str, key: &SigningKey) -> Self {
+    /// Prepare a signer for `policy`'s key. Any policy text is encoded correctly; the handler
+    /// passes a validated [`PolicyName`].
+    pub fn new(policy: &str, key: &SigningKey) -> Self {
         let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0)
             .expect("HMAC-SHA256 accepts keys of any length");
         Self {
-            resource_prefix: encode(&format!("{hub}/devices/")).to_string(),
             policy: encode(policy).to_string(),
             mac,
         }
     }
 
-    /// Sign a token for `device` that expires at `expires_at` (Unix seconds):
-    /// `sr = {hub}/devices/{device}`.
-    pub fn sign(&self, device: &DeviceId, expires_at: u64) -> SasToken {
-        let mut resource = String::with_capacity(self.resource_prefix.len() + 3 * 128);
-        resource.push_str(&self.resource_prefix);
-        resource.extend(encode(device.as_str()));
+    /// Sign a token for `device` on the hub host name `host` that expires at `expires_at` (Unix
+    /// seconds): `sr = {host}/devices/{device}`.
+    pub fn sign(&self, host: &str, device: &DeviceId, expires_at: u64) -> SasToken {
+        let mut resource = String::with_capacity(host.len() + DEVICES.len() + 3 * 128);
+        push_device_resource(&mut resource, host, device.as_str());
         signed_token(&resource, &self.mac, expires_at, Some(&self.policy))
     }
 
-    /// Sign a token for `module` of `device`: `sr = {hub}/devices/{device}/modules/{module}`.
-    pub fn sign_module(&self, device: &DeviceId, module: &ModuleId, expires_at: u64) -> SasToken {
-        let mut resource = String::with_capacity(self.resource_prefix.len() + 6 * 128 + 13);
-        resource.push_str(&self.resource_prefix);
-        resource.extend(encode(device.as_str()));
+    /// Sign a token for `module` of `device`: `sr = {host}/devices/{device}/modules/{module}`.
+    pub fn sign_module(
+        &self,
+        host: &str,
+        device: &DeviceId,
+        module: &ModuleId,
+        expires_at: u64,
+    ) -> SasToken {
+        let mut resource = String::with_capacity(host.len() + DEVICES.len() + 6 * 128 + 13);
+        push_device_resource(&mut resource, host, device.as_str());
         resource.push_str("%2Fmodules%2F");
         resource.extend(encode(module.as_str()));
         signed_token(&resource, &self.mac, expires_at, Some(&self.policy))
     }
+}
+
+/// `/devices/`, percent-encoded.
+const DEVICES: &str = "%2Fdevices%2F";
+
+/// Append `percent-encode("{host}/devices/{device}")` to `resource`. Encoding is per byte, so the
+/// parts are encoded one after the other.
+pub(crate) fn push_device_resource(resource: &mut String, host: &str, device: &str) {
+    resource.extend(encode(host));
+    resource.push_str(DEVICES);
+    resource.extend(encode(device));
 }
 
 /// The token for `resource` (already percent-encoded) expiring at `expires_at`, signed with a clone
@@ -352,8 +332,8 @@ mod tests {
     fn token_matches_an_independent_computation() {
         let key = SigningKey::from_base64("c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=")
             .expect("valid base64");
-        let signer = Signer::new("contoso.azure-devices.net", "device", &key);
-        let token = signer.sign(&device("dev-1"), 1_700_000_000);
+        let signer = Signer::new("device", &key);
+        let token = signer.sign("contoso.azure-devices.net", &device("dev-1"), 1_700_000_000);
         assert_eq!(
             token.token,
             "SharedAccessSignature sr=contoso.azure-devices.net%2Fdevices%2Fdev-1\
@@ -365,8 +345,8 @@ mod tests {
     #[test]
     fn every_reserved_byte_is_encoded_with_uppercase_hex() {
         let key = SigningKey::from_base64("AAAA").expect("valid base64");
-        let signer = Signer::new("h.example", "my policy", &key);
-        let token = signer.sign(&device("a*b(c)!'%:=@$,?"), 1);
+        let signer = Signer::new("my policy", &key);
+        let token = signer.sign("h.example", &device("a*b(c)!'%:=@$,?"), 1);
         assert!(
             token.token.starts_with(
                 "SharedAccessSignature sr=h.example%2Fdevices%2Fa%2Ab%28c%29%21%27%25%3A%3D%40%24%2C%3F"
@@ -390,7 +370,7 @@ mod tests {
         assert_eq!(SigningKey::from_base64("").err(), Some(KeyError::Empty));
         let key = SigningKey::from_base64("c2VjcmV0").expect("valid base64");
         assert_eq!(format!("{key:?}"), "SigningKey(<redacted>)");
-        let signer = Signer::new("h", "p", &key);
+        let signer = Signer::new("p", &key);
         assert!(!format!("{signer:?}").contains("c2VjcmV0"));
     }
 }

@@ -135,6 +135,45 @@ impl<'a> Lookup<'a> {
     }
 }
 
+/// The entries of a JSON object whose values are `V`, in order. A key given twice (which
+/// `serde_json` would resolve silently, keeping the last), anything but one object, or anything
+/// after it is an error. The error text is `serde_json`'s, which may quote a value: callers whose
+/// values are secret must not pass it on.
+pub fn json_object<V: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<(String, V)>, String> {
+    use serde::de::{Deserializer as _, MapAccess, Visitor};
+    use std::marker::PhantomData;
+
+    struct Entries<V>(PhantomData<V>);
+
+    impl<'de, V: serde::de::DeserializeOwned> Visitor<'de> for Entries<V> {
+        type Value = Vec<(String, V)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries: Vec<(String, V)> = Vec::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if entries.iter().any(|(seen, _)| *seen == key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "key `{key}` appears twice"
+                    )));
+                }
+                entries.push((key, value));
+            }
+            Ok(entries)
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let entries = (&mut deserializer)
+        .deserialize_map(Entries(PhantomData))
+        .map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +217,17 @@ mod tests {
                 .expect_err("out of range or not a number");
             assert_eq!(error.setting, name);
             assert_eq!(error.problem, "must be a whole number from 1 to 100");
+        }
+    }
+
+    #[test]
+    fn json_objects_keep_their_order_and_refuse_repeated_keys() {
+        assert_eq!(
+            json_object::<String>(r#" {"b": "1", "a": "2"} "#),
+            Ok(vec![("b".into(), "1".into()), ("a".into(), "2".into())])
+        );
+        for bad in [r#"{"a": "1", "a": "2"}"#, "[]", r#"{"a": 1}"#, "{} {}", ""] {
+            assert!(json_object::<String>(bad).is_err(), "{bad}");
         }
     }
 

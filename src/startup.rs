@@ -15,12 +15,14 @@ use tokio::net::TcpListener;
 
 use crate::caller::Callers;
 use crate::config::Config;
+use crate::hubs::Hubs;
 use crate::issuance::TokenService;
 use crate::limits::{Limits, RequestLimits};
 use crate::routes::{AppState, Route, router};
-use crate::secrets::key_vault::VaultSecret;
+use crate::sas::SigningMode;
+use crate::secrets::key_vault::VaultClient;
 use crate::secrets::refresh::keep_fresh;
-use crate::secrets::{FIRST_KEY_WAIT, KeyHandle, KeySource};
+use crate::secrets::{FIRST_KEY_WAIT, KeyHandle, KeySlot, Keys};
 use crate::server;
 use crate::settings::SettingError;
 use crate::tasks::{BackgroundTasks, TaskFailure};
@@ -62,6 +64,9 @@ pub enum StartupError {
     TokenIssuerClient(reqwest::Error),
 }
 
+/// How many case-overlap warnings are written before one line counts the rest.
+const MAX_CASE_WARNINGS: usize = 20;
+
 /// A bound, not yet serving, application.
 #[derive(Debug)]
 pub struct Application {
@@ -84,25 +89,66 @@ impl Application {
             );
         }
         let mut tasks = BackgroundTasks::default();
-        let mode = config.key_source.mode();
-        let signs_registrations = config.key_source.signs_registrations();
-        let keys = match config.key_source {
-            KeySource::Static(signer) => KeyHandle::fixed(signer),
-            KeySource::KeyVault(settings) => {
-                if settings.max_key_age.is_none() {
-                    tracing::warn!(
-                        "KEYVAULT_MAX_KEY_AGE_SECONDS is 0: during a Key Vault outage the last good key signs for ever"
-                    );
-                }
-                let max_age = settings.max_key_age;
-                let vault = VaultSecret::new(settings).map_err(StartupError::KeyVaultClient)?;
-                let (publisher, keys) = KeyHandle::empty(FIRST_KEY_WAIT, max_age);
-                // The port opens at once; the first fetch runs concurrently and requests that
-                // arrive before it completes wait for it (up to FIRST_KEY_WAIT).
-                tasks.spawn("Key Vault key refresh", keep_fresh(vault, publisher));
-                keys
+        let source = config.key_source;
+        let mode = source.mode;
+        let signs_registrations = source.signs_registrations();
+        let hub_names: Vec<String> = source.hubs.as_ref().map_or_else(
+            || vec![String::new()],
+            |list| {
+                list.hubs
+                    .iter()
+                    .map(|hub| hub.canonical().into_owned())
+                    .collect()
+            },
+        );
+        if let (SigningMode::HubPolicy, Some(scopes)) = (mode, &config.scopes) {
+            let hubs: Vec<&str> = hub_names.iter().map(String::as_str).collect();
+            let overlaps = scopes.case_overlaps(&hubs);
+            for overlap in overlaps.iter().take(MAX_CASE_WARNINGS) {
+                tracing::warn!("{overlap}");
             }
-        };
+            if overlaps.len() > MAX_CASE_WARNINGS {
+                tracing::warn!(
+                    "DEVICE_SCOPES: {} more pairs of keys name device ids that differ only in letter case",
+                    overlaps.len() - MAX_CASE_WARNINGS
+                );
+            }
+        }
+        if let Some(vault) = &source.vault
+            && vault.max_key_age.is_none()
+        {
+            tracing::warn!(
+                "KEYVAULT_MAX_KEY_AGE_SECONDS is 0: during a Key Vault outage the last good key signs for ever"
+            );
+        }
+        let client = source
+            .vault
+            .map(VaultClient::new)
+            .transpose()
+            .map_err(StartupError::KeyVaultClient)?;
+        let mut handles = Vec::with_capacity(source.keys.len());
+        for slot in source.keys {
+            let handle = match slot {
+                KeySlot::Static(key) => KeyHandle::fixed(key),
+                KeySlot::Secret(spec) => {
+                    let Some(client) = &client else {
+                        unreachable!("a secret is only configured with KEYVAULT_URI");
+                    };
+                    let name = match &spec.hub {
+                        Some(hub) => format!("Key Vault key refresh ({hub})"),
+                        None => "Key Vault key refresh".to_owned(),
+                    };
+                    let vault = client.secret(spec);
+                    let (publisher, keys) = KeyHandle::empty(FIRST_KEY_WAIT, vault.max_key_age());
+                    // The port opens at once; the first fetch runs concurrently and requests that
+                    // arrive before it completes wait for it (up to FIRST_KEY_WAIT).
+                    tasks.spawn(name, keep_fresh(vault, publisher));
+                    keys
+                }
+            };
+            handles.push(handle);
+        }
+        let hubs = source.hubs.as_ref().map(Hubs::new);
         let callers = Callers::new(config.callers).map_err(StartupError::TokenIssuerClient)?;
         if let Some(jwks) = callers.token_signing_keys() {
             // Load the issuer's keys now, so the first request does not wait for them.
@@ -112,7 +158,15 @@ impl Application {
             .into_iter()
             .filter(|route| *route != Route::RegistrationToken || signs_registrations)
             .collect();
-        let service = TokenService::new(callers, config.lifetimes, mode, config.scopes, keys);
+        let service = TokenService::new(
+            callers,
+            config.lifetimes,
+            mode,
+            config.scopes,
+            hubs,
+            Keys::new(handles),
+            source.registrations,
+        );
         let router = router(
             AppState::new(service),
             RequestLimits::new(&config.server.limits),
@@ -139,7 +193,7 @@ impl Application {
     /// stops as [`run_until_stopped`](Self::run_until_stopped) describes.
     pub fn spawn_background(
         &mut self,
-        name: &'static str,
+        name: impl Into<String>,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
         self.tasks.spawn(name, task);
@@ -157,7 +211,7 @@ impl Application {
             tokio::select! {
                 () = shutdown => {},
                 stopped = self.tasks.failure() => {
-                    tracing::error!(task = stopped.task, how = stopped.how, "{stopped}");
+                    tracing::error!(task = stopped.task.as_str(), how = stopped.how, "{stopped}");
                     failure = Some(stopped);
                 }
             }

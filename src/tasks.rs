@@ -22,8 +22,8 @@ use tokio::task::{Id, JoinSet};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("background task `{task}` {how}; stopping so that the Functions host starts a new process")]
 pub struct TaskFailure {
-    /// The task's name.
-    pub task: &'static str,
+    /// The task's name (with the hub, for a hub's key refresh).
+    pub task: String,
     /// `returned` or `panicked`.
     pub how: &'static str,
 }
@@ -32,14 +32,18 @@ pub struct TaskFailure {
 #[derive(Debug, Default)]
 pub struct BackgroundTasks {
     running: JoinSet<()>,
-    names: HashMap<Id, &'static str>,
+    names: HashMap<Id, String>,
 }
 
 impl BackgroundTasks {
     /// Start `task`, named `name` in the log line if it ever stops.
-    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+    pub fn spawn(
+        &mut self,
+        name: impl Into<String>,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
         let handle = self.running.spawn(task);
-        self.names.insert(handle.id(), name);
+        self.names.insert(handle.id(), name.into());
     }
 
     /// How many tasks are running.
@@ -68,7 +72,10 @@ impl BackgroundTasks {
             ),
         };
         TaskFailure {
-            task: self.names.get(&id).copied().unwrap_or("unnamed"),
+            task: self
+                .names
+                .remove(&id)
+                .unwrap_or_else(|| "unnamed".to_owned()),
             how,
         }
     }
@@ -93,14 +100,14 @@ mod tests {
         assert_eq!(
             tasks.failure().await,
             TaskFailure {
-                task: "panics",
+                task: "panics".to_owned(),
                 how: "panicked"
             }
         );
         assert_eq!(
             tasks.failure().await,
             TaskFailure {
-                task: "returns",
+                task: "returns".to_owned(),
                 how: "returned"
             }
         );

@@ -108,7 +108,7 @@ async fn a_background_task_that_panics_is_logged_by_name_and_stops_the_server() 
     assert_eq!(
         stopped,
         Err(TaskFailure {
-            task: "injected task",
+            task: "injected task".to_owned(),
             how: "panicked"
         })
     );

@@ -209,7 +209,7 @@ fn the_handler_starts_with_what_the_template_sets_in_every_signing_mode() {
         .then_some("DPS_ID_SCOPE");
         match (outcome, refused) {
             (Ok(config), None) => {
-                let mode = config.key_source.mode().as_str();
+                let mode = config.key_source.mode.as_str();
                 if mode != bindings["signingMode"] {
                     problems.push(format!("{bindings:?}: the handler runs in {mode} mode"));
                 }

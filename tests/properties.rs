@@ -173,7 +173,7 @@ proptest! {
     ) {
         let device = DeviceId::parse(&id).expect("ids from IoT Hub's charset, 1..=128, are valid");
         let signing_key = SigningKey::from_base64(&BASE64.encode(&key)).expect("base64 of a non-empty key");
-        let token = Signer::new(hub, policy, &signing_key).sign(&device, expires_at);
+        let token = Signer::new(policy, &signing_key).sign(hub, &device, expires_at);
         prop_assert_eq!(token.expires_at, expires_at);
         checks::assert_token_valid(&token.token, hub, policy, &id, expires_at, &key);
     }

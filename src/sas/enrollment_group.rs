@@ -5,7 +5,8 @@
 //! `HMAC-SHA256(key = base64decode(groupKey), message = UTF-8 registrationId)` (DPS symmetric key
 //! attestation; in a group enrollment the device id is the registration id) — and the two tokens a
 //! derived key signs:
-//! - a **device-key token**: `sr = {hub}/devices/{registrationId}`, no `skn`. IoT Hub checks it
+//! - a **device-key token**: `sr = {host}/devices/{registrationId}`, no `skn`, for whichever hub
+//!   host name the request chose (one group's devices may be spread over several hubs by DPS). IoT Hub checks it
 //!   against that device's own key, so it grants that one device and keeps working on hubs with
 //!   `disableLocalAuth: true`, which refuse every token signed with a hub policy key;
 //! - a **DPS registration token**: `sr = {idScope}/registrations/{registrationId}`,
@@ -21,7 +22,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::params::RegistrationId;
-use crate::sas::{SasToken, SigningKey, encode, signed_token};
+use crate::sas::{SasToken, SigningKey, encode, push_device_resource, signed_token};
 
 /// The key name DPS expects in a registration token.
 const REGISTRATION_KEY_NAME: &str = "registration";
@@ -29,8 +30,6 @@ const REGISTRATION_KEY_NAME: &str = "registration";
 /// Everything needed to sign with an enrollment group's devices' keys, prepared once.
 #[derive(Clone)]
 pub struct GroupSigner {
-    /// `percent-encode("{hub}/devices/")`.
-    device_prefix: String,
     /// `percent-encode("{idScope}/registrations/")`, when `DPS_ID_SCOPE` is set.
     registration_prefix: Option<String>,
     /// HMAC-SHA256 keyed with the group key; cloned per derivation. Wiped on drop.
@@ -40,17 +39,15 @@ pub struct GroupSigner {
 impl std::fmt::Debug for GroupSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupSigner")
-            .field("device_prefix", &self.device_prefix)
             .field("registration_prefix", &self.registration_prefix)
             .finish_non_exhaustive()
     }
 }
 
 impl GroupSigner {
-    /// Prepare a signer for devices of `hub`, and — with `id_scope` — their DPS registrations.
-    pub fn new(hub: &str, id_scope: Option<&str>, group_key: &SigningKey) -> Self {
+    /// Prepare a signer for the group's devices, and — with `id_scope` — their DPS registrations.
+    pub fn new(id_scope: Option<&str>, group_key: &SigningKey) -> Self {
         Self {
-            device_prefix: encode(&format!("{hub}/devices/")).to_string(),
             registration_prefix: id_scope
                 .map(|scope| encode(&format!("{scope}/registrations/")).to_string()),
             group: keyed(&group_key.0),
@@ -70,11 +67,11 @@ impl GroupSigner {
         keyed(device_key.as_slice())
     }
 
-    /// A device-key token for the device whose id is `device` (its registration id).
-    pub fn sign_device(&self, device: &RegistrationId, expires_at: u64) -> SasToken {
-        let mut resource = String::with_capacity(self.device_prefix.len() + 128);
-        resource.push_str(&self.device_prefix);
-        resource.extend(encode(device.as_str()));
+    /// A device-key token for the device whose id is `device` (its registration id), on the hub
+    /// host name `host`.
+    pub fn sign_device(&self, host: &str, device: &RegistrationId, expires_at: u64) -> SasToken {
+        let mut resource = String::with_capacity(host.len() + 13 + 128);
+        push_device_resource(&mut resource, host, device.as_str());
         signed_token(&resource, &self.device_mac(device), expires_at, None)
     }
 
@@ -118,7 +115,7 @@ mod tests {
     use super::*;
     use crate::sas::Signer;
 
-    /// The published example (DPS symmetric key attestation docs), as platform-facts §8 records it.
+    /// The published example (DPS symmetric key attestation docs), as docs/azure-behaviour.md §8 records it.
     const GROUP_KEY: &str =
         "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
     const REGISTRATION: &str = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6";
@@ -144,10 +141,15 @@ mod tests {
     /// the same `sr` and signature as a hub-policy token signed with that key, without `skn`.
     #[test]
     fn a_device_token_is_signed_with_the_derived_key_and_has_no_key_name() {
-        let signer = GroupSigner::new("contoso.azure-devices.net", None, &group_key());
-        let token = signer.sign_device(&id(REGISTRATION), 1_700_000_000);
+        let signer = GroupSigner::new(None, &group_key());
+        let token = signer.sign_device(
+            "contoso.azure-devices.net",
+            &id(REGISTRATION),
+            1_700_000_000,
+        );
         let derived = SigningKey::from_base64(DERIVED).expect("valid base64");
-        let with_policy = Signer::new("contoso.azure-devices.net", "x", &derived).sign(
+        let with_policy = Signer::new("x", &derived).sign(
+            "contoso.azure-devices.net",
             &crate::params::DeviceId::parse(REGISTRATION).expect("valid device id"),
             1_700_000_000,
         );
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_registration_token_names_the_scope_and_the_registration_key() {
-        let signer = GroupSigner::new("h.azure-devices.net", Some("0ne00000A0A"), &group_key());
+        let signer = GroupSigner::new(Some("0ne00000A0A"), &group_key());
         let token = signer
             .sign_registration(&id("dev:1"), 1_700_000_000)
             .expect("DPS_ID_SCOPE is set");
@@ -178,7 +180,7 @@ mod tests {
 
     #[test]
     fn no_key_material_is_printed() {
-        let signer = GroupSigner::new("h", Some("s"), &group_key());
+        let signer = GroupSigner::new(Some("s"), &group_key());
         let debug = format!("{signer:?}");
         assert!(
             !debug.contains(GROUP_KEY) && !debug.contains(DERIVED),

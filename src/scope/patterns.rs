@@ -19,6 +19,17 @@ pub struct Patterns {
     prefixes: Vec<String>,
 }
 
+/// One pattern, as matching sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern<'p> {
+    /// `*`.
+    Everything,
+    /// An exact id.
+    Exact(&'p str),
+    /// A prefix (the pattern without its `*`).
+    Prefix(&'p str),
+}
+
 /// Why a list of patterns was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatternError {
@@ -75,6 +86,15 @@ impl Patterns {
             }
         }
         Ok(parsed)
+    }
+
+    /// The patterns (prefixes that a shorter one covers are left out).
+    pub fn iter(&self) -> impl Iterator<Item = Pattern<'_>> {
+        self.everything
+            .then_some(Pattern::Everything)
+            .into_iter()
+            .chain(self.exact.iter().map(|id| Pattern::Exact(id)))
+            .chain(self.prefixes.iter().map(|prefix| Pattern::Prefix(prefix)))
     }
 
     /// Whether `id` matches one of the patterns.

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::hubs::Hubs;
 use crate::sas::TokenSigner;
 
 /// A key ready to sign with.
@@ -32,6 +33,9 @@ pub struct IssuingKey {
     pub signer: TokenSigner,
     /// The Key Vault secret version it was read from; `None` for a key in app settings.
     pub version: Option<Arc<str>>,
+    /// The one hub this key signs for, when no setting names the hubs and a connection-string
+    /// secret names it: the key carries its hub, prepared for choosing.
+    pub own_hub: Option<Hubs>,
 }
 
 /// How long a request waits for the first key before it is answered 503.
@@ -214,8 +218,9 @@ mod tests {
     fn signer() -> IssuingKey {
         let key = SigningKey::from_base64("c2VjcmV0").expect("valid base64");
         IssuingKey {
-            signer: TokenSigner::HubPolicy(Signer::new("h.example", "p", &key)),
+            signer: TokenSigner::HubPolicy(Signer::new("p", &key)),
             version: None,
+            own_hub: None,
         }
     }
 

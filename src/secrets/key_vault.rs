@@ -1,14 +1,15 @@
 //! The signing key from Azure Key Vault, read with the Function App's managed identity and
 //! refreshed in the background.
 //!
-//! **What it owns.** Its settings ([`KeyVaultSettings`]: `KEYVAULT_URI`, the secret's name
-//! (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`), `KEYVAULT_REFRESH_SECONDS`,
-//! `KEYVAULT_MAX_KEY_AGE_SECONDS`, `AZURE_CLIENT_ID`, and the platform's `IDENTITY_ENDPOINT` and
-//! `WEBSITE_SITE_NAME`), one credential and one `SecretClient` for the process lifetime (the SDK
-//! caches the identity token and the vault's authentication challenge per client), and one read of
-//! the secret ([`VaultSecret::fetch`]), which the refresh loop
-//! ([`refresh`](crate::secrets::refresh)) runs on its schedule. What the value may be is
-//! [`secret_value`](crate::secrets::secret_value)'s.
+//! **What it owns.** Its settings ([`KeyVaultSettings`]: `KEYVAULT_URI`,
+//! `KEYVAULT_REFRESH_SECONDS`, `KEYVAULT_MAX_KEY_AGE_SECONDS`, `AZURE_CLIENT_ID`, and the
+//! platform's `IDENTITY_ENDPOINT` and `WEBSITE_SITE_NAME`; each secret's name is a [`SecretSpec`]),
+//! one credential and one `SecretClient` for the process lifetime, shared by every secret read (the
+//! SDK caches the identity token and the vault's authentication challenge per client:
+//! [`VaultClient`]), and one read of one secret ([`VaultSecret::fetch`]), which the refresh loop
+//! ([`refresh`](crate::secrets::refresh)) runs on its schedule — one loop per secret, so with one
+//! secret per hub each hub's key is refreshed, withdrawn and aged on its own. What the value may
+//! be is [`secret_value`](crate::secrets::secret_value)'s.
 //!
 //! **What it trusts.** The identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, set by the
 //! platform) or, off Azure, the developer's `az login`; the vault's TLS certificate through the
@@ -18,9 +19,9 @@
 //! removed) from an outage. The value is never logged; the secret's name and
 //! version are.
 //!
-//! **Load on the vault.** The request path never calls Key Vault. The refresh loop reads the secret once
-//! per `KEYVAULT_REFRESH_SECONDS`, plus retries after failures with capped exponential back-off and
-//! jitter, however many requests arrive — Key Vault's throttling limits are per vault and shared
+//! **Load on the vault.** The request path never calls Key Vault. Each secret's refresh loop reads it
+//! once per `KEYVAULT_REFRESH_SECONDS`, plus retries after failures with capped exponential back-off
+//! and jitter, however many requests arrive — Key Vault's throttling limits are per vault and shared
 //! with everything else that uses it. The SDK's own retry policy is turned off (it can spend about a
 //! minute on one failing call) and every fetch is bounded by [`FETCH_TIMEOUT`].
 
@@ -35,6 +36,7 @@ use azure_identity::{
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use zeroize::Zeroizing;
 
+use crate::hubs::Hubs;
 use crate::secrets::IssuingKey;
 use crate::secrets::handle::Withdrawal;
 use crate::secrets::secret_value::{Overridden, SecretFormatError, SecretUse};
@@ -54,17 +56,11 @@ const DEFAULT_MAX_KEY_AGE_SECONDS: u64 = 86_400;
 /// A year.
 const MAX_MAX_KEY_AGE_SECONDS: u64 = 31_536_000;
 
-/// How to reach the secret that holds the key.
+/// How to reach the vault, and how often its secrets are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyVaultSettings {
     /// `KEYVAULT_URI`, e.g. `https://contoso-kv.vault.azure.net/`.
     pub vault_uri: String,
-    /// The secret's name.
-    pub secret_name: String,
-    /// The setting that named it (`IOTHUB_POLICY_KEY_SECRET` or `ENROLLMENT_GROUP_KEY_SECRET`).
-    pub secret_setting: &'static str,
-    /// What the secret holds, and the settings that complete it.
-    pub secret_use: SecretUse,
     /// `KEYVAULT_REFRESH_SECONDS`: how often the secret is re-read.
     pub refresh: Duration,
     /// `KEYVAULT_MAX_KEY_AGE_SECONDS`: how old the last successful read may be before issuance
@@ -77,27 +73,36 @@ pub struct KeyVaultSettings {
     pub managed_identity: bool,
 }
 
+/// One secret that holds a key, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// The secret's name.
+    pub name: String,
+    /// The setting that named it (`IOTHUB_POLICY_KEY_SECRET`, `IOTHUB_POLICY_KEY_SECRETS` or
+    /// `ENROLLMENT_GROUP_KEY_SECRET`).
+    pub setting: &'static str,
+    /// What the secret holds, and the settings that complete it.
+    pub secret_use: SecretUse,
+    /// The hub whose key it is (canonical name), when there is one secret per hub: for log lines.
+    pub hub: Option<String>,
+}
+
+/// Whether `name` is a Key Vault secret name: 1–127 letters, digits and dashes.
+pub fn is_secret_name(name: &str) -> bool {
+    (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// What a secret-name setting must be.
+pub const SECRET_NAME_RULE: &str =
+    "must be a Key Vault secret name: 1-127 letters, digits and dashes";
+
 impl KeyVaultSettings {
-    /// The Key Vault settings for the secret named by `secret_setting`, which holds a key for
-    /// `secret_use`.
-    pub fn from_lookup(
-        settings: &Lookup<'_>,
-        secret_setting: &'static str,
-        secret_use: SecretUse,
-    ) -> Result<Self, SettingError> {
+    /// `KEYVAULT_URI` (required) and the settings of reading from it.
+    pub fn from_lookup(settings: &Lookup<'_>) -> Result<Self, SettingError> {
         let vault_uri = settings
             .get(KEYVAULT_URI)
             .ok_or_else(|| SettingError::new(KEYVAULT_URI, "is required"))?;
         check_vault_uri(&vault_uri)?;
-        let secret_name = settings.get(secret_setting).ok_or_else(|| {
-            SettingError::new(secret_setting, "is required when KEYVAULT_URI is set")
-        })?;
-        if !is_secret_name(&secret_name) {
-            return Err(SettingError::new(
-                secret_setting,
-                "must be a Key Vault secret name: 1-127 letters, digits and dashes",
-            ));
-        }
         let refresh = Duration::from_secs(settings.number(
             "KEYVAULT_REFRESH_SECONDS",
             DEFAULT_REFRESH_SECONDS,
@@ -137,9 +142,6 @@ impl KeyVaultSettings {
         }
         Ok(Self {
             vault_uri,
-            secret_name,
-            secret_setting,
-            secret_use,
             refresh,
             max_key_age,
             client_id: settings.get("AZURE_CLIENT_ID"),
@@ -159,10 +161,6 @@ fn check_vault_uri(uri: &str) -> Result<(), SettingError> {
             "must be an https URL like https://contoso-kv.vault.azure.net/",
         )),
     }
-}
-
-fn is_secret_name(name: &str) -> bool {
-    (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The longest one secret read may take, identity token included.
@@ -191,7 +189,7 @@ impl FetchError {
     /// Whether Key Vault's answer was an operator's decision that withdraws the key: 404 (the
     /// secret is gone) or 403 (disabled, or the app's access removed). Matched on the status, as
     /// Key Vault documents it; the inner error codes that tell the 403s apart are only reported in
-    /// public issues (platform-facts §10). Identity failures come back as credential errors, not
+    /// public issues (docs/azure-behaviour.md §10). Identity failures come back as credential errors, not
     /// as Key Vault's answer, so they never withdraw the key. Everything else — no answer, a
     /// connection or TLS error, 429, 5xx, an identity failure, an unusable value — is treated as
     /// transient: the last good key stays, within `KEYVAULT_MAX_KEY_AGE_SECONDS`.
@@ -219,23 +217,22 @@ impl FetchError {
     }
 }
 
-/// The vault secret the key comes from, and how to reach it.
-pub struct VaultSecret {
-    client: SecretClient,
-    settings: KeyVaultSettings,
-    /// The secret version whose override warnings were last logged.
-    warned_version: std::sync::Mutex<Option<String>>,
+/// The one Key Vault client every secret is read with: one credential, one `SecretClient`.
+#[derive(Clone)]
+pub struct VaultClient {
+    client: Arc<SecretClient>,
+    settings: Arc<KeyVaultSettings>,
 }
 
-impl std::fmt::Debug for VaultSecret {
+impl std::fmt::Debug for VaultClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultSecret")
+        f.debug_struct("VaultClient")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
-impl VaultSecret {
+impl VaultClient {
     /// Build the credential and the secret client, once. Fails only on a malformed vault URI or
     /// identity configuration (`IDENTITY_ENDPOINT`); nothing is fetched yet.
     pub fn new(settings: KeyVaultSettings) -> azure_core::Result<Self> {
@@ -246,15 +243,41 @@ impl VaultSecret {
         };
         let client = SecretClient::new(&settings.vault_uri, credential, Some(options))?;
         Ok(Self {
-            client,
-            settings,
-            warned_version: std::sync::Mutex::new(None),
+            client: Arc::new(client),
+            settings: Arc::new(settings),
         })
     }
 
+    /// One secret, read through this client.
+    pub fn secret(&self, spec: SecretSpec) -> VaultSecret {
+        VaultSecret {
+            vault: self.clone(),
+            spec,
+            warned_version: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// One vault secret a key comes from.
+pub struct VaultSecret {
+    vault: VaultClient,
+    spec: SecretSpec,
+    /// The secret version whose override warnings were last logged.
+    warned_version: std::sync::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for VaultSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSecret")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultSecret {
     /// Read the secret once and turn it into a key, tagged with the secret's version.
     pub async fn fetch(&self) -> Result<IssuingKey, FetchError> {
-        let read = self.client.get_secret(&self.settings.secret_name, None);
+        let read = self.vault.client.get_secret(&self.spec.name, None);
         let response = tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
             .map_err(|_| FetchError::TimedOut(FETCH_TIMEOUT))?
@@ -266,11 +289,12 @@ impl VaultSecret {
             .and_then(|id| id.rsplit('/').next())
             .unwrap_or("unknown");
         let value = Zeroizing::new(secret.value.unwrap_or_default());
-        let (signer, overridden) = self.settings.secret_use.signer(&value)?;
-        self.warn_once_per_version(version, &overridden);
+        let parsed = self.spec.secret_use.signer(&value)?;
+        self.warn_once_per_version(version, &parsed.overridden);
         Ok(IssuingKey {
-            signer,
+            signer: parsed.signer,
             version: Some(Arc::from(version)),
+            own_hub: parsed.own_hub.as_ref().map(Hubs::only),
         })
     }
 
@@ -288,6 +312,7 @@ impl VaultSecret {
         for Overridden { setting, part } in overridden {
             tracing::warn!(
                 secret = self.name(),
+                hub = self.hub(),
                 version,
                 "{setting} differs from the connection string's {part}; {setting} is used"
             );
@@ -296,17 +321,22 @@ impl VaultSecret {
 
     /// The secret's name, for log lines.
     pub fn name(&self) -> &str {
-        &self.settings.secret_name
+        &self.spec.name
+    }
+
+    /// The hub whose key this is, when each hub has its own secret: for log lines.
+    pub fn hub(&self) -> Option<&str> {
+        self.spec.hub.as_deref()
     }
 
     /// How often the secret is re-read.
     pub fn refresh(&self) -> Duration {
-        self.settings.refresh
+        self.vault.settings.refresh
     }
 
     /// `KEYVAULT_MAX_KEY_AGE_SECONDS`, if any.
     pub fn max_key_age(&self) -> Option<Duration> {
-        self.settings.max_key_age
+        self.vault.settings.max_key_age
     }
 }
 

@@ -4,9 +4,10 @@
 //! `KEYVAULT_REFRESH_SECONDS`; after a failure retry after a capped, jittered exponential back-off
 //! ([`backoff`]), withdraw the key if Key Vault's answer says the operator withdrew it, else keep
 //! the last good key (which the key handle stops using once it outlives
-//! `KEYVAULT_MAX_KEY_AGE_SECONDS`), and say so in one log line per change. It runs as one task, so
-//! at most one read is ever in flight whatever the request load, and it is the only writer of the
-//! [`KeyPublisher`].
+//! `KEYVAULT_MAX_KEY_AGE_SECONDS`), and say so in one log line per change, naming the secret and,
+//! when each hub has its own secret, the hub. It runs as one task per secret, so at most one read
+//! of a secret is ever in flight whatever the request load, and it is the only writer of that
+//! secret's [`KeyPublisher`].
 //!
 //! **What it trusts.** [`VaultSecret::fetch`] to bound each read; the clock (Tokio's, so tests run
 //! the schedule under paused time).
@@ -49,6 +50,7 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
                     if let Some(withdrawal) = resumed {
                         tracing::info!(
                             secret = vault.name(),
+                            hub = vault.hub(),
                             version,
                             was = withdrawal.describe(),
                             "Key Vault read succeeded again; issuing tokens"
@@ -56,6 +58,7 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
                     } else {
                         tracing::info!(
                             secret = vault.name(),
+                            hub = vault.hub(),
                             version,
                             signing_mode = key.signer.mode().as_str(),
                             "signing key loaded from Key Vault"
@@ -73,13 +76,15 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
                     if first {
                         tracing::error!(
                             secret = vault.name(),
+                            hub = vault.hub(),
                             retry_in_ms = retry_in.as_millis() as u64,
                             error = %error,
                             "{}; token requests get 503 until a read succeeds",
                             withdrawal.describe()
                         );
                     } else {
-                        tracing::debug!(secret = vault.name(), failures, error = %error, "still withdrawn");
+                        tracing::debug!(secret = vault.name(),
+                            hub = vault.hub(), failures, error = %error, "still withdrawn");
                     }
                     retry_in
                 }
@@ -94,6 +99,7 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
                         aged_out_logged = true;
                         tracing::error!(
                             secret = vault.name(),
+                            hub = vault.hub(),
                             failures,
                             error = %error,
                             "Key Vault read failed and the last good key is older than KEYVAULT_MAX_KEY_AGE_SECONDS; token requests get 503 until a read succeeds"
@@ -101,6 +107,7 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
                     } else if key_age.is_some() {
                         tracing::warn!(
                             secret = vault.name(),
+                            hub = vault.hub(),
                             failures,
                             retry_in_ms = retry_in.as_millis() as u64,
                             error = %error,
@@ -109,6 +116,7 @@ pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
                     } else {
                         tracing::error!(
                             secret = vault.name(),
+                            hub = vault.hub(),
                             failures,
                             retry_in_ms = retry_in.as_millis() as u64,
                             error = %error,
@@ -229,8 +237,9 @@ mod tests {
     fn signer() -> IssuingKey {
         let key = SigningKey::from_base64("c2VjcmV0").expect("valid base64");
         IssuingKey {
-            signer: TokenSigner::HubPolicy(Signer::new("h.example", "p", &key)),
+            signer: TokenSigner::HubPolicy(Signer::new("p", &key)),
             version: None,
+            own_hub: None,
         }
     }
 

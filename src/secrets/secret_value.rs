@@ -2,32 +2,49 @@
 //!
 //! **What it owns.** [`SecretUse`]: what the secret is for, and so which forms are accepted.
 //! A hub policy key is a bare base64 key (the hub and policy names then come from settings) or an
-//! IoT Hub connection string (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`), whose host
-//! and policy apply unless set explicitly. An enrollment group key is a bare base64 key.
+//! IoT Hub connection string (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`). For the one
+//! secret of `IOTHUB_POLICY_KEY_SECRET`, the string's host and policy apply unless set explicitly
+//! (a setting that overrides a different value is noted, for a warning); for a hub's secret in
+//! `IOTHUB_POLICY_KEY_SECRETS` the string must name that hub (either host-name form) and, when
+//! `IOTHUB_POLICY_NAME` is set, that policy — a secret filed under the wrong hub is a bad secret,
+//! not a warning. An enrollment group key is a bare base64 key.
 //!
 //! **What it trusts.** Nothing in the value: it is parsed, and a malformed value is an error that
 //! never contains the value.
 
+use crate::hubs::HubHost;
 use crate::sas::enrollment_group::GroupSigner;
-use crate::sas::{HubName, IdScope, PolicyName, Signer, SigningKey, SigningMode, TokenSigner};
+use crate::sas::{IdScope, PolicyName, Signer, SigningKey, SigningMode, TokenSigner};
 
 /// What the secret's value is for, with the settings that complete it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretUse {
     /// A hub policy key (or a connection string with one); either name may come from settings.
     HubPolicy {
-        /// `IOTHUB_HOSTNAME`, when set.
-        hub: Option<HubName>,
+        /// The hub the key is for, when the settings name it.
+        hub: Option<HubHost>,
         /// `IOTHUB_POLICY_NAME`, when set.
         policy: Option<PolicyName>,
+        /// A hub's secret in `IOTHUB_POLICY_KEY_SECRETS`: a connection string that names another
+        /// hub or policy is refused rather than overridden.
+        strict: bool,
     },
     /// A DPS enrollment group key.
     EnrollmentGroup {
-        /// `IOTHUB_HOSTNAME`.
-        hub: HubName,
         /// `DPS_ID_SCOPE`, when set.
         id_scope: Option<IdScope>,
     },
+}
+
+/// What a secret's value became.
+#[derive(Debug)]
+pub struct ParsedSecret {
+    /// The prepared signer.
+    pub signer: TokenSigner,
+    /// The hub a connection string named, when no setting names the hub: the key's own hub.
+    pub own_hub: Option<HubHost>,
+    /// Settings that override a different value in the connection string (never in strict mode).
+    pub overridden: Vec<Overridden>,
 }
 
 impl SecretUse {
@@ -39,24 +56,33 @@ impl SecretUse {
         }
     }
 
-    /// Turn the secret's value into a signer, with the settings that override a different value
-    /// in a connection string.
-    pub fn signer(&self, value: &str) -> Result<(TokenSigner, Vec<Overridden>), SecretFormatError> {
+    /// Turn the secret's value into a signer.
+    pub fn signer(&self, value: &str) -> Result<ParsedSecret, SecretFormatError> {
         match self {
-            Self::HubPolicy { hub, policy } => {
-                parse_secret_noting(value, hub.as_ref(), policy.as_ref())
-                    .map(|(signer, overridden)| (TokenSigner::HubPolicy(signer), overridden))
+            Self::HubPolicy {
+                hub,
+                policy,
+                strict,
+            } => {
+                let parsed = parse_secret_noting(value, hub.as_ref(), policy.as_ref())?;
+                if *strict && let Some(overridden) = parsed.overridden.first() {
+                    return Err(SecretFormatError::Disagrees(overridden.part));
+                }
+                Ok(parsed)
             }
-            Self::EnrollmentGroup { hub, id_scope } => {
+            Self::EnrollmentGroup { id_scope } => {
                 let value = value.trim();
                 if value.is_empty() {
                     return Err(SecretFormatError::Empty);
                 }
                 let key =
                     SigningKey::from_base64(value).map_err(|_| SecretFormatError::NotGroupKey)?;
-                let signer =
-                    GroupSigner::new(hub.as_str(), id_scope.as_ref().map(IdScope::as_str), &key);
-                Ok((TokenSigner::EnrollmentGroup(signer), Vec::new()))
+                let signer = GroupSigner::new(id_scope.as_ref().map(IdScope::as_str), &key);
+                Ok(ParsedSecret {
+                    signer: TokenSigner::EnrollmentGroup(signer),
+                    own_hub: None,
+                    overridden: Vec::new(),
+                })
             }
         }
     }
@@ -88,17 +114,11 @@ pub enum SecretFormatError {
     /// A bare key, but the host or policy name is configured nowhere.
     #[error("the secret holds a bare key, so {0} must be set")]
     NeedsSetting(&'static str),
-}
-
-/// Turn a secret's value into a signer: an IoT Hub connection string
-/// (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`), whose host and policy apply unless set
-/// explicitly, or a bare base64 key, which needs both set.
-pub fn parse_secret(
-    value: &str,
-    hub: Option<&HubName>,
-    policy: Option<&PolicyName>,
-) -> Result<Signer, SecretFormatError> {
-    parse_secret_noting(value, hub, policy).map(|(signer, _)| signer)
+    /// A hub's secret whose connection string names another hub or policy.
+    #[error(
+        "the connection string's {0} disagrees with the hub it is listed for in IOTHUB_POLICY_KEY_SECRETS or with IOTHUB_POLICY_NAME"
+    )]
+    Disagrees(&'static str),
 }
 
 /// A connection-string value that an explicit setting overrides: which setting, and which part of
@@ -112,21 +132,28 @@ pub struct Overridden {
     pub part: &'static str,
 }
 
-/// [`parse_secret`], and the settings that override a different value in a connection string.
+/// Turn a hub policy secret's value into a signer: an IoT Hub connection string
+/// (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`), whose host and policy apply unless set
+/// explicitly, or a bare base64 key, which needs both set. Notes the settings that override a
+/// different value in a connection string.
 pub fn parse_secret_noting(
     value: &str,
-    hub: Option<&HubName>,
+    hub: Option<&HubHost>,
     policy: Option<&PolicyName>,
-) -> Result<(Signer, Vec<Overridden>), SecretFormatError> {
+) -> Result<ParsedSecret, SecretFormatError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(SecretFormatError::Empty);
     }
     if !value.contains(';') && !value.contains("HostName=") {
         let key = SigningKey::from_base64(value).map_err(|_| SecretFormatError::NotBase64)?;
-        let hub = hub.ok_or(SecretFormatError::NeedsSetting("IOTHUB_HOSTNAME"))?;
+        hub.ok_or(SecretFormatError::NeedsSetting("IOTHUB_HOSTNAME"))?;
         let policy = policy.ok_or(SecretFormatError::NeedsSetting("IOTHUB_POLICY_NAME"))?;
-        return Ok((Signer::new(hub.as_str(), policy.as_str(), &key), Vec::new()));
+        return Ok(ParsedSecret {
+            signer: TokenSigner::HubPolicy(Signer::new(policy.as_str(), &key)),
+            own_hub: None,
+            overridden: Vec::new(),
+        });
     }
     let mut host_name = None;
     let mut key_name = None;
@@ -147,12 +174,18 @@ pub fn parse_secret_noting(
     let key = key.ok_or(SecretFormatError::MissingPart("SharedAccessKey"))?;
     let key =
         SigningKey::from_base64(key).map_err(|_| SecretFormatError::BadPart("SharedAccessKey"))?;
+    let named_hub = host_name
+        .map(|host| HubHost::parse(host).map_err(|_| SecretFormatError::BadPart("HostName")))
+        .transpose();
     let mut overridden = Vec::new();
-    if hub.is_some_and(|hub| host_name.is_some_and(|host| host != hub.as_str())) {
-        overridden.push(Overridden {
-            setting: "IOTHUB_HOSTNAME",
-            part: "HostName",
-        });
+    if let Some(hub) = hub {
+        // Only a hub that differs matters: the other host name of the same hub is the same hub.
+        if host_name.is_some() && !matches!(&named_hub, Ok(Some(named)) if named.same_hub(hub)) {
+            overridden.push(Overridden {
+                setting: "IOTHUB_HOSTNAME",
+                part: "HostName",
+            });
+        }
     }
     if policy.is_some_and(|policy| key_name.is_some_and(|name| name != policy.as_str())) {
         overridden.push(Overridden {
@@ -160,12 +193,9 @@ pub fn parse_secret_noting(
             part: "SharedAccessKeyName",
         });
     }
-    let hub = match hub {
-        Some(hub) => hub.clone(),
-        None => {
-            let host = host_name.ok_or(SecretFormatError::MissingPart("HostName"))?;
-            HubName::parse(host).map_err(|_| SecretFormatError::BadPart("HostName"))?
-        }
+    let own_hub = match hub {
+        Some(_) => None,
+        None => Some(named_hub?.ok_or(SecretFormatError::MissingPart("HostName"))?),
     };
     let policy = match policy {
         Some(policy) => policy.clone(),
@@ -175,7 +205,11 @@ pub fn parse_secret_noting(
                 .map_err(|_| SecretFormatError::BadPart("SharedAccessKeyName"))?
         }
     };
-    Ok((Signer::new(hub.as_str(), policy.as_str(), &key), overridden))
+    Ok(ParsedSecret {
+        signer: TokenSigner::HubPolicy(Signer::new(policy.as_str(), &key)),
+        own_hub,
+        overridden,
+    })
 }
 
 #[cfg(test)]
@@ -185,17 +219,29 @@ mod tests {
 
     const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=";
 
-    fn hub(name: &str) -> HubName {
-        HubName::parse(name).expect("valid hub name")
+    fn hub(name: &str) -> HubHost {
+        HubHost::parse(name).expect("valid hub name")
     }
 
     fn policy(name: &str) -> PolicyName {
         PolicyName::parse(name).expect("valid policy name")
     }
 
-    fn token(signer: &Signer) -> String {
+    fn parse_secret(
+        value: &str,
+        hub: Option<&HubHost>,
+        policy: Option<&PolicyName>,
+    ) -> Result<ParsedSecret, SecretFormatError> {
+        parse_secret_noting(value, hub, policy)
+    }
+
+    /// The token the parsed secret signs for device `d` on `host`.
+    fn token(parsed: &ParsedSecret, host: &str) -> String {
+        let TokenSigner::HubPolicy(signer) = &parsed.signer else {
+            panic!("a hub policy signer");
+        };
         signer
-            .sign(&DeviceId::parse("d").expect("valid id"), 1)
+            .sign(host, &DeviceId::parse("d").expect("valid id"), 1)
             .token
     }
 
@@ -204,13 +250,16 @@ mod tests {
         let value = format!(
             "HostName=cs-hub.azure-devices.net;SharedAccessKeyName=registryRead;SharedAccessKey={KEY}"
         );
-        let signer = parse_secret(&value, None, None).expect("valid connection string");
-        let token = token(&signer);
-        assert!(
-            token.contains("sr=cs-hub.azure-devices.net%2Fdevices%2Fd"),
-            "{token}"
+        let parsed = parse_secret(&value, None, None).expect("valid connection string");
+        assert_eq!(
+            parsed.own_hub.as_ref().map(HubHost::as_str),
+            Some("cs-hub.azure-devices.net"),
+            "the key's own hub"
         );
-        assert!(token.ends_with("&skn=registryRead"), "{token}");
+        assert!(
+            token(&parsed, "cs-hub.azure-devices.net").ends_with("&skn=registryRead"),
+            "the policy from the connection string"
+        );
 
         let explicit = parse_secret(
             &value,
@@ -218,20 +267,62 @@ mod tests {
             Some(&policy("device")),
         )
         .expect("explicit settings win");
-        let token = super::tests::token(&explicit);
-        assert!(token.contains("sr=mine.azure-devices.net"), "{token}");
-        assert!(token.ends_with("&skn=device"), "{token}");
+        assert_eq!(explicit.own_hub, None, "the settings name the hub");
+        assert!(token(&explicit, "mine.azure-devices.net").ends_with("&skn=device"));
+    }
+
+    #[test]
+    fn a_hubs_own_secret_must_name_that_hub_and_policy() {
+        let value = |host: &str, policy: &str| {
+            format!("HostName={host};SharedAccessKeyName={policy};SharedAccessKey={KEY}")
+        };
+        let strict = |hub_name: &str, policy_name: Option<&str>| SecretUse::HubPolicy {
+            hub: Some(hub(hub_name)),
+            policy: policy_name.map(policy),
+            strict: true,
+        };
+        let eu = strict("eu.azure-devices.net", Some("device"));
+        assert!(eu.signer(&value("eu.azure-devices.net", "device")).is_ok());
+        assert!(
+            eu.signer(&value("EU.device.azure-devices.net", "device"))
+                .is_ok(),
+            "the other host name of the same hub"
+        );
+        assert_eq!(
+            eu.signer(&value("us.azure-devices.net", "device")).err(),
+            Some(SecretFormatError::Disagrees("HostName"))
+        );
+        assert_eq!(
+            eu.signer(&value("eu.azure-devices.net", "registryRead"))
+                .err(),
+            Some(SecretFormatError::Disagrees("SharedAccessKeyName"))
+        );
+        let any_policy = strict("eu.azure-devices.net", None);
+        assert!(
+            token(
+                &any_policy
+                    .signer(&value("eu.azure-devices.net", "registryRead"))
+                    .expect("the string's policy, none set"),
+                "eu.azure-devices.net"
+            )
+            .ends_with("&skn=registryRead")
+        );
+        assert_eq!(
+            any_policy.signer(KEY).err(),
+            Some(SecretFormatError::NeedsSetting("IOTHUB_POLICY_NAME")),
+            "a bare key needs the policy name"
+        );
     }
 
     #[test]
     fn an_enrollment_group_secret_is_a_bare_base64_key() {
-        let group = SecretUse::EnrollmentGroup {
-            hub: hub("h.azure-devices.net"),
-            id_scope: None,
-        };
+        let group = SecretUse::EnrollmentGroup { id_scope: None };
         assert!(matches!(
             group.signer(KEY),
-            Ok((TokenSigner::EnrollmentGroup(_), _))
+            Ok(ParsedSecret {
+                signer: TokenSigner::EnrollmentGroup(_),
+                ..
+            })
         ));
         let connection_string =
             format!("HostName=h.azure-devices.net;SharedAccessKeyName=p;SharedAccessKey={KEY}");
@@ -252,7 +343,7 @@ mod tests {
             let policy = policy_name.map(policy);
             parse_secret_noting(&value, hub.as_ref(), policy.as_ref())
                 .expect("valid")
-                .1
+                .overridden
                 .iter()
                 .map(|o| (o.setting, o.part))
                 .collect::<Vec<_>>()
@@ -262,6 +353,14 @@ mod tests {
             noted(Some("cs-hub.azure-devices.net"), Some("registryRead")),
             [],
             "the same values are not worth a warning"
+        );
+        assert_eq!(
+            noted(
+                Some("cs-hub.device.azure-devices.net"),
+                Some("registryRead")
+            ),
+            [],
+            "nor is the same hub's other host name"
         );
         assert_eq!(
             noted(Some("other.azure-devices.net"), Some("device")),

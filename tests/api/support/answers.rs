@@ -9,10 +9,11 @@ use super::clock::{rfc3339, unix_now};
 use super::sas::SasToken;
 
 /// The members of a 200 body, sorted: exactly these, no more.
-const ISSUED_BODY_KEYS: [&str; 5] = [
+const ISSUED_BODY_KEYS: [&str; 6] = [
     "deviceId",
     "expiresIn",
     "expiresOn",
+    "hostName",
     "refreshIn",
     "sastoken",
 ];
@@ -22,6 +23,8 @@ pub(crate) struct Issued {
     pub(crate) token: SasToken,
     pub(crate) device_id: String,
     pub(crate) expires_on: String,
+    /// `hostName`: always the host in the token's `sr`.
+    pub(crate) host_name: String,
     pub(crate) headers: HeaderMap,
     /// Unix seconds just before the request was sent.
     pub(crate) before: u64,
@@ -55,10 +58,18 @@ impl Issued {
                 .unwrap_or_else(|| panic!("GET {path_and_query}: `{name}` is not a string: {text}"))
                 .to_owned()
         };
+        let token = SasToken::parse(&string("sastoken"));
+        let host_name = string("hostName");
+        assert_eq!(
+            Some(host_name.as_str()),
+            sr_host(&token.raw).as_deref(),
+            "GET {path_and_query}: hostName is the host in sr: {text}"
+        );
         Issued {
-            token: SasToken::parse(&string("sastoken")),
+            token,
             device_id: string("deviceId"),
             expires_on: string("expiresOn"),
+            host_name,
             headers,
             before,
             after,
@@ -80,6 +91,19 @@ impl Issued {
             "{context}: expiresOn must be se as RFC 3339 UTC"
         );
     }
+}
+
+/// The first segment of a token's percent-decoded `sr`: the hub host name (or, for a DPS
+/// registration token, the ID scope).
+pub(crate) fn sr_host(token: &str) -> Option<String> {
+    let sr = token
+        .strip_prefix("SharedAccessSignature ")?
+        .split('&')
+        .find_map(|field| field.strip_prefix("sr="))?;
+    let decoded = percent_encoding::percent_decode_str(sr)
+        .decode_utf8()
+        .ok()?;
+    decoded.split('/').next().map(str::to_owned)
 }
 
 /// Asserts `response` is an RFC 9457 problem with `status`; returns its headers and body.
@@ -271,6 +295,7 @@ impl TokenAnswer {
                 "deviceId",
                 "expiresIn",
                 "expiresOn",
+                "hostName",
                 "refreshIn",
                 "sastoken",
             ],
@@ -278,6 +303,7 @@ impl TokenAnswer {
                 "deviceId",
                 "expiresIn",
                 "expiresOn",
+                "hostName",
                 "moduleId",
                 "refreshIn",
                 "sastoken",
@@ -285,6 +311,8 @@ impl TokenAnswer {
             TokenFor::Registration => &[
                 "expiresIn",
                 "expiresOn",
+                "idScope",
+                "provisioningHost",
                 "refreshIn",
                 "registrationId",
                 "sastoken",
@@ -295,6 +323,26 @@ impl TokenAnswer {
             .as_str()
             .expect("sastoken is a string")
             .to_owned();
+        match subject {
+            TokenFor::Device | TokenFor::Module => assert_eq!(
+                body["hostName"].as_str(),
+                sr_host(&token).as_deref(),
+                "{what}: hostName is the host in sr: {text}"
+            ),
+            TokenFor::Registration => {
+                assert_eq!(
+                    body["idScope"].as_str(),
+                    sr_host(&token).as_deref(),
+                    "{what}: idScope is the scope in sr: {text}"
+                );
+                assert!(
+                    body["provisioningHost"]
+                        .as_str()
+                        .is_some_and(|host| !host.is_empty()),
+                    "{what}: provisioningHost is a host name: {text}"
+                );
+            }
+        }
         let se: u64 = token
             .split(['&', ' '])
             .find_map(|field| field.strip_prefix("se="))

@@ -46,6 +46,7 @@ struct SecretWatch(Mutex<Secrets>);
 /// Settings whose values are secrets.
 const SECRET_SETTINGS: &[&str] = &[
     "IOTHUB_POLICY_KEY",
+    "IOTHUB_POLICY_KEYS",
     "keyvalue",
     "ENROLLMENT_GROUP_KEY",
     "IDENTITY_HEADER",
@@ -128,6 +129,14 @@ impl TestApp {
         for (name, value) in settings.iter() {
             if SECRET_SETTINGS.contains(&name) {
                 secrets.add(name, value);
+            }
+            // Each hub's key in the JSON map is a secret of its own.
+            if name == "IOTHUB_POLICY_KEYS"
+                && let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(value)
+            {
+                for key in keys.values().filter_map(Value::as_str) {
+                    secrets.add("a hub's key in IOTHUB_POLICY_KEYS", key);
+                }
             }
         }
         let app = TestApp {

@@ -33,6 +33,11 @@ stdout, one result per case, in order:
         "accepted":    {"device_id", "module_id", "hostname"} as IoTHubDeviceClient (or, for a
                        module token, IoTHubModuleClient).create_from_sastoken read the token, or
                        {"error": "..."} if the SDK refused it
+        # when the case also gives "update_with" (another token, e.g. the same device's on
+        # another hub): what the client made from "token" says to update_sastoken(update_with):
+        "updated":     "ok", or {"error": "..."} if the SDK refused the new token. The client
+                       never connected, so its reauthorization (the step after the SDK's checks)
+                       is answered at once instead of dialling a hub
         # kinds device_key and registration:
         "derived_key": base64(HMAC-SHA256(b64decode(group_key), id)), with Python's hmac module
         # kind registration:
@@ -126,14 +131,30 @@ def client_registration_token(id_scope, registration_id, device_key, se, ttl):
     return str(client._pipeline._nucleus.pipeline_configuration.sastoken)
 
 
-def accepted_by_client(token, module):
+def accepted_by_client(token, module, update_with=None):
+    """What create_from_sastoken read from `token`; with `update_with`, also what the client's
+    update_sastoken said of it."""
     client_class = IoTHubModuleClient if module else IoTHubDeviceClient
     try:
         client = client_class.create_from_sastoken(token)
     except Exception as e:  # refusing the token is an answer, not a crash
-        return {"error": f"{type(e).__name__}: {e}"}
+        return {"error": f"{type(e).__name__}: {e}"}, None
     config = client._mqtt_pipeline._nucleus.pipeline_configuration
-    return {"device_id": config.device_id, "module_id": config.module_id, "hostname": config.hostname}
+    accepted = {
+        "device_id": config.device_id,
+        "module_id": config.module_id,
+        "hostname": config.hostname,
+    }
+    if update_with is None:
+        return accepted, None
+    # update_sastoken checks the new token, stores it, then reauthorizes the connection; there is
+    # no connection (and no hub to dial) here, so the reauthorization completes at once.
+    client._mqtt_pipeline.reauthorize_connection = lambda callback: callback()
+    try:
+        client.update_sastoken(update_with)
+    except Exception as e:  # refusing the token is an answer, not a crash
+        return accepted, {"error": f"{type(e).__name__}: {e}"}
+    return accepted, "ok"
 
 
 def inspect_token(token, key):
@@ -190,7 +211,12 @@ def run(request):
         if token is not None:
             result.update(inspect_token(token, signing_key))
             if kind != "registration":
-                result["accepted"] = accepted_by_client(token, kind == "module")
+                accepted, updated = accepted_by_client(
+                    token, kind == "module", case.get("update_with")
+                )
+                result["accepted"] = accepted
+                if updated is not None:
+                    result["updated"] = updated
         results.append(result)
     return {"results": results}
 
