@@ -87,9 +87,9 @@ pub(crate) fn check_xff_allow_list(data: &[u8]) {
 
 /// Target `device_id`: `params::DeviceId::parse` over arbitrary text.
 ///
-/// Invariants: accepted exactly when 1–128 bytes from IoT Hub's character set, with the error
-/// naming the first rule broken (empty, too long, bad character); an accepted id is the input
-/// unchanged and never contains `/`.
+/// Invariants: accepted exactly when 1–128 bytes from IoT Hub's character set, not dots only, with
+/// the error naming the first rule broken (empty, too long, bad character, dots only); an accepted
+/// id is the input unchanged and never contains `/`.
 pub(crate) fn check_device_id(data: &[u8]) {
     check_device_id_text(&String::from_utf8_lossy(data));
 }
@@ -278,6 +278,8 @@ fn check_device_id_text(text: &str) {
         Err(DeviceIdError::TooLong)
     } else if !text.bytes().all(is_iot_hub_device_id_byte) {
         Err(DeviceIdError::BadCharacter)
+    } else if text.chars().all(|c| c == '.') {
+        Err(DeviceIdError::DotsOnly)
     } else {
         Ok(text)
     };
@@ -534,4 +536,271 @@ fn is_exactly_encoded(text: &str) -> bool {
         }
     }
     true
+}
+
+/// The hub host names the `device_scopes` target builds documents from: three hubs (listed in
+/// one form, named in patterns in either form and any case), one hub never listed, and text that
+/// is no host name at all.
+const SCOPE_HUB_NAMES: [&str; 3] = ["h0", "h1", "h2"];
+/// Pattern characters: letters in both cases (so case matters), a digit, two id punctuation
+/// characters, `*` (anywhere, so misplaced ones must be refused) and a space (no id has one).
+const SCOPE_PATTERN_BYTES: &[u8] = b"aAbB1-.* ";
+/// The keys rules are written under: roles and object ids (GUIDs, in two letter cases).
+const SCOPE_KEYS: [&str; 6] = [
+    "role:R0",
+    "role:R1",
+    "role:r0",
+    "0000000a-0000-4000-8000-000000000000",
+    "0000000A-0000-4000-8000-000000000000",
+    "0000000b-0000-4000-8000-000000000000",
+];
+
+/// Target `device_scopes`: `scope::Scopes::parse` of a `DEVICE_SCOPES` document with hubs, and
+/// every decision `Scopes::allows` makes, against a plain scan of the same rules.
+///
+/// Input: byte 0 picks the hubs (1–3 listed hubs, with or without a `*.azure-devices.net` suffix
+/// entry); the rest is read as rules, each a key byte, a pattern count and per pattern a
+/// qualifier byte (none, `*/`, a listed hub in either form and case, an unlisted hub, garbage)
+/// and a body of pattern bytes. The document is written as JSON from that.
+///
+/// Invariants: the document is accepted exactly when the README's rules say so (no repeated key
+/// — GUIDs in any case are one key —, no empty list or pattern, `*` only last, only id
+/// characters, a qualified pattern names a hub served, an unqualified one only with one hub); an
+/// accepted one allows a caller an id on a hub (or, for a registration, on any hub) exactly when
+/// one of the caller's rules has a pattern for that hub (or every hub) matching the id, and the
+/// key it names is one of those rules' keys.
+pub(crate) fn check_device_scopes(data: &[u8]) {
+    use iothub_sas_handler::auth::bearer::Principal;
+    use iothub_sas_handler::caller::Caller;
+    use iothub_sas_handler::hubs::HubList;
+    use iothub_sas_handler::scope::Scopes;
+
+    let Some((&setup, mut rest)) = data.split_first() else {
+        return;
+    };
+    let hub_count = usize::from(setup % 3) + 1;
+    let with_suffix = setup & 0x80 != 0;
+    let mut listed: Vec<String> = SCOPE_HUB_NAMES[..hub_count]
+        .iter()
+        .map(|name| format!("{name}.azure-devices.net"))
+        .collect();
+    if with_suffix {
+        listed.push("*.azure-devices.net".to_owned());
+    }
+    let hubs = HubList::parse(&listed.join(","), "IOTHUB_HOSTNAMES").expect("a valid hub list");
+    let several = hub_count > 1 || with_suffix;
+
+    // Rules, as written and as the plain model reads them.
+    struct PlainPattern {
+        /// `None`: every hub; `Some(h)`: hub `h` (canonical).
+        hub: Option<String>,
+        body: String,
+    }
+    let mut rules: Vec<(String, Vec<String>)> = Vec::new();
+    let mut next = || -> Option<u8> {
+        let (&byte, tail) = rest.split_first()?;
+        rest = tail;
+        Some(byte)
+    };
+    while let (Some(key), Some(count)) = (next(), next()) {
+        let key = SCOPE_KEYS[usize::from(key) % SCOPE_KEYS.len()].to_owned();
+        let mut patterns = Vec::new();
+        for _ in 0..count % 5 {
+            let Some(qualifier) = next() else { break };
+            let length = next().unwrap_or(0) % 6;
+            let mut body = String::new();
+            for _ in 0..length {
+                let byte = next().unwrap_or(0);
+                body.push(char::from(
+                    SCOPE_PATTERN_BYTES[usize::from(byte) % SCOPE_PATTERN_BYTES.len()],
+                ));
+            }
+            let hub = |index: u8, device_form: bool, upper: bool| {
+                let name = SCOPE_HUB_NAMES[usize::from(index) % 3];
+                let host = if device_form {
+                    format!("{name}.device.azure-devices.net")
+                } else {
+                    format!("{name}.azure-devices.net")
+                };
+                if upper { host.to_uppercase() } else { host }
+            };
+            let written = match qualifier % 8 {
+                0 | 1 => body,
+                2 => format!("*/{body}"),
+                3..=5 => format!(
+                    "{}/{body}",
+                    hub(qualifier / 8, qualifier & 0x40 != 0, qualifier & 0x80 != 0)
+                ),
+                6 => format!("zz.azure-devices.net/{body}"),
+                _ => format!("not a host/{body}"),
+            };
+            patterns.push(written);
+        }
+        rules.push((key, patterns));
+    }
+    let text = format!(
+        "{{{}}}",
+        rules
+            .iter()
+            .map(|(key, patterns)| format!(
+                "{}: [{}]",
+                serde_json_string(key),
+                patterns
+                    .iter()
+                    .map(|p| serde_json_string(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The plain model: validity, then the rules in a form a scan reads.
+    let plain = || -> Option<Vec<(String, Vec<PlainPattern>)>> {
+        let mut seen: Vec<String> = Vec::new();
+        let mut model = Vec::new();
+        for (key, patterns) in &rules {
+            let identity = if key.starts_with("role:") {
+                key.clone()
+            } else {
+                key.to_ascii_lowercase()
+            };
+            if seen.contains(&identity) || patterns.is_empty() {
+                return None;
+            }
+            seen.push(identity);
+            let mut read = Vec::new();
+            for written in patterns {
+                let (hub, body) = match written.split_once('/') {
+                    None if several => return None,
+                    None => (None, written.as_str()),
+                    Some(("*", body)) => (None, body),
+                    Some((host, body)) => {
+                        let host = host.to_ascii_lowercase();
+                        let name = host.split('.').next().unwrap_or_default();
+                        let is_host = host == format!("{name}.azure-devices.net")
+                            || host == format!("{name}.device.azure-devices.net");
+                        let listed_hub = SCOPE_HUB_NAMES[..hub_count].contains(&name);
+                        let in_suffix = with_suffix && !name.contains(' ');
+                        if !is_host || !(listed_hub || in_suffix) {
+                            return None;
+                        }
+                        (Some(format!("{name}.azure-devices.net")), body)
+                    }
+                };
+                let stem = body.strip_suffix('*').unwrap_or(body);
+                if body.is_empty() || stem.contains('*') || stem.contains(' ') {
+                    return None;
+                }
+                read.push(PlainPattern {
+                    hub,
+                    body: body.to_owned(),
+                });
+            }
+            model.push((key.clone(), read));
+        }
+        Some(model)
+    };
+    let parsed = Scopes::parse(&text, Some(&hubs));
+    let model = match (parsed, plain()) {
+        (Err(_), None) => return,
+        (Ok(scopes), Some(model)) => (scopes, model),
+        (parsed, model) => panic!(
+            "DEVICE_SCOPES={text} with hubs {listed:?}: parse gave {}, the README's rules say {}",
+            if parsed.is_ok() { "Ok" } else { "Err" },
+            if model.is_some() { "valid" } else { "invalid" }
+        ),
+    };
+    let (scopes, model) = model;
+
+    // Probes: every pattern's body and near misses, on every hub and on none.
+    let mut ids: Vec<String> = vec!["a".to_owned(), "A".to_owned(), "x".to_owned()];
+    for (_, patterns) in &model {
+        for pattern in patterns {
+            let stem = pattern.body.trim_end_matches('*');
+            if !stem.is_empty() {
+                ids.push(stem.to_owned());
+                ids.push(stem.to_ascii_uppercase());
+                ids.push(format!("{stem}a"));
+                ids.push(stem[..stem.len() - 1].to_owned());
+            }
+        }
+    }
+    ids.retain(|id| !id.is_empty());
+    let mut probe_hubs: Vec<Option<String>> = vec![None, Some("zz.azure-devices.net".to_owned())];
+    probe_hubs.extend(
+        SCOPE_HUB_NAMES
+            .iter()
+            .map(|name| Some(format!("{name}.azure-devices.net"))),
+    );
+    let callers: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["0000000a-0000-4000-8000-000000000000"], vec![]),
+        (vec!["0000000B-0000-4000-8000-000000000000"], vec!["R0"]),
+        (vec![], vec!["R1", "r0"]),
+        (vec![], vec!["R0", "R1"]),
+    ];
+    for (principal_ids, roles) in &callers {
+        let caller = Caller {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            certificate: None,
+            principal: Some(Principal {
+                object_id: principal_ids.first().map(|id| (*id).to_owned()),
+                app_id: None,
+                authorized_party: None,
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            }),
+        };
+        let holds = |key: &str| match key.strip_prefix("role:") {
+            Some(role) => roles.contains(&role),
+            None => principal_ids.iter().any(|id| id.eq_ignore_ascii_case(key)),
+        };
+        for hub in &probe_hubs {
+            for id in &ids {
+                let allowing: Vec<&str> = model
+                    .iter()
+                    .filter(|(key, patterns)| {
+                        holds(key)
+                            && patterns.iter().any(|p| {
+                                let on_hub = match (&p.hub, hub) {
+                                    (None, _) | (Some(_), None) => true,
+                                    (Some(wanted), Some(hub)) => wanted == hub,
+                                };
+                                let matches = match p.body.strip_suffix('*') {
+                                    Some(prefix) => id.starts_with(prefix),
+                                    None => *id == p.body,
+                                };
+                                on_hub && matches
+                            })
+                    })
+                    .map(|(key, _)| key.as_str())
+                    .collect();
+                let decided = scopes.allows(&caller, hub.as_deref(), id);
+                match decided {
+                    Some(key) => assert!(
+                        allowing.contains(&&**key),
+                        "{text}: {principal_ids:?} {roles:?} on {hub:?} for {id:?} was allowed by `{key}`, the scan finds {allowing:?}"
+                    ),
+                    None => assert!(
+                        allowing.is_empty(),
+                        "{text}: {principal_ids:?} {roles:?} on {hub:?} for {id:?} was refused, the scan allows it by {allowing:?}"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// `text` as a JSON string literal.
+fn serde_json_string(text: &str) -> String {
+    let mut out = String::from('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -57,3 +57,8 @@ fn query_corpus_keeps_its_invariants() {
 fn sas_token_corpus_keeps_its_invariants() {
     replay("sas_token", checks::check_sas_token);
 }
+
+#[test]
+fn device_scopes_corpus_keeps_its_invariants() {
+    replay("device_scopes", checks::check_device_scopes);
+}

@@ -108,12 +108,17 @@ def test_the_registration_id_rule_is_the_handlers() -> None:
 
 
 # Each route's operation, and the 200 body src/issuance.rs (TokenResponse) writes for it.
+# Per operation: its id, its 200 body, and the members that body has besides EVERY_BODY_HAS — the
+# ids, and where the token is for: `hostName` (the hub host in `sr`) for a device or module token,
+# `idScope` and `provisioningHost` (DPS) for a registration token.
 OPERATIONS = {
-    "/devices/{deviceId}/sas-token": ("getSasToken", "DeviceToken", {"deviceId"}),
-    "/devices/{deviceId}/modules/{moduleId}/sas-token": ("getModuleSasToken", "ModuleToken", {"deviceId", "moduleId"}),
-    "/registrations/{registrationId}/sas-token": ("getRegistrationSasToken", "RegistrationToken", {"registrationId"}),
-    "/getSASTokenByDeviceID": ("getSasTokenByDeviceId", "DeviceToken", {"deviceId"}),
+    "/devices/{deviceId}/sas-token": ("getSasToken", "DeviceToken", {"deviceId", "hostName"}),
+    "/devices/{deviceId}/modules/{moduleId}/sas-token": ("getModuleSasToken", "ModuleToken", {"deviceId", "moduleId", "hostName"}),
+    "/registrations/{registrationId}/sas-token": ("getRegistrationSasToken", "RegistrationToken", {"registrationId", "idScope", "provisioningHost"}),
+    "/getSASTokenByDeviceID": ("getSasTokenByDeviceId", "DeviceToken", {"deviceId", "hostName"}),
 }
+# The operations whose token names a hub take `hub`; the registration route does not.
+TAKES_HUB = {"getSasToken", "getModuleSasToken", "getSasTokenByDeviceId"}
 EVERY_BODY_HAS = {"sastoken", "expiresOn", "expiresIn", "refreshIn"}
 
 
@@ -132,8 +137,15 @@ def test_each_operation_answers_its_own_token_body() -> None:
         for field in ("expiresIn", "refreshIn"):
             assert schema(document, token["properties"][field])["type"] == "integer", (body, field)
     issuance = (REPO / "src" / "issuance.rs").read_text()
-    for field in ("deviceId", "moduleId", "registrationId", "expiresOn", "expiresIn", "refreshIn"):
+    for field in ("deviceId", "moduleId", "registrationId", "hostName", "idScope", "provisioningHost",
+                  "expiresOn", "expiresIn", "refreshIn"):
         assert f'rename = "{field}"' in issuance, f"src/issuance.rs no longer writes {field}"
+    for path, (operation_id, _, _) in OPERATIONS.items():
+        parameters = {
+            (document["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p)["name"]
+            for p in document["paths"][path]["parameters"]
+        }
+        assert ("hub" in parameters) == (operation_id in TAKES_HUB), (path, parameters)
     # A device token has skn only in hub-policy mode; a module token always; a registration token
     # always skn=registration.
     patterns = {name: re.compile(document["components"]["schemas"][name]["properties"]["sastoken"]["pattern"])
@@ -155,10 +167,12 @@ def test_the_mode_dependent_404s_are_documented() -> None:
     text = " ".join(responses[registration["$ref"].rsplit("/", 1)[1]]["description"].split())
     assert "DPS_ID_SCOPE" in text and "hub-policy" in text
     bad_request = " ".join(responses["BadRequest"]["description"].split())
-    for problem in ("invalid-device-id", "invalid-module-id", "invalid-registration-id", "invalid-ttl", "invalid-query"):
+    for problem in ("invalid-device-id", "invalid-module-id", "invalid-registration-id", "invalid-ttl", "invalid-query",
+                    "unknown-hub", "hub-required"):
         assert f"`{problem}`" in bad_request, problem
     error_rs = (REPO / "src" / "error.rs").read_text()
-    for problem in ("module-tokens-unavailable", "invalid-module-id", "invalid-registration-id"):
+    for problem in ("module-tokens-unavailable", "invalid-module-id", "invalid-registration-id", "unknown-hub",
+                    "hub-required"):
         assert f'"urn:iothub-sas:problem:{problem}"' in error_rs, problem
 
 
