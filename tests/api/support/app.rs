@@ -23,6 +23,12 @@ use super::waiting::{poll, poll_blocking};
 
 /// How long the binary may take to print its `listening` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the tests' clients keep an idle connection for reuse. The handler closes a
+/// connection that has sent no request head for `REQUEST_HEADER_TIMEOUT_SECONDS` (10 s by
+/// default), idle keep-alive time included; a client that reuses a connection at that moment
+/// sends its request into the close and gets no answer (seen when a test waited one 10 s refresh
+/// between requests). Dropping idle connections well before that avoids the race.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a request log line may lag behind its response.
 const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -148,6 +154,7 @@ impl TestApp {
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .build()
                 .expect("a plain-HTTP reqwest client builds"),
         };
@@ -355,6 +362,7 @@ pub(crate) fn separate_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(20))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .expect("a plain-HTTP client builds")
 }
