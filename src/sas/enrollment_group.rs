@@ -118,7 +118,8 @@ mod tests {
     use super::*;
     use crate::sas::Signer;
 
-    /// The published example (DPS symmetric key attestation docs), as platform-facts §8 records it.
+    /// The published example (DPS symmetric key attestation docs), as
+    /// docs/azure-behaviour.md §8 records it.
     const GROUP_KEY: &str =
         "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
     const REGISTRATION: &str = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6";

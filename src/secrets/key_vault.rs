@@ -191,10 +191,10 @@ impl FetchError {
     /// Whether Key Vault's answer was an operator's decision that withdraws the key: 404 (the
     /// secret is gone) or 403 (disabled, or the app's access removed). Matched on the status, as
     /// Key Vault documents it; the inner error codes that tell the 403s apart are only reported in
-    /// public issues (platform-facts §10). Identity failures come back as credential errors, not
-    /// as Key Vault's answer, so they never withdraw the key. Everything else — no answer, a
-    /// connection or TLS error, 429, 5xx, an identity failure, an unusable value — is treated as
-    /// transient: the last good key stays, within `KEYVAULT_MAX_KEY_AGE_SECONDS`.
+    /// public issues (docs/azure-behaviour.md §10). Identity failures come back as credential
+    /// errors, not as Key Vault's answer, so they never withdraw the key. Everything else — no
+    /// answer, a connection or TLS error, 429, 5xx, an identity failure, an unusable value — is
+    /// treated as transient: the last good key stays, within `KEYVAULT_MAX_KEY_AGE_SECONDS`.
     pub fn withdrawal(&self) -> Option<Withdrawal> {
         match self {
             Self::Sdk {

@@ -292,7 +292,7 @@ fn front_end_config(
     let mut config = preamble(nginx, dir, "front-end");
     config += "js_import topology from topology.js;\n";
     config += "js_set $host_uri topology.host_uri;\n";
-    // App Service appends the TCP peer it accepted, as ip:port (platform-facts §3).
+    // App Service appends the TCP peer it accepted, as ip:port (docs/azure-behaviour.md §3).
     config += "map $http_x_forwarded_for $front_end_xff {\n\
                    \"\" \"$remote_addr:$remote_port\";\n\
                    default \"$http_x_forwarded_for, $remote_addr:$remote_port\";\n\
