@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
 use crate::support::app::TestApp;
-use crate::support::process::output_within;
+use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
 
 /// The gateway's own source address towards the front end (API Management's outbound address).
@@ -100,6 +100,7 @@ struct Nginx {
 
 impl Nginx {
     fn find() -> Nginx {
+        ensure_tools();
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/debian");
         let nginx = Nginx {
             binary: root.join("usr/sbin/nginx"),

@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 
 use super::{lock, random_guid, random_string};
 use crate::support::clock::unix_now;
+use crate::support::process::ensure_tools;
 use crate::support::settings::Settings;
 use crate::support::tls::TestCa;
 
@@ -194,6 +195,7 @@ fn driver_dir() -> PathBuf {
 impl Issuer {
     /// Starts the driver with a fresh tenant id, TLS certificate and signing key.
     pub(crate) fn start() -> Issuer {
+        ensure_tools();
         let dir = driver_dir();
         let package = dir.join("node_modules/oauth2-mock-server/package.json");
         assert!(
