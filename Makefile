@@ -12,7 +12,7 @@ RUN_PORT    := 7071
 # drains, timeouts), not on the CPU: four at a time halves the suite's wall time on 2 cores.
 TEST_THREADS ?= 4
 
-.PHONY: help run test lint oracles tools package bench fuzz supply-chain soak clean
+.PHONY: help run test test-tools lint oracles tools package bench fuzz supply-chain soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,9 +20,11 @@ help: ## list the targets
 run: ## serve the app on http://127.0.0.1:7071 with local settings (func start when Core Tools is installed)
 	@cargo xtask run-local --port $(RUN_PORT)
 
-test: oracles lint supply-chain package infra-check ## everything CI runs
+test: test-tools lint supply-chain infra-check ## everything CI runs
 	cargo test --locked --benches
 	RUST_TEST_THREADS=$(TEST_THREADS) cargo test --locked --workspace --lib --bins --tests
+
+test-tools: oracles infra-tools package ## install, once, what `cargo test` checks against (SDK oracles, schemathesis, nginx, the package)
 
 lint: ## fmt, clippy and rustdoc with warnings denied (the handler and xtask/)
 	cargo fmt --all -- --check
@@ -63,10 +65,13 @@ clean: ## remove build outputs and installed oracles
 	cargo clean
 	rm -rf $(VENV) .venv-infra .tools $(NODE_ORACLE)/node_modules dist fuzz/target
 
-.PHONY: infra-check deploy verify
+.PHONY: infra-check infra-tools deploy verify
 
 infra-check: ## infra/, openapi/, azure.yaml: checkov, Bicep, policies, deploy.sh bounds, azd schema; installs the tools the infra tests use
 	@infra/check.sh
+
+infra-tools: ## only install what infra-check and the API tests use: .venv-infra (schemathesis, checkov), Debian's nginx and shellcheck
+	@infra/check.sh tools
 
 deploy: package ## deploy infra/main.bicep and dist/handler.zip with the Azure CLI (an operator's machine, never CI; infra/README.md)
 	@infra/deploy.sh

@@ -40,6 +40,10 @@ if [[ ! -f $stamp ]] || [[ "$(cat "$stamp")" != "$wanted" ]]; then
   printf '%s' "$wanted" >"$stamp"
 fi
 infra/debian-tools.sh
+if [[ ${1:-} == tools ]]; then
+  log "tools installed (make infra-tools)"
+  exit 0
+fi
 
 # 2. Shell scripts.
 log "shellcheck infra/*.sh"

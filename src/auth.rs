@@ -4,8 +4,9 @@
 //!   keys cached by [`jwks`].
 //!
 //! The platform can do both checks too (client-certificate mode, App Service Authentication);
-//! these exist so that one misconfigured layer does not open the door. `routes` runs them in the
-//! order IP allow list → client certificate → bearer token → input validation.
+//! these exist so that one misconfigured layer does not open the door. [`crate::caller`] runs them
+//! in the order IP allow list → client certificate → bearer token, before
+//! [`crate::issuance`] reads the input.
 
 pub mod bearer;
 pub mod client_cert;

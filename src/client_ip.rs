@@ -121,9 +121,9 @@ where
 /// **An unbracketed entry with two or more colons is an IPv6 address, never address:port.** The
 /// App Service front end (IIS ARR lineage) brackets IPv6 when it adds a port (`[v6]:port`); the
 /// proxies that write bare IPv6 (nginx's `$proxy_add_x_forwarded_for`, AWS load balancers) write no
-/// port (platform-facts §11). So `2001:db8::5:443` is the address `2001:db8::5:443` — never
-/// `2001:db8::5` on port 443, which would let an entry that merely ends in a number pass for a
-/// listed address. What does not parse as one address (`2001:db8::5::443`, `::ffff:1.2.3.4:80`,
+/// port (docs/azure-behaviour.md §11). So `2001:db8::5:443` is the address `2001:db8::5:443` —
+/// never `2001:db8::5` on port 443, which would let an entry that merely ends in a number pass for
+/// a listed address. What does not parse as one address (`2001:db8::5::443`, `::ffff:1.2.3.4:80`,
 /// `[2001:db8::5]443`) is refused, not guessed at.
 fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(entry).ok()?;

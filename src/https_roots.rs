@@ -1,10 +1,11 @@
 //! `SSL_CERT_FILE`: the trust roots of every https client the handler builds.
 //!
 //! **What it owns.** The start-up check of `SSL_CERT_FILE`. When it is set, the TLS stack loads
-//! *only* that file's certificates (the system store is ignored, platform-facts §7); a file that
-//! is missing, unreadable or holds no certificate leaves no roots at all. The JWKS client then
-//! fails to build and the Azure SDK's client panics while building, so the check runs at start-up,
-//! whenever any https client is configured (Key Vault, the bearer layer), and names the setting.
+//! *only* that file's certificates (the system store is ignored: docs/azure-behaviour.md §7); a
+//! file that is missing, unreadable or holds no certificate leaves no roots at all. The JWKS client
+//! then fails to build and the Azure SDK's client panics while building, so the check runs at
+//! start-up, whenever any https client is configured (Key Vault, the bearer layer), and names the
+//! setting.
 //!
 //! **What it trusts.** Nothing in the file but its PEM structure; it does not judge the roots.
 

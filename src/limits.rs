@@ -9,10 +9,10 @@
 //! - more than `MAX_CONCURRENT_REQUESTS` in flight → 503 with `Retry-After`, at once, instead of
 //!   queueing without bound.
 //!
-//! The connection-level limits are applied by the HTTP server in `startup`: request head larger
-//! than `MAX_REQUEST_HEADER_BYTES` → 431 (answered by hyper itself), request head not received
-//! within `REQUEST_HEADER_TIMEOUT_SECONDS` → connection closed, and `SHUTDOWN_GRACE_SECONDS` bounds
-//! the drain on SIGTERM/SIGINT.
+//! The connection-level limits are applied by the HTTP server, [`crate::server`]: request head
+//! larger than `MAX_REQUEST_HEADER_BYTES` → 431 (answered by hyper itself), request head not
+//! received within `REQUEST_HEADER_TIMEOUT_SECONDS` → connection closed, and
+//! `SHUTDOWN_GRACE_SECONDS` bounds the drain on SIGTERM/SIGINT.
 //!
 //! **What it trusts.** Nothing from the request; the `Content-Length` it reads is only compared.
 

@@ -73,8 +73,14 @@ impl DeviceId {
     }
 }
 
-fn is_device_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b)
+/// The punctuation IoT Hub allows in device and module ids, besides ASCII letters and digits
+/// (docs/azure-behaviour.md §8). The one definition: ids here and `DEVICE_SCOPES` patterns
+/// ([`crate::scope`]) are checked against it.
+pub const DEVICE_ID_PUNCTUATION: &[u8] = b"-.%_*?!(),:=@$'";
+
+/// Whether `b` may appear in a device or module id.
+pub fn is_device_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || DEVICE_ID_PUNCTUATION.contains(&b)
 }
 
 /// A module id IoT Hub accepts: the same rules as a device id (1–128 ASCII characters,
@@ -332,6 +338,21 @@ fn form_decode(value: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 400's text lists the characters the parser allows, and only those.
+    #[test]
+    fn refusals_name_exactly_the_allowed_punctuation() {
+        for message in [
+            DeviceIdError::BadCharacter.to_string(),
+            ModuleIdError::BadCharacter.to_string(),
+        ] {
+            let listed: Vec<u8> = message
+                .split_once("digits and ")
+                .map(|(_, list)| list.split(' ').flat_map(str::bytes).collect())
+                .unwrap_or_default();
+            assert_eq!(listed, DEVICE_ID_PUNCTUATION, "{message}");
+        }
+    }
 
     #[test]
     fn device_ids_follow_iot_hub_rules() {

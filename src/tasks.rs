@@ -9,9 +9,9 @@
 //! key would keep signing, or new issuer keys would never be accepted. A process that goes on
 //! serving in that state fails open, so the application stops instead: it logs which task ended,
 //! stops accepting, drains, and `main` exits non-zero, which makes the Functions host start a new
-//! process with fresh tasks (platform-facts §1.2: a non-zero exit is restarted). This is simpler to
-//! reason about than a half-alive process answering 503, and a crash loop is visible in the host's
-//! logs rather than hidden behind healthy-looking 200s.
+//! process with fresh tasks (docs/azure-behaviour.md §1.2: a non-zero exit is restarted). This is
+//! simpler to reason about than a half-alive process answering 503, and a crash loop is visible in
+//! the host's logs rather than hidden behind healthy-looking 200s.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -27,6 +27,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xtask::elf::Linkage;
 
+#[path = "common/prerequisites.rs"]
+mod prerequisites;
+
+/// Stops this test binary with one line when the venv or the package is missing (see
+/// `tests/common/prerequisites.rs`); called before anything reads them or starts a process.
+fn ensure_tools() {
+    prerequisites::ensure(&[&prerequisites::ORACLES[..1], &prerequisites::PACKAGE]);
+}
+
 /// The functions this app serves, with the route each one must declare.
 const FUNCTIONS: [(&str, &str); 4] = [
     (
@@ -89,6 +98,7 @@ fn schema_path(file: &str) -> PathBuf {
 }
 
 fn venv_python() -> PathBuf {
+    ensure_tools();
     let python = repo().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -321,6 +331,7 @@ fn schema_validation_rejects_invalid_documents() {
 }
 
 fn open_package() -> zip::ZipArchive<File> {
+    ensure_tools();
     let path = repo().join("dist/handler.zip");
     let file = File::open(&path).unwrap_or_else(|e| {
         panic!(

@@ -9,6 +9,8 @@
 
 use std::collections::HashSet;
 
+use crate::params::{DEVICE_ID_MAX_LEN, is_device_id_byte};
+
 /// The patterns, prepared for matching.
 #[derive(Debug, Default)]
 pub struct Patterns {
@@ -62,7 +64,8 @@ impl Patterns {
             if body.contains('*') {
                 return Err(PatternError::StarNotLast(pattern.clone()));
             }
-            if body.len() > 128 || !body.bytes().all(is_device_id_byte) {
+            // `*` is a device id character too, but a pattern allows it only last (above).
+            if body.len() > DEVICE_ID_MAX_LEN || !body.bytes().all(is_device_id_byte) {
                 return Err(PatternError::Impossible(pattern.clone()));
             }
             match (is_prefix, body) {
@@ -107,11 +110,6 @@ impl Patterns {
             .partition_point(|prefix| prefix.as_str() <= id);
         below > 0 && id.starts_with(self.prefixes[below - 1].as_str())
     }
-}
-
-/// A device id character (IoT Hub's set); `*` is one, but patterns only allow it last.
-fn is_device_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
 use crate::support::app::TestApp;
-use crate::support::process::output_within;
+use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
 
 /// The gateway's own source address towards the front end (API Management's outbound address).
@@ -100,6 +100,7 @@ struct Nginx {
 
 impl Nginx {
     fn find() -> Nginx {
+        ensure_tools();
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/debian");
         let nginx = Nginx {
             binary: root.join("usr/sbin/nginx"),
@@ -292,7 +293,7 @@ fn front_end_config(
     let mut config = preamble(nginx, dir, "front-end");
     config += "js_import topology from topology.js;\n";
     config += "js_set $host_uri topology.host_uri;\n";
-    // App Service appends the TCP peer it accepted, as ip:port (platform-facts §3).
+    // App Service appends the TCP peer it accepted, as ip:port (docs/azure-behaviour.md §3).
     config += "map $http_x_forwarded_for $front_end_xff {\n\
                    \"\" \"$remote_addr:$remote_port\";\n\
                    default \"$http_x_forwarded_for, $remote_addr:$remote_port\";\n\

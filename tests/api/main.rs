@@ -16,6 +16,7 @@ mod limits;
 mod local_run;
 mod logs;
 mod openapi_schemathesis;
+mod quick_start;
 mod scoping;
 mod signing_modes;
 mod soak;

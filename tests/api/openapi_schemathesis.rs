@@ -24,7 +24,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::support::app::TestApp;
-use crate::support::process::output_within;
+use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, Settings};
 
 /// Examples per operation and mode; `SCHEMATHESIS_EXAMPLES` overrides.
@@ -49,6 +49,7 @@ struct Run<'a> {
 
 #[test]
 fn the_handler_answers_as_its_openapi_description_says() {
+    ensure_tools();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let schemathesis = repo.join(".venv-infra/bin/schemathesis");
     assert!(

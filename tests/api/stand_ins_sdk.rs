@@ -24,6 +24,7 @@ use crate::stand_ins::identity::{API_VERSION, VAULT_RESOURCE};
 use crate::stand_ins::key_vault::SDK_API_VERSION;
 use crate::stand_ins::{Auth, Outage, StandIns};
 use crate::support::clock::unix_now;
+use crate::support::process::ensure_tools;
 use crate::support::settings::Settings;
 use crate::support::tls::client_trusting;
 
@@ -36,6 +37,7 @@ const CHILD_TEST: &str = "stand_ins_sdk::official_sdk_clients_in_a_child_process
 /// Runs the child with `environment` (the stand-ins' and what the steps read) and returns its
 /// `SDK-RESULT` lines.
 fn run_child(environment: &Settings) -> Vec<Value> {
+    ensure_tools();
     let mut command = Command::new(std::env::current_exe().expect("the test binary has a path"));
     command
         .args([

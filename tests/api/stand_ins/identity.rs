@@ -1,4 +1,4 @@
-//! The App Service managed-identity endpoint, protocol 2019-08-01 (platform-facts §6).
+//! The App Service managed-identity endpoint, protocol 2019-08-01 (docs/azure-behaviour.md §6).
 //!
 //! `GET /msi/token?api-version=2019-08-01&resource=https://vault.azure.net[&client_id=…|&object_id=…]`
 //! with header `X-IDENTITY-HEADER: <IDENTITY_HEADER>`. Checked in the order the platform checks

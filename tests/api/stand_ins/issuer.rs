@@ -11,10 +11,11 @@
 //! `jwks_uri` (`https://127.0.0.1:<port>/jwks`) and fetches the key set from there.
 //!
 //! **Tokens.** [`entra_claims`] writes the claims Entra puts in a managed identity's access token
-//! (platform-facts §4, v1 and v2 shapes); the mock's issuer signs them (RS256, header `kid` = the
-//! current key) after the driver applies them through the mock's token-transform hook. Tests
-//! change or delete single claims or header members to make invalid tokens, sign with a key that
-//! was never published, or have the driver forge `alg: none` and HS256-with-the-public-key tokens.
+//! (docs/azure-behaviour.md §4, v1 and v2 shapes); the mock's issuer signs them (RS256, header
+//! `kid` = the current key) after the driver applies them through the mock's token-transform
+//! hook. Tests change or delete single claims or header members to make invalid tokens, sign with a
+//! key that was never published, or have the driver forge `alg: none` and HS256-with-the-public-key
+//! tokens.
 //!
 //! **Controls.** Key rollover (a new key is published and signs from then on; old keys stay
 //! published), Entra's JWKS shape (no `alg`), a `jwks_uri` override, an outage (503 for
@@ -33,13 +34,14 @@ use serde_json::{Map, Value, json};
 
 use super::{lock, random_guid, random_string};
 use crate::support::clock::unix_now;
+use crate::support::process::ensure_tools;
 use crate::support::settings::Settings;
 use crate::support::tls::TestCa;
 
 /// How long the driver may take to start (node, two RSA keys) and to answer one command.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The two token versions Entra issues (platform-facts §4, §5).
+/// The two token versions Entra issues (docs/azure-behaviour.md §4, §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Version {
     /// `ver` "1.0", `iss` `https://sts.windows.net/<tid>/`, caller in `appid`: what API
@@ -193,6 +195,7 @@ fn driver_dir() -> PathBuf {
 impl Issuer {
     /// Starts the driver with a fresh tenant id, TLS certificate and signing key.
     pub(crate) fn start() -> Issuer {
+        ensure_tools();
         let dir = driver_dir();
         let package = dir.join("node_modules/oauth2-mock-server/package.json");
         assert!(

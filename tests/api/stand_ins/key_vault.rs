@@ -1,5 +1,5 @@
-//! The Key Vault secrets API (platform-facts §7), over HTTPS, reached through an HTTP `CONNECT`
-//! proxy so that clients address it by a `*.vault.azure.net` name.
+//! The Key Vault secrets API (docs/azure-behaviour.md §7), over HTTPS, reached through an HTTP
+//! `CONNECT` proxy so that clients address it by a `*.vault.azure.net` name.
 //!
 //! **Wire protocol.** `GET /secrets/{name}/[{version}]?api-version=…` (the SDK asks for the latest
 //! version with a trailing slash; without one is accepted too):
@@ -25,7 +25,7 @@
 //! `x-ms-error-code`: a client reads the error code from the body. The 403 and 404 bodies are
 //! byte for byte those of Key Vault's recorded answers (the Azure SDK for JavaScript's test
 //! recordings `cant_get_a_disabled_secret`; issue reports of `ForbiddenByRbac`;
-//! platform-facts §7 and §10).
+//! docs/azure-behaviour.md §7 and §10).
 //!
 //! **The proxy** accepts exactly `CONNECT <this vault's host>:443`, answers anything else with
 //! `403` and tunnels to the TLS listener on 127.0.0.1; it never opens any other connection.

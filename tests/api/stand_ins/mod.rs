@@ -1,5 +1,5 @@
 //! Local stand-ins for the two Azure services the handler talks to when its key lives in Key
-//! Vault, speaking the same wire protocol as the real ones (platform-facts §6 and §7):
+//! Vault, speaking the same wire protocol as the real ones (docs/azure-behaviour.md §6 and §7):
 //!
 //! - [`Identity`]: the App Service managed-identity endpoint (`IDENTITY_ENDPOINT`, protocol
 //!   2019-08-01), plain HTTP on 127.0.0.1.

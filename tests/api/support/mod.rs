@@ -17,6 +17,8 @@
 //! - [`waiting`]: waiting for something to become true, with a deadline (one polling schedule).
 //! - [`clock`]: Unix seconds now, and RFC 3339.
 //! - [`tls`]: a test CA per stand-in, the server certificates it issues, clients that trust it.
+//! - [`prerequisites`]: the installed tools the suite needs, checked once before anything starts
+//!   ([`process::ensure_tools`]): one line naming `make test-tools` when they are missing.
 
 pub(crate) mod answers;
 pub(crate) mod app;
@@ -25,6 +27,8 @@ pub(crate) mod clock;
 pub(crate) mod leaks;
 pub(crate) mod logs;
 pub(crate) mod oracles;
+#[path = "../../common/prerequisites.rs"]
+pub(crate) mod prerequisites;
 pub(crate) mod process;
 pub(crate) mod routes;
 pub(crate) mod sas;

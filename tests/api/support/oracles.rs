@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use super::process::ensure_tools;
 use super::sas::SasToken;
 
 /// One case of an oracle batch: `token`, which the handler issued for `device_id` on the hub
@@ -38,6 +39,7 @@ fn manifest_dir() -> PathBuf {
 
 /// Runs the Python oracle (`azure-iot-device`) on one batch; returns its `results`.
 pub(crate) fn python_oracle(request: &Value) -> Vec<Value> {
+    ensure_tools();
     let python = manifest_dir().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -53,6 +55,7 @@ pub(crate) fn python_oracle(request: &Value) -> Vec<Value> {
 
 /// Runs the Node oracle (`azure-iot-common`) on one batch; returns its `results`.
 pub(crate) fn node_oracle(request: &Value) -> Vec<Value> {
+    ensure_tools();
     let dir = manifest_dir().join("tests/oracles/node");
     let sdk = dir.join("node_modules/azure-iot-common/package.json");
     assert!(

@@ -12,7 +12,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::prerequisites::{INFRA_TOOLS, ORACLES, ensure};
 use super::settings::Settings;
+
+/// Stops the test binary with one line when a tool the suite needs is not installed (see
+/// [`prerequisites`](super::prerequisites)). Every place that starts a child process calls it
+/// first, so the check runs before anything has been started.
+pub(crate) fn ensure_tools() {
+    ensure(&[&ORACLES, &INFRA_TOOLS]);
+}
 
 /// What a process printed, shared with the thread that keeps reading it.
 #[derive(Clone, Default)]
@@ -104,6 +112,7 @@ fn drain(
 
 /// The binary with a clean environment (PATH only), port 0 and `settings`.
 fn handler_command(settings: &Settings) -> Command {
+    ensure_tools();
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
     command.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
@@ -136,6 +145,7 @@ pub(super) fn listening_address(line: &str) -> Option<SocketAddr> {
 /// kills it and panics naming `what` once `timeout` has passed. The output is read while the
 /// child runs, so a child that prints more than a pipe holds cannot stall until the deadline.
 pub(crate) fn output_within(command: &mut Command, timeout: Duration, what: &str) -> Output {
+    ensure_tools();
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
