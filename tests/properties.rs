@@ -7,9 +7,9 @@
 //! * Nothing left of the entry `XFF_DEPTH` from the right changes which caller is found, nor
 //!   whether it is allowed — not even addresses that are on the allow list.
 //! * Every subscription id API Management accepts, escaped as its policy escapes it
-//!   (`Uri.EscapeDataString`: RFC 3986's unreserved characters kept, `%XX` for every other
-//!   byte), reads back as itself in any hex case, and two of them joined by the Functions host
-//!   never read as one.
+//!   (`Uri.EscapeDataString`: RFC 3986's — or RFC 2396's — unreserved characters kept, `%XX` for
+//!   every other byte), reads back as itself in any hex case, and two of them joined by the
+//!   Functions host never read as one.
 //!
 //! proptest's default 256 cases per property; a failure is shrunk to a minimal input.
 
@@ -232,15 +232,20 @@ proptest! {
         id in "[^*#&+:<>?\\p{Cc}]{1,64}",
         other in "[^*#&+:<>?\\p{Cc}]{1,64}",
         lower_hex in any::<bool>(),
+        rfc_2396 in any::<bool>(),
     ) {
-        // What `Uri.EscapeDataString` keeps: RFC 3986's unreserved characters.
-        const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        // What `Uri.EscapeDataString` keeps: RFC 3986's unreserved characters, or with older
+        // runtimes RFC 2396's, which add the marks `! * ' ( )`.
+        const RFC_3986: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'-')
             .remove(b'.')
             .remove(b'_')
             .remove(b'~');
+        const RFC_2396: &percent_encoding::AsciiSet =
+            &RFC_3986.remove(b'!').remove(b'*').remove(b'\'').remove(b'(').remove(b')');
+        let set = if rfc_2396 { RFC_2396 } else { RFC_3986 };
         let escape = |text: &str| {
-            let escaped = percent_encoding::utf8_percent_encode(text, ESCAPED).to_string();
+            let escaped = percent_encoding::utf8_percent_encode(text, set).to_string();
             if !lower_hex {
                 return escaped;
             }
