@@ -744,11 +744,13 @@ pub(crate) fn check_device_scopes(data: &[u8]) {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             certificate: None,
             principal: Some(Principal {
+                app_only: true,
                 object_id: principal_ids.first().map(|id| (*id).to_owned()),
                 app_id: None,
                 authorized_party: None,
                 roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             }),
+            forwarded: None,
         };
         let holds = |key: &str| match key.strip_prefix("role:") {
             Some(role) => roles.contains(&role),
@@ -776,11 +778,11 @@ pub(crate) fn check_device_scopes(data: &[u8]) {
                     .collect();
                 let decided = scopes.allows(&caller, hub.as_deref(), id);
                 match decided {
-                    Some(key) => assert!(
+                    Ok(key) => assert!(
                         allowing.contains(&&**key),
                         "{text}: {principal_ids:?} {roles:?} on {hub:?} for {id:?} was allowed by `{key}`, the scan finds {allowing:?}"
                     ),
-                    None => assert!(
+                    Err(_) => assert!(
                         allowing.is_empty(),
                         "{text}: {principal_ids:?} {roles:?} on {hub:?} for {id:?} was refused, the scan allows it by {allowing:?}"
                     ),

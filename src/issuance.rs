@@ -41,7 +41,7 @@ use crate::hubs::{ChosenHub, HubChoiceError, Hubs};
 use crate::params::{DeviceId, ModuleId, RegistrationId, TokenLifetimes, Ttl};
 use crate::request_log::{IssuedFacts, RequestOutcome};
 use crate::sas::{SasToken, SigningMode, TokenSigner};
-use crate::scope::Scopes;
+use crate::scope::{Denial, Scopes};
 use crate::secrets::{IssuingKey, Keys, Registrations};
 
 /// Everything a token request is checked against and signed with, shared by all requests.
@@ -304,7 +304,7 @@ impl TokenService {
         scopes
             .allows(caller, hub.map(|hub| &*hub.canonical), subject.scope_id())
             .map(|key| Some(Arc::clone(key)))
-            .ok_or("device outside the caller's DEVICE_SCOPES")
+            .map_err(Denial::as_str)
     }
 }
 

@@ -20,12 +20,14 @@
 //! - [`issuance`]: the pipeline every token route runs — caller → input → hub → scope → key → sign:
 //!   - caller — [`caller`]: the caller layers in order, producing a typed [`caller::Caller`]:
 //!     [`client_ip`] (`X-Forwarded-For`, `XFF_DEPTH` from the right) against [`allow_list`],
-//!     then the optional [`auth`] layers (client certificate, Entra ID bearer token);
+//!     then the optional [`auth`] layers (client certificate, Entra ID bearer token, and for a
+//!     gateway the one caller it forwards);
 //!   - input — [`params`]: device, module and registration ids, `ttl`, `hub` and the query
 //!     string, parsed once (the IoT Hub id character set is defined there, once);
 //!   - hub — [`hubs`]: the hubs tokens are for (`IOTHUB_HOSTNAMES`), each hub's two host names,
 //!     and the choice of one per request;
-//!   - scope — [`scope`]: `DEVICE_SCOPES`, which devices each caller may get tokens for, per hub;
+//!   - scope — [`scope`]: `DEVICE_SCOPES`, which devices each caller (or, behind a gateway, the
+//!     caller it forwards) may get tokens for, per hub;
 //!   - key — [`secrets`]: the current keys (one per hub in hub-policy mode), read from memory;
 //!     [`secrets::key_vault`] keeps them fresh;
 //!   - sign — [`sas`]: the signing mode, the policy name, the signing key, the prepared signer
@@ -50,7 +52,8 @@
 //! The Functions host forwards `GET /api/devices/dev-1/sas-token` to `127.0.0.1:{port}`.
 //! [`routes`] admits it under the [`limits`] and hands its raw inputs to [`issuance`], which asks
 //! [`caller`] who is calling — the address from `X-Forwarded-For` against the allow list, then the
-//! client certificate and bearer token when those layers are on (403/401); parses the device id,
+//! client certificate and bearer token when those layers are on, and who a gateway speaks for
+//! (403/401); parses the device id,
 //! `ttl` and `hub` ([`params`]; 400); chooses the hub and its host name ([`hubs`]; 400 for a hub
 //! not served); with `DEVICE_SCOPES`, checks that the caller may have this device on that hub
 //! ([`scope`]; 403); reads that hub's current signer ([`secrets`]; 503 if no key yet); signs

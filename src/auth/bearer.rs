@@ -11,25 +11,33 @@
 //! listing an app in `AUTH_ALLOWED_CALLERS` must not let each of its signed-in users through;
 //! then the caller (`oid`, or `appid`/`azp`)
 //! in `AUTH_ALLOWED_CALLERS` and, if configured, the role in `roles`. A token that passes is the
-//! caller's [`Principal`]: its ids and roles, for the layers after this one.
+//! caller's [`Principal`]: its ids and roles, for the layers after this one. The checks of the
+//! token itself are a [`TokenValidator`], which the gateway layer reuses for forwarded caller
+//! tokens, and which remembers the tokens that passed (by digest, while their time window holds
+//! and their key is still published) so that a caller's token is not verified again on every
+//! request.
 //!
 //! **How it fails.** No token → [`BearerRejection::Missing`] (401 `Bearer`); any invalid token →
 //! [`BearerRejection::Invalid`] (401 `invalid_token`), one answer whichever check failed; a valid
 //! token from the wrong caller or without the role → 403. No key set at all → 503. The token itself
 //! is never logged; the caller's object id is.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
-use jsonwebtoken::{Algorithm, Validation};
+use axum::http::{HeaderMap, HeaderValue, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::auth::jwks::{Jwks, KeysUnavailable};
 use crate::settings::{Lookup, SettingError};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(300);
+/// How many verified tokens a [`TokenValidator`] remembers; when full, it forgets them all.
+pub const VERIFIED_TOKENS: usize = 1024;
 
 /// How the bearer layer is configured (`AUTH_*` settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,14 +150,81 @@ pub fn is_guid(text: &str) -> bool {
             .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The prepared layer.
+/// The prepared layer: the token checks ([`TokenValidator`]) and who may call.
 #[derive(Debug, Clone)]
 pub struct BearerAuth {
-    jwks: Jwks,
-    validation: Validation,
+    validator: TokenValidator,
     allowed_callers: HashSet<String>,
     required_role: Option<String>,
+}
+
+/// The checks of a token itself, for one set of audiences: RS256 signature by the issuer's key
+/// named by `kid`, `iss` the tenant's v1 or v2 issuer, `aud` one of the audiences, `exp`/`nbf`
+/// with [`LEEWAY`], `aud` and `iss` each a single string, and no `scp` unless
+/// `AUTH_ALLOW_DELEGATED`. The bearer layer has one for `AUTH_AUDIENCE`; the gateway layer
+/// ([`gateway`](crate::auth::gateway)) gets one for `AUTH_CALLER_AUDIENCE` from it
+/// ([`TokenValidator::for_audiences`]): the same tenant, keys and checks, another audience.
+///
+/// **Remembered verifications.** A caller sends the same token for as long as it lives (Entra ID
+/// access tokens last 60–90 minutes, and API Management reuses its own until it expires), and
+/// the RS256 signature check is most of what a request costs. So a token that passed every check
+/// is remembered by the SHA-256 of its text, with the key that verified it, its `nbf`/`exp` and
+/// its caller ([`VerifiedTokens`]); the same text again is the same token, and passes while its
+/// time window (with [`LEEWAY`]) holds *and* its `kid` still names that very key in the key set
+/// held now — a refresh that drops or replaces the key ends it. Only tokens that passed are ever
+/// stored, at most [`VERIFIED_TOKENS`] of them.
+#[derive(Debug, Clone)]
+pub struct TokenValidator {
+    jwks: Jwks,
+    validation: Validation,
     allow_delegated: bool,
+    verified: VerifiedTokens,
+}
+
+/// Tokens that passed every check, by the SHA-256 of their text; shared by a validator's clones.
+#[derive(Clone, Default)]
+pub struct VerifiedTokens(Arc<Mutex<HashMap<[u8; 32], Verified>>>);
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").finish_non_exhaustive()
+    }
+}
+
+/// One remembered verification.
+struct Verified {
+    kid: String,
+    key: Arc<DecodingKey>,
+    not_before: Option<u64>,
+    expires: u64,
+    principal: Principal,
+}
+
+impl VerifiedTokens {
+    /// The caller of the token whose digest is `digest`, if it was verified, its window holds
+    /// at `now` and its key is still the one its `kid` names.
+    fn get(&self, digest: &[u8; 32], now: u64, jwks: &Jwks) -> Option<Principal> {
+        let leeway = LEEWAY.as_secs();
+        // A poisoned lock only means a panic elsewhere during an insert or a clear: the map is whole.
+        let entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(digest)?;
+        let in_window = entry.expires >= now.saturating_sub(leeway)
+            && entry
+                .not_before
+                .is_none_or(|nbf| nbf <= now.saturating_add(leeway));
+        let same_key = jwks
+            .current(&entry.kid)
+            .is_some_and(|key| Arc::ptr_eq(&key, &entry.key));
+        (in_window && same_key).then(|| entry.principal.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], verified: Verified) {
+        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= VERIFIED_TOKENS {
+            entries.clear();
+        }
+        entries.insert(digest, verified);
+    }
 }
 
 /// Why a request was not authenticated.
@@ -183,6 +258,10 @@ impl BearerRejection {
 /// Who a valid token says the caller is: the identity of an allowed caller, as Entra ID wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Principal {
+    /// An application's own token: no `scp`, and `idtyp` (an optional claim) absent or `app`.
+    /// Only such a token may be a gateway's (`GATEWAY_CALLERS`), whatever `AUTH_ALLOW_DELEGATED`
+    /// says.
+    pub app_only: bool,
     /// `oid`: the caller's object (principal) id.
     pub object_id: Option<String>,
     /// `appid` (v1 tokens): the caller's client (application) id.
@@ -232,6 +311,11 @@ struct Claims {
     iss: serde_json::Value,
     /// Present only in a user's delegated token.
     scp: Option<serde_json::Value>,
+    /// `app` or `user`, when the optional claim is configured (managed identities' tokens carry it).
+    idtyp: Option<serde_json::Value>,
+    /// Checked by `jsonwebtoken` (required, a whole number); read to remember the verification.
+    exp: u64,
+    nbf: Option<u64>,
     oid: Option<String>,
     appid: Option<String>,
     azp: Option<String>,
@@ -241,7 +325,13 @@ struct Claims {
 
 impl From<Claims> for Principal {
     fn from(claims: Claims) -> Self {
+        let app_only = claims.scp.is_none()
+            && claims
+                .idtyp
+                .as_ref()
+                .is_none_or(|idtyp| idtyp.as_str() == Some("app"));
         Self {
+            app_only,
             object_id: claims.oid,
             app_id: claims.appid,
             authorized_party: claims.azp,
@@ -269,28 +359,37 @@ impl BearerAuth {
         ]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         Ok(Self {
-            jwks,
-            validation,
+            validator: TokenValidator {
+                jwks,
+                validation,
+                allow_delegated: settings.allow_delegated,
+                verified: VerifiedTokens::default(),
+            },
             allowed_callers: settings.allowed_callers.iter().cloned().collect(),
             required_role: settings.required_role.clone(),
-            allow_delegated: settings.allow_delegated,
         })
     }
 
     /// The key cache, for the task that keeps it fresh.
     pub fn jwks(&self) -> &Jwks {
-        &self.jwks
+        &self.validator.jwks
+    }
+
+    /// The checks this layer makes of a token itself.
+    pub fn validator(&self) -> &TokenValidator {
+        &self.validator
     }
 
     /// Check the request's bearer token: the caller's [`Principal`] if the token is valid and the
     /// caller allowed. A refusal of a valid token still names the caller, so the log can say who
     /// was refused.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
-        let principal =
-            Principal::from(self.validate(headers).await.map_err(|reason| Refusal {
-                reason,
-                caller: None,
-            })?);
+        let refused = |reason| Refusal {
+            reason,
+            caller: None,
+        };
+        let token = bearer_token(headers.get_all(header::AUTHORIZATION)).map_err(refused)?;
+        let principal = self.validator.validate(token).await.map_err(refused)?;
         match self.authorize(&principal) {
             Ok(()) => Ok(principal),
             Err(reason) => Err(Refusal {
@@ -300,9 +399,44 @@ impl BearerAuth {
         }
     }
 
-    /// The token's claims, if it passes every check of the token itself.
-    async fn validate(&self, headers: &HeaderMap) -> Result<Claims, BearerRejection> {
-        let token = bearer_token(headers)?;
+    /// Whether a valid token's caller may ask for tokens.
+    fn authorize(&self, principal: &Principal) -> Result<(), BearerRejection> {
+        if !principal.ids().any(|id| self.allowed_callers.contains(id)) {
+            return Err(BearerRejection::CallerNotAllowed);
+        }
+        if let Some(role) = &self.required_role
+            && !principal.has_role(role)
+        {
+            return Err(BearerRejection::RoleMissing);
+        }
+        Ok(())
+    }
+}
+
+impl TokenValidator {
+    /// The same checks, with the same keys, for tokens issued for `audiences` instead.
+    pub fn for_audiences(&self, audiences: &[String]) -> Self {
+        let mut validation = self.validation.clone();
+        validation.set_audience(audiences);
+        Self {
+            jwks: self.jwks.clone(),
+            validation,
+            allow_delegated: self.allow_delegated,
+            verified: VerifiedTokens::default(),
+        }
+    }
+
+    /// Who `token` says its caller is, if it passes every check of the token itself.
+    /// [`BearerRejection::Invalid`] whichever check failed; [`BearerRejection::KeysUnavailable`]
+    /// when there are no keys at all.
+    pub async fn validate(&self, token: &str) -> Result<Principal, BearerRejection> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) =
+            self.verified
+                .get(&digest, jsonwebtoken::get_current_timestamp(), &self.jwks)
+        {
+            return Ok(principal);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerRejection::Invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(BearerRejection::Invalid);
@@ -324,28 +458,29 @@ impl BearerAuth {
         if claims.scp.is_some() && !self.allow_delegated {
             return Err(BearerRejection::Invalid);
         }
-        Ok(claims)
-    }
-
-    /// Whether a valid token's caller may ask for tokens.
-    fn authorize(&self, principal: &Principal) -> Result<(), BearerRejection> {
-        if !principal.ids().any(|id| self.allowed_callers.contains(id)) {
-            return Err(BearerRejection::CallerNotAllowed);
-        }
-        if let Some(role) = &self.required_role
-            && !principal.has_role(role)
-        {
-            return Err(BearerRejection::RoleMissing);
-        }
-        Ok(())
+        let (not_before, expires) = (claims.nbf, claims.exp);
+        let principal = Principal::from(claims);
+        self.verified.insert(
+            digest,
+            Verified {
+                kid,
+                key,
+                not_before,
+                expires,
+                principal: principal.clone(),
+            },
+        );
+        Ok(principal)
     }
 }
 
-/// The token of the one `Authorization: Bearer <token>` header (scheme case-insensitive).
-/// No header, or another scheme, is `Missing` (RFC 6750 §3.1: no error code); two headers or an
-/// empty token is `Invalid`.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+/// The token of the one `Bearer <token>` header line among `lines` (scheme case-insensitive):
+/// `Authorization`, or the gateway layer's `X-Caller-Authorization`. No line, or another scheme,
+/// is `Missing` (RFC 6750 §3.1: no error code); two lines or an empty token is `Invalid`.
+pub fn bearer_token<'h>(
+    lines: impl IntoIterator<Item = &'h HeaderValue>,
+) -> Result<&'h str, BearerRejection> {
+    let mut values = lines.into_iter();
     let value = values.next().ok_or(BearerRejection::Missing)?;
     if values.next().is_some() {
         return Err(BearerRejection::Invalid);
@@ -364,14 +499,12 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
-    fn headers(values: &[&'static str]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for value in values {
-            map.append(header::AUTHORIZATION, HeaderValue::from_static(value));
-        }
-        map
+    fn headers(values: &[&'static str]) -> Vec<HeaderValue> {
+        values
+            .iter()
+            .map(|value| HeaderValue::from_static(value))
+            .collect()
     }
 
     #[test]
