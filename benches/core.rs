@@ -119,14 +119,16 @@ fn scope_decision(c: &mut Criterion) {
         ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
         certificate: None,
         principal: Some(Principal {
+            app_only: true,
             object_id: Some(format!("{:08x}-0000-4000-8000-000000000000", 5_000)),
             app_id: Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".to_owned()),
             authorized_party: None,
             roles: vec!["Fleet".to_owned()],
         }),
+        forwarded: None,
     };
-    assert!(scopes.allows(&caller, "fleet-5001-x").is_some());
-    assert!(scopes.allows(&caller, "site-5000-a").is_some());
+    assert!(scopes.allows(&caller, "fleet-5001-x").is_ok());
+    assert!(scopes.allows(&caller, "site-5000-a").is_ok());
     let mut group = c.benchmark_group("scope");
     group.bench_function("allows/10000_rules/miss", |b| {
         b.iter(|| scopes.allows(black_box(&caller), black_box("fleet-50000")));

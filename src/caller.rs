@@ -8,10 +8,13 @@
 //! 2. when `CLIENT_CERT_THUMBPRINTS` is set, the forwarded client certificate
 //!    ([`client_cert`](crate::auth::client_cert)) — 403;
 //! 3. when `AUTH_TENANT_ID` is set, the bearer token ([`bearer`](crate::auth::bearer)) — 401, 403
-//!    or 503.
+//!    or 503;
+//! 4. the gateway layer ([`gateway`](crate::auth::gateway)): for a caller whose token names a
+//!    gateway in `GATEWAY_CALLERS`, the one caller it forwards; from anyone else, `X-Caller-*`
+//!    headers are refused — 403 (503 if a forwarded token's keys are unavailable).
 //!
-//! The answer is a [`Caller`] (its address, and the certificate and principal the layers that are
-//! on accepted) or the error to answer with; either way, [`CallerFacts`] say what each layer
+//! The answer is a [`Caller`] (its address, the certificate and principal the layers that are on
+//! accepted, and for a gateway the caller it speaks for) or the error to answer with; either way, [`CallerFacts`] say what each layer
 //! decided, for the request's log line. Every 403 is the same answer, so a caller cannot tell
 //! which layer refused it.
 //!
@@ -30,6 +33,7 @@ use axum::http::request::Parts;
 use crate::allow_list::AllowList;
 use crate::auth::bearer::{BearerAuth, BearerRejection, BearerSettings, Principal};
 use crate::auth::client_cert::{CertificateThumbprints, Thumbprints};
+use crate::auth::gateway::{Forwarded, GatewayRefusal, GatewaySettings, Gateways};
 use crate::auth::jwks::Jwks;
 use crate::client_ip::{CallerIpError, XffDepth, caller_ip};
 use crate::error::ApiError;
@@ -50,6 +54,8 @@ pub struct CallerSettings {
     pub client_cert: Option<Thumbprints>,
     /// `AUTH_*`: the bearer-token layer, when `AUTH_TENANT_ID` is set.
     pub bearer: Option<BearerSettings>,
+    /// `GATEWAY_CALLERS` and `AUTH_CALLER_AUDIENCE`: the gateways, when set.
+    pub gateways: Option<GatewaySettings>,
 }
 
 impl CallerSettings {
@@ -83,11 +89,13 @@ impl CallerSettings {
                     )
                 })?,
         };
+        let bearer = BearerSettings::from_lookup(settings)?;
         Ok(Self {
             allow_list,
             xff_depth,
             client_cert: Thumbprints::from_lookup(settings)?,
-            bearer: BearerSettings::from_lookup(settings)?,
+            gateways: GatewaySettings::from_lookup(settings, bearer.as_ref())?,
+            bearer,
         })
     }
 
@@ -104,8 +112,12 @@ pub struct Caller {
     pub ip: IpAddr,
     /// The client certificate the certificate layer accepted, when it is on.
     pub certificate: Option<CertificateThumbprints>,
-    /// Who the bearer token says the caller is, when that layer is on.
+    /// Who the bearer token says the caller is, when that layer is on. For a gateway: the
+    /// gateway.
     pub principal: Option<Principal>,
+    /// For a gateway (`GATEWAY_CALLERS`): the one caller it speaks for. Only this counts for
+    /// scoping then; the gateway's own certificate and principal name no devices.
+    pub forwarded: Option<Forwarded>,
 }
 
 /// What [`Callers::identify`] found.
@@ -124,16 +136,23 @@ pub struct Callers {
     xff_depth: XffDepth,
     client_cert: Option<Thumbprints>,
     bearer: Option<BearerAuth>,
+    gateways: Gateways,
 }
 
 impl Callers {
     /// Prepare the layers. Fails only if the bearer layer's https client cannot be built.
     pub fn new(settings: CallerSettings) -> Result<Self, reqwest::Error> {
+        let bearer = settings.bearer.as_ref().map(BearerAuth::new).transpose()?;
+        let gateways = Gateways::new(
+            settings.gateways.as_ref(),
+            bearer.as_ref().map(BearerAuth::validator),
+        );
         Ok(Self {
             allow_list: settings.allow_list,
             xff_depth: settings.xff_depth,
             client_cert: settings.client_cert,
-            bearer: settings.bearer.as_ref().map(BearerAuth::new).transpose()?,
+            bearer,
+            gateways,
         })
     }
 
@@ -204,10 +223,34 @@ impl Callers {
             },
         };
 
+        let forwarded = match self
+            .gateways
+            .speak_for(principal.as_ref(), &request.headers)
+            .await
+        {
+            Ok(None) => None,
+            Ok(Some(forwarded)) => {
+                facts.forwarded = Some("ok");
+                facts.forwarded_kind = Some(forwarded.caller.kind().as_str());
+                facts.forwarded_caller = forwarded.caller.log_id();
+                Some(forwarded)
+            }
+            Err(refusal) => {
+                facts.forwarded = Some(refusal.reason.as_str());
+                facts.forwarded_kind = refusal.forwarded.as_ref().map(|c| c.kind().as_str());
+                facts.forwarded_caller = refusal.forwarded.as_ref().and_then(|c| c.log_id());
+                return Err(match refusal.reason {
+                    GatewayRefusal::KeysUnavailable => ApiError::AuthKeysUnavailable,
+                    _ => ApiError::CallerNotAllowed,
+                });
+            }
+        };
+
         Ok(Caller {
             ip,
             certificate,
             principal,
+            forwarded,
         })
     }
 }

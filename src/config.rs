@@ -17,7 +17,7 @@
 use crate::caller::CallerSettings;
 use crate::https_roots;
 use crate::params::TokenLifetimes;
-use crate::scope::Scopes;
+use crate::scope::{Layers, Scopes};
 use crate::secrets::KeySource;
 use crate::server::ServerSettings;
 use crate::settings::{Lookup, SettingError};
@@ -70,6 +70,8 @@ pub const SETTINGS: &[&str] = &[
     "AUTH_ALLOW_DELEGATED",
     "AUTH_OPENID_CONFIG_URL",
     "AUTH_JWKS_REFETCH_SECONDS",
+    "GATEWAY_CALLERS",
+    "AUTH_CALLER_AUDIENCE",
     "CLIENT_CERT_THUMBPRINTS",
     "MAX_URL_BYTES",
     "MAX_REQUEST_HEADER_BYTES",
@@ -104,8 +106,11 @@ impl Config {
         let callers = CallerSettings::from_lookup(&settings)?;
         let scopes = Scopes::from_lookup(
             &settings,
-            callers.bearer.is_some(),
-            callers.client_cert.is_some(),
+            Layers {
+                bearer: callers.bearer.is_some(),
+                client_cert: callers.client_cert.as_ref(),
+                gateways: callers.gateways.as_ref(),
+            },
         )?;
         let config = Self {
             callers,

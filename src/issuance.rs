@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::params::{DeviceId, ModuleId, RegistrationId, TokenLifetimes, Ttl};
 use crate::request_log::{IssuedFacts, RequestOutcome};
 use crate::sas::{SasToken, SigningMode, TokenSigner};
-use crate::scope::Scopes;
+use crate::scope::{Denial, Scopes};
 use crate::secrets::handle::Unavailable;
 use crate::secrets::{IssuingKey, KeyHandle};
 
@@ -245,7 +245,7 @@ impl TokenService {
         scopes
             .allows(caller, subject.scope_id())
             .map(|key| Some(Arc::clone(key)))
-            .ok_or("device outside the caller's DEVICE_SCOPES")
+            .map_err(Denial::as_str)
     }
 }
 

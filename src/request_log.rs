@@ -80,8 +80,16 @@ pub struct CallerFacts {
     pub client_cert: Option<&'static str>,
     /// The bearer-token layer's verdict, when the layer is on.
     pub auth: Option<&'static str>,
-    /// The token's caller (object id, else client id), when the token was valid.
+    /// The token's caller (object id, else client id), when the token was valid; for a
+    /// gateway, the gateway.
     pub caller_oid: Option<String>,
+    /// The gateway layer's verdict, for a gateway or a caller that sent `X-Caller-*` headers.
+    pub forwarded: Option<&'static str>,
+    /// The kind of caller the gateway forwarded: `subscription`, `certificate` or `entra`.
+    pub forwarded_kind: Option<&'static str>,
+    /// The forwarded caller: subscription id, certificate SHA-256 thumbprint, or the forwarded
+    /// token's object id (else client id) — never the token.
+    pub forwarded_caller: Option<String>,
 }
 
 /// Whether `RUST_LOG` lets request lines through (target `request`, level `info`). Cheap: after
@@ -176,6 +184,12 @@ impl LineBuffer {
             ("client_cert", outcome.caller.client_cert),
             ("auth", outcome.caller.auth),
             ("caller_oid", outcome.caller.caller_oid.as_deref()),
+            ("forwarded", outcome.caller.forwarded),
+            ("forwarded_kind", outcome.caller.forwarded_kind),
+            (
+                "forwarded_caller",
+                outcome.caller.forwarded_caller.as_deref(),
+            ),
             ("scope", issued.and_then(|i| i.scope.as_deref())),
             ("signing_mode", issued.map(|i| i.signing_mode)),
             ("key_version", issued.and_then(|i| i.key_version.as_deref())),
@@ -247,6 +261,9 @@ mod tests {
                 client_cert: Some("ok"),
                 auth: Some("ok"),
                 caller_oid: Some("11111111-2222-3333-4444-555555555555".to_owned()),
+                forwarded: Some("ok"),
+                forwarded_kind: Some("subscription"),
+                forwarded_caller: Some("Fleet A".to_owned()),
             },
             device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
             ..RequestOutcome::default()
@@ -268,6 +285,9 @@ mod tests {
                 "client_cert": "ok",
                 "auth": "ok",
                 "caller_oid": "11111111-2222-3333-4444-555555555555",
+                "forwarded": "ok",
+                "forwarded_kind": "subscription",
+                "forwarded_caller": "Fleet A",
                 "target": "request",
             })
         );
@@ -285,6 +305,9 @@ mod tests {
             "client_cert",
             "auth",
             "caller_oid",
+            "forwarded",
+            "forwarded_kind",
+            "forwarded_caller",
             "target",
         ];
         let positions: Vec<usize> = keys

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
@@ -142,13 +142,24 @@ pub fn is_guid(text: &str) -> bool {
             .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The prepared layer.
+/// The prepared layer: the token checks ([`TokenValidator`]) and who may call.
 #[derive(Debug, Clone)]
 pub struct BearerAuth {
-    jwks: Jwks,
-    validation: Validation,
+    validator: TokenValidator,
     allowed_callers: HashSet<String>,
     required_role: Option<String>,
+}
+
+/// The checks of a token itself, for one set of audiences: RS256 signature by the issuer's key
+/// named by `kid`, `iss` the tenant's v1 or v2 issuer, `aud` one of the audiences, `exp`/`nbf`
+/// with [`LEEWAY`], `aud` and `iss` each a single string, and no `scp` unless
+/// `AUTH_ALLOW_DELEGATED`. The bearer layer has one for `AUTH_AUDIENCE`; the gateway layer
+/// ([`gateway`](crate::auth::gateway)) gets one for `AUTH_CALLER_AUDIENCE` from it
+/// ([`TokenValidator::for_audiences`]): the same tenant, keys and checks, another audience.
+#[derive(Debug, Clone)]
+pub struct TokenValidator {
+    jwks: Jwks,
+    validation: Validation,
     allow_delegated: bool,
 }
 
@@ -183,6 +194,10 @@ impl BearerRejection {
 /// Who a valid token says the caller is: the identity of an allowed caller, as Entra ID wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Principal {
+    /// An application's own token: no `scp`, and `idtyp` (an optional claim) absent or `app`.
+    /// Only such a token may be a gateway's (`GATEWAY_CALLERS`), whatever `AUTH_ALLOW_DELEGATED`
+    /// says.
+    pub app_only: bool,
     /// `oid`: the caller's object (principal) id.
     pub object_id: Option<String>,
     /// `appid` (v1 tokens): the caller's client (application) id.
@@ -232,6 +247,8 @@ struct Claims {
     iss: serde_json::Value,
     /// Present only in a user's delegated token.
     scp: Option<serde_json::Value>,
+    /// `app` or `user`, when the optional claim is configured (managed identities' tokens carry it).
+    idtyp: Option<serde_json::Value>,
     oid: Option<String>,
     appid: Option<String>,
     azp: Option<String>,
@@ -241,7 +258,13 @@ struct Claims {
 
 impl From<Claims> for Principal {
     fn from(claims: Claims) -> Self {
+        let app_only = claims.scp.is_none()
+            && claims
+                .idtyp
+                .as_ref()
+                .is_none_or(|idtyp| idtyp.as_str() == Some("app"));
         Self {
+            app_only,
             object_id: claims.oid,
             app_id: claims.appid,
             authorized_party: claims.azp,
@@ -269,28 +292,36 @@ impl BearerAuth {
         ]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         Ok(Self {
-            jwks,
-            validation,
+            validator: TokenValidator {
+                jwks,
+                validation,
+                allow_delegated: settings.allow_delegated,
+            },
             allowed_callers: settings.allowed_callers.iter().cloned().collect(),
             required_role: settings.required_role.clone(),
-            allow_delegated: settings.allow_delegated,
         })
     }
 
     /// The key cache, for the task that keeps it fresh.
     pub fn jwks(&self) -> &Jwks {
-        &self.jwks
+        &self.validator.jwks
+    }
+
+    /// The checks this layer makes of a token itself.
+    pub fn validator(&self) -> &TokenValidator {
+        &self.validator
     }
 
     /// Check the request's bearer token: the caller's [`Principal`] if the token is valid and the
     /// caller allowed. A refusal of a valid token still names the caller, so the log can say who
     /// was refused.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
-        let principal =
-            Principal::from(self.validate(headers).await.map_err(|reason| Refusal {
-                reason,
-                caller: None,
-            })?);
+        let refused = |reason| Refusal {
+            reason,
+            caller: None,
+        };
+        let token = bearer_token(headers.get_all(header::AUTHORIZATION)).map_err(refused)?;
+        let principal = self.validator.validate(token).await.map_err(refused)?;
         match self.authorize(&principal) {
             Ok(()) => Ok(principal),
             Err(reason) => Err(Refusal {
@@ -300,9 +331,36 @@ impl BearerAuth {
         }
     }
 
-    /// The token's claims, if it passes every check of the token itself.
-    async fn validate(&self, headers: &HeaderMap) -> Result<Claims, BearerRejection> {
-        let token = bearer_token(headers)?;
+    /// Whether a valid token's caller may ask for tokens.
+    fn authorize(&self, principal: &Principal) -> Result<(), BearerRejection> {
+        if !principal.ids().any(|id| self.allowed_callers.contains(id)) {
+            return Err(BearerRejection::CallerNotAllowed);
+        }
+        if let Some(role) = &self.required_role
+            && !principal.has_role(role)
+        {
+            return Err(BearerRejection::RoleMissing);
+        }
+        Ok(())
+    }
+}
+
+impl TokenValidator {
+    /// The same checks, with the same keys, for tokens issued for `audiences` instead.
+    pub fn for_audiences(&self, audiences: &[String]) -> Self {
+        let mut validation = self.validation.clone();
+        validation.set_audience(audiences);
+        Self {
+            jwks: self.jwks.clone(),
+            validation,
+            allow_delegated: self.allow_delegated,
+        }
+    }
+
+    /// Who `token` says its caller is, if it passes every check of the token itself.
+    /// [`BearerRejection::Invalid`] whichever check failed; [`BearerRejection::KeysUnavailable`]
+    /// when there are no keys at all.
+    pub async fn validate(&self, token: &str) -> Result<Principal, BearerRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerRejection::Invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(BearerRejection::Invalid);
@@ -324,28 +382,17 @@ impl BearerAuth {
         if claims.scp.is_some() && !self.allow_delegated {
             return Err(BearerRejection::Invalid);
         }
-        Ok(claims)
-    }
-
-    /// Whether a valid token's caller may ask for tokens.
-    fn authorize(&self, principal: &Principal) -> Result<(), BearerRejection> {
-        if !principal.ids().any(|id| self.allowed_callers.contains(id)) {
-            return Err(BearerRejection::CallerNotAllowed);
-        }
-        if let Some(role) = &self.required_role
-            && !principal.has_role(role)
-        {
-            return Err(BearerRejection::RoleMissing);
-        }
-        Ok(())
+        Ok(Principal::from(claims))
     }
 }
 
-/// The token of the one `Authorization: Bearer <token>` header (scheme case-insensitive).
-/// No header, or another scheme, is `Missing` (RFC 6750 §3.1: no error code); two headers or an
-/// empty token is `Invalid`.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+/// The token of the one `Bearer <token>` header line among `lines` (scheme case-insensitive):
+/// `Authorization`, or the gateway layer's `X-Caller-Authorization`. No line, or another scheme,
+/// is `Missing` (RFC 6750 §3.1: no error code); two lines or an empty token is `Invalid`.
+pub fn bearer_token<'h>(
+    lines: impl IntoIterator<Item = &'h HeaderValue>,
+) -> Result<&'h str, BearerRejection> {
+    let mut values = lines.into_iter();
     let value = values.next().ok_or(BearerRejection::Missing)?;
     if values.next().is_some() {
         return Err(BearerRejection::Invalid);
@@ -364,14 +411,12 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
-    fn headers(values: &[&'static str]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for value in values {
-            map.append(header::AUTHORIZATION, HeaderValue::from_static(value));
-        }
-        map
+    fn headers(values: &[&'static str]) -> Vec<HeaderValue> {
+        values
+            .iter()
+            .map(|value| HeaderValue::from_static(value))
+            .collect()
     }
 
     #[test]

@@ -151,6 +151,15 @@ impl Thumbprints {
         Ok(thumbprints)
     }
 
+    /// Whether `thumbprint` is one of the pins, in its own form (a SHA-1 pin for a SHA-1
+    /// thumbprint, a SHA-256 pin for a SHA-256 one).
+    pub fn contains(&self, thumbprint: Thumbprint) -> bool {
+        match thumbprint {
+            Thumbprint::Sha1(sha1) => self.sha1.contains(&sha1),
+            Thumbprint::Sha256(sha256) => self.sha256.contains(&sha256),
+        }
+    }
+
     /// Check the forwarded certificate — every `X-ARR-ClientCert` line of the request — at time
     /// `now`; the accepted certificate's thumbprints.
     pub fn check<'h>(
