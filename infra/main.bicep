@@ -250,6 +250,8 @@ module functionApp 'modules/function-app.bicep' = {
     enrollmentGroupKeySecretName: enrollmentGroupKeySecretName
     dpsIdScope: dpsIdScope
     deviceScopes: deviceScopes
+    apimCallerKind: apimCallerKind
+    apimCallerAudience: apimCallerAudience
     keyVaultRefreshSeconds: keyVaultRefreshSeconds
     tokenTtlSeconds: tokenTtlSeconds
     tokenMaxTtlSeconds: tokenMaxTtlSeconds

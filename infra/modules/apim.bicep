@@ -104,7 +104,7 @@ resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
     publicNetworkAccess: 'Enabled'
     virtualNetworkType: 'None'
     customProperties: stableOutboundIps ? classicSecurity : {}
-    hostnameConfigurations: isClassic && requestClientCertificates ? negotiatingHostNames : null
+    hostnameConfigurations: (isClassic && requestClientCertificates) ? negotiatingHostNames : null
     enableClientCertificate: isClassic ? null : requestClientCertificates
   }
 }

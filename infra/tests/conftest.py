@@ -46,10 +46,10 @@ class LoadedText(str):
 
 def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
     """The value of an expression built from parameters (each one used must be in `bindings`),
-    variables, literals, ==, !=, !, &&, ||, `c ? a : b`, empty(), concat(), `o.name`, `o[key]` and
+    variables, literals, ==, !=, !, &&, ||, `c ? a : b`, empty(), contains(), concat(), `o.name`, `o[key]` and
     loadTextContent() (a LoadedText naming the file). Arrays and objects are returned as they are
     written (their elements unevaluated)."""
-    if isinstance(node, (bool, int, list)):
+    if node is None or isinstance(node, (bool, int, list)):
         return node
     if isinstance(node, str):
         if node in bindings:
@@ -64,6 +64,8 @@ def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
         arguments = function["parameters"]
         if function["type"] == "empty":
             return len(evaluate(arguments["item_to_test"], tree, bindings)) == 0
+        if function["type"] == "contains":
+            return evaluate(arguments["item_to_find"], tree, bindings) in evaluate(arguments["container"], tree, bindings)
         if function["type"] == "load_text_content":
             return LoadedText(arguments["file_path"])
         if function["type"] == "concat":
@@ -86,9 +88,9 @@ def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
         return evaluate(operands["operand_1"], tree, bindings) != evaluate(operands["operand_2"], tree, bindings)
     if kind == "logical_not":
         return not evaluate(operands["bool_value"], tree, bindings)
-    if kind in ("logical_and", "logical_or"):
+    if kind in ("logical_and", "logical_or", "and", "or"):
         values = [evaluate(value, tree, bindings) for value in operands.values()]
-        return all(values) if kind == "logical_and" else any(values)
+        return all(values) if kind in ("logical_and", "and") else any(values)
     if kind == "conditional":
         chosen = "true_value" if evaluate(operands["condition"], tree, bindings) else "false_value"
         return evaluate(operands[chosen], tree, bindings)
