@@ -9,7 +9,7 @@
 //
 // Client certificates (apimCallerKind certificate) must be negotiated before a policy can see
 // them, as each tier allows: the classic tiers per host name (hostnameConfigurations[].
-// negotiateClientCertificate on the gateway's default host name; TLS renegotiation asks for the
+// negotiateClientCertificate on the gateway's default host name: the handshake asks for a
 // certificate, a client without one still connects), Consumption and the v2 tiers with the
 // instance-wide "Request client certificate" setting (enableClientCertificate): on Consumption it
 // enforces a certificate on every request to the instance, for every API on it; the v2 tiers
