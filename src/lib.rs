@@ -12,7 +12,10 @@
 //! - [`issuance`]: the pipeline every token route runs — caller → input → key → sign.
 //! - [`caller`]: the caller layers in order, producing a typed [`caller::Caller`]:
 //!   [`client_ip`] (`X-Forwarded-For`, `XFF_DEPTH` from the right) against [`allow_list`], then
-//!   the optional [`auth`] layers (client certificate, Entra ID bearer token).
+//!   the optional [`auth`] layers (client certificate, Entra ID bearer token, and for a gateway
+//!   the one caller it forwards).
+//! - [`scope`]: `DEVICE_SCOPES`, which devices each caller (or, behind a gateway, the caller it
+//!   forwards) may get tokens for.
 //! - [`params`]: `DeviceId`, `Ttl` and the query string, parsed once.
 //! - [`secrets`]: the current key, read from memory; [`secrets::key_vault`] keeps it fresh.
 //! - [`sas`]: hub and policy names, the signing key, the prepared signer and the token format.
@@ -35,7 +38,8 @@
 //! The Functions host forwards `GET /api/devices/dev-1/sas-token` to `127.0.0.1:{port}`.
 //! [`routes`] admits it under the [`limits`] and hands its raw inputs to [`issuance`], which asks
 //! [`caller`] who is calling — the address from `X-Forwarded-For` against the allow list, then the
-//! client certificate and bearer token when those layers are on (403/401); parses the device id
+//! client certificate and bearer token when those layers are on, and who a gateway speaks for
+//! (403/401); parses the device id
 //! and `ttl` ([`params`]; 400); reads the current signer ([`secrets`]; 503 if no key yet); signs
 //! ([`sas`]) and answers 200 with the token. On the way out one log line records the route,
 //! status, latency, caller and device — never the key, the token, `code` or `x-functions-key`.

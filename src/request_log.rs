@@ -12,7 +12,9 @@
 //! Fields without a value are left out, as `tracing` leaves out an empty `Option`. An issued
 //! token's line is its audit record: besides the ids it carries `scope` (the `DEVICE_SCOPES` key
 //! that allowed it), `signing_mode`, `key_version` (the Key Vault secret version) and
-//! `expires_on` — never the token or a key.
+//! `expires_on` — never the token or a key. A gateway's line also names the caller behind it
+//! (`forwarded_kind`, `forwarded_caller`: a subscription id, a certificate thumbprint or a
+//! token's object id — never the forwarded token) besides the gateway's own `caller_oid`.
 //!
 //! **Why by hand.** The line is written for every request, and through `tracing`'s JSON formatter
 //! it was the largest part of a request's user-space cost (about 17,000 instructions and a dozen

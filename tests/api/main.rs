@@ -9,6 +9,7 @@ mod caller_ip;
 mod client_cert;
 mod deployment_verify;
 mod errors;
+mod gateway;
 mod key_vault;
 mod lifecycle;
 mod limits;

@@ -4,7 +4,8 @@
 //! (the caller's `oid`, its `appid` in v1 tokens or `azp` in v2, and its `roles`) and client
 //! certificates (SHA-1 or SHA-256 thumbprint, any case). Each caller may get tokens for the union
 //! of the rules that match it — exact ids, `prefix*`, `*` — and for nothing else: a device outside
-//! that union, or a caller no rule names, gets the same 403 as a caller outside `ALLOWED_IPS`. The
+//! that union, or a caller no rule names, gets the same 403 as a caller outside `ALLOWED_IPS`
+//! (the log tells the two apart). The
 //! id checked is the device's, also for a module token, and the registration's for a DPS token.
 //! The log line names the key that allowed a token, or why it was refused.
 
@@ -268,11 +269,21 @@ async fn bearer_callers_get_tokens_for_the_union_of_their_rules_and_nothing_else
     }
 
     let lines = app.request_log_lines(1).await;
-    assert!(
-        lines.iter().any(|line| log_text(line, "denied").as_deref()
-            == Some("device outside the caller's DEVICE_SCOPES")),
-        "a refusal says why in the log: {lines:#?}"
-    );
+    for (caller, why) in [
+        (
+            &callers.by_oid.oid,
+            "device outside the caller's DEVICE_SCOPES",
+        ),
+        (&callers.unscoped.oid, "no rule names this caller"),
+    ] {
+        assert!(
+            lines.iter().any(|line| {
+                log_text(line, "caller_oid").as_deref() == Some(caller)
+                    && log_text(line, "denied").as_deref() == Some(why)
+            }),
+            "a refusal says why in the log ({why}): {lines:#?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -322,9 +333,14 @@ async fn certificate_callers_are_matched_by_either_thumbprint_in_any_case() {
     let first = client_certs::current("gateway-1");
     let second = client_certs::current("gateway-2");
     let third = client_certs::current("gateway-3");
-    let pins = [&first, &second, &third]
-        .map(|der| client_certs::sha1(der))
-        .join(",");
+    // Each rule's thumbprint is pinned in its own form (a rule for a thumbprint the layer does
+    // not pin is refused at start): the first by SHA-1, the second by SHA-256.
+    let pins = [
+        client_certs::sha1(&first),
+        client_certs::sha256(&second),
+        client_certs::sha1(&third),
+    ]
+    .join(",");
     let scopes = json!({
         format!("cert:{}", client_certs::sha1(&first).to_uppercase()): ["gw-01"],
         format!("cert:{}", client_certs::sha256(&second)): ["gw-02", "gw-2*"],

@@ -38,8 +38,8 @@ pub(crate) struct TestApp {
 }
 
 /// Values that must never appear in anything the handler prints: the key settings, and every
-/// `code` query value, `x-functions-key` and `Authorization` header a test sent through
-/// [`TestApp::request`]. Checked when the `TestApp` is dropped, for every test in the suite.
+/// `code` query value, `x-functions-key`, `Authorization` and `X-Caller-Authorization` header a
+/// test sent through [`TestApp::request`]. Checked when the `TestApp` is dropped, for every test in the suite.
 #[derive(Default)]
 struct SecretWatch(Mutex<Secrets>);
 
@@ -63,8 +63,13 @@ impl SecretWatch {
         for (name, value) in headers {
             if name.eq_ignore_ascii_case("x-functions-key")
                 || name.eq_ignore_ascii_case("authorization")
+                || name.eq_ignore_ascii_case("x-caller-authorization")
             {
                 self.add(&format!("{name} header"), value);
+                // The credential alone, as a log might print it without its scheme.
+                if let Some((_, credential)) = value.split_once(' ') {
+                    self.add(&format!("{name} header's credential"), credential.trim());
+                }
             }
         }
         let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
