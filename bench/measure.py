@@ -411,6 +411,219 @@ def startup_phase(specs, args, registry, ports) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Callers behind a gateway (issue 22): a request from API Management forwarding the caller's own
+# Entra ID token (validated again: a second RS256 signature check) against one forwarding the
+# caller's subscription id, in the same run. Both carry API Management's own token, checked by
+# the bearer layer, so the difference is the forwarded token's validation alone.
+
+GATEWAY_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+GATEWAY_AUDIENCE = "api://bench-handler"
+GATEWAY_CALLER_AUDIENCE = "api://bench-callers"
+GATEWAY_BY_SUBSCRIPTION = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+GATEWAY_BY_TOKEN = "3f2504e0-4f89-41d3-9a0c-0305e82c3302"
+GATEWAY_CALLER = "3f2504e0-4f89-41d3-9a0c-0305e82c3303"
+GATEWAY_SUBSCRIPTION = "Bench%20Fleet"  # as API Management escapes "Bench Fleet"
+
+
+def b64url(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class EntraStandIn:
+    """Entra ID for the gateway rows, from the `openssl` CLI and the standard library: a test CA
+    and a certificate for 127.0.0.1, an RS256 signing key, the OpenID metadata and JWKS served
+    over HTTPS on a thread, and tokens signed with `openssl dgst`."""
+
+    def __init__(self, workdir: Path):
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.dir = workdir / "entra"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        d = self.dir
+
+        def openssl(*argv: str) -> bytes:
+            return subprocess.run(["openssl", *argv], check=True, capture_output=True).stdout
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", "/CN=bench Entra stand-in CA", "-keyout", str(d / "ca.key"),
+                "-out", str(d / "ca.pem"))
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                "-keyout", str(d / "tls.key"), "-out", str(d / "tls.csr"))
+        (d / "ext.cnf").write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n"
+                                   "extendedKeyUsage=serverAuth\n")
+        openssl("x509", "-req", "-in", str(d / "tls.csr"), "-CA", str(d / "ca.pem"),
+                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+                "-extfile", str(d / "ext.cnf"), "-out", str(d / "tls.pem"))
+        openssl("genrsa", "-out", str(d / "signing.key"), "2048")
+        modulus = openssl("rsa", "-in", str(d / "signing.key"), "-noout", "-modulus")
+        n = bytes.fromhex(modulus.decode().strip().split("=", 1)[1])
+        self.kid = "bench-key-1"
+        jwks = json.dumps({"keys": [{"kty": "RSA", "use": "sig", "kid": self.kid,
+                                     "n": b64url(n), "e": "AQAB"}]}).encode()
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(d / "tls.pem", d / "tls.key")
+        documents: dict[str, bytes] = {"/jwks": jwks}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the standard library's name)
+                body = documents.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        base = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.metadata_url = f"{base}/.well-known/openid-configuration"
+        documents["/.well-known/openid-configuration"] = json.dumps(
+            {"issuer": f"https://sts.windows.net/{GATEWAY_TENANT}/",
+             "jwks_uri": f"{base}/jwks"}).encode()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def sign(self, claims: dict) -> str:
+        header = b64url(json.dumps({"typ": "JWT", "alg": "RS256", "kid": self.kid}).encode())
+        signed = f"{header}.{b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.dir / "signing.key")],
+            input=signed.encode(), check=True, capture_output=True).stdout
+        return f"{signed}.{b64url(signature)}"
+
+    def app_token(self, oid: str, audience: str) -> str:
+        """A managed identity's v1 app-only token, as Entra issues it (docs/azure-behaviour.md §4)."""
+        now = int(time.time())
+        return self.sign({
+            "aud": audience, "iss": f"https://sts.windows.net/{GATEWAY_TENANT}/",
+            "iat": now - 300, "nbf": now - 300, "exp": now + 6 * 3600, "idtyp": "app",
+            "oid": oid, "sub": oid, "tid": GATEWAY_TENANT, "appid": oid, "appidacr": "2",
+            "ver": "1.0", "roles": ["SasToken.Issue"],
+        })
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def handler_env(self, port: int) -> dict:
+        return {
+            **handler_env(port),
+            "AUTH_TENANT_ID": GATEWAY_TENANT,
+            "AUTH_AUDIENCE": GATEWAY_AUDIENCE,
+            "AUTH_ALLOWED_CALLERS": f"{GATEWAY_BY_SUBSCRIPTION},{GATEWAY_BY_TOKEN}",
+            "AUTH_OPENID_CONFIG_URL": self.metadata_url,
+            "SSL_CERT_FILE": str(self.dir / "ca.pem"),
+            "GATEWAY_CALLERS": json.dumps({GATEWAY_BY_SUBSCRIPTION: "subscription",
+                                           GATEWAY_BY_TOKEN: "entra"}),
+            "AUTH_CALLER_AUDIENCE": GATEWAY_CALLER_AUDIENCE,
+            "DEVICE_SCOPES": json.dumps({"subscription:Bench Fleet": ["bench-*"],
+                                         f"caller:{GATEWAY_CALLER}": ["bench-*"]}),
+        }
+
+
+def gateway_phase(args, registry, ports) -> tuple[dict, Load, list[ServerSpec]]:
+    """Two handlers with the same settings under the same load, interleaved: API Management's
+    token plus a forwarded subscription id, and plus a forwarded caller token."""
+    entra = EntraStandIn(args.workdir)
+    rows = [
+        ("gateway-subscription", "handler (host), gateway forwarding a subscription id",
+         {"Authorization": f"Bearer {entra.app_token(GATEWAY_BY_SUBSCRIPTION, GATEWAY_AUDIENCE)}",
+          "X-Caller-Subscription": GATEWAY_SUBSCRIPTION}),
+        ("gateway-entra", "handler (host), gateway forwarding the caller's Entra ID token",
+         {"Authorization": f"Bearer {entra.app_token(GATEWAY_BY_TOKEN, GATEWAY_AUDIENCE)}",
+          "X-Caller-Authorization":
+              f"Bearer {entra.app_token(GATEWAY_CALLER, GATEWAY_CALLER_AUDIENCE)}"}),
+    ]
+    load = Load(f"gateway callers, {os.cpu_count()} vCPUs", args.rounds, args.duration,
+                wrk_threads=args.wrk_threads)
+    specs, scripts, servers, runs = [], {}, {}, {}
+    try:
+        for key, label, headers in rows:
+            spec = ServerSpec(key, label, lambda port: [str(args.handler)], entra.handler_env)
+            specs.append(spec)
+            script = args.workdir / f"{key}.lua"
+            script.write_text("".join(f'wrk.headers["{name}"] = "{value}"\n'
+                                      for name, value in headers.items()) + WRK_SCRIPT)
+            scripts[key] = argparse.Namespace(**{**vars(args), "wrk_script": script})
+            server = Server(spec, ports.take(), None, registry)
+            servers[key] = server
+            server.wait_port()
+            deadline = time.perf_counter() + 10
+            while True:  # the first fetch of the signing keys runs beside the first requests
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
+                conn.request("GET", PATH, headers={"X-Forwarded-For": XFF, **headers})
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                if response.status == 200:
+                    break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"{label}: answered {response.status} {body[:200]!r}; "
+                                       f"{server.stderr()}")
+                time.sleep(0.05)
+            refused = dict(headers)
+            refused["X-Caller-Subscription"] = "Other%20Fleet"
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
+            conn.request("GET", PATH, headers={"X-Forwarded-For": XFF, **refused})
+            status = conn.getresponse().status
+            conn.close()
+            assert status == 403, f"{label}: a second fact answered {status}, not 403"
+        time.sleep(0.5)
+        idle = {key: server.status_kib("VmRSS") for key, server in servers.items()}
+        for spec in specs:
+            wrk(servers[spec.key].port, args.warmup, args.connections, load.wrk_threads, None,
+                scripts[spec.key].wrk_script)
+        runs = {spec.key: [] for spec in specs}
+        for r in range(load.rounds):
+            for spec in specs:
+                run = load_run(servers[spec.key], scripts[spec.key], load.seconds, None,
+                               load.wrk_threads)
+                log(f"{load.title}: round {r + 1}/{load.rounds} {spec.label}: "
+                    f"{run['rps']:,.0f} req/s, {run['cpu_us_per_req']:.1f} µs CPU/req, "
+                    f"errors {run['errors']}")
+                runs[spec.key].append(run)
+        results = {}
+        for spec in specs:
+            res = median_of(runs[spec.key])
+            res["idle_rss_kib"] = idle[spec.key]
+            res["peak_rss_kib"] = servers[spec.key].status_kib("VmHWM")
+            res["threads"] = servers[spec.key].threads()
+            results[spec.key] = res
+    finally:
+        for server in servers.values():
+            server.stop()
+        entra.stop()
+    return results, load, specs
+
+
+def gateway_report(w, section, args) -> None:
+    res, load, specs = section
+    sub, ent = res["gateway-subscription"], res["gateway-entra"]
+    w("### Callers behind a gateway (issue 22)")
+    w("")
+    w("API Management's managed-identity token (`Authorization`, checked by the bearer layer) "
+      "plus the caller it forwards: its subscription id (`X-Caller-Subscription`), or its own "
+      "Entra ID token (`X-Caller-Authorization`, validated again with the same checks for "
+      "`AUTH_CALLER_AUDIENCE`); `GATEWAY_CALLERS` and `DEVICE_SCOPES` set, RS256-2048 keys from "
+      "a local HTTPS stand-in (`openssl`). Each token is sent again and again, as in production "
+      "(a caller reuses its token for its lifetime), so after its first request each one's "
+      "verification is remembered by the digest of its text; idle RSS after the two probe "
+      "requests. " + load_note(load, args))
+    w("")
+    load_table(w, res, specs)
+    w(f"Forwarded caller token / forwarded subscription: CPU per request "
+      f"{ratio(ent['cpu_us_per_req'], sub['cpu_us_per_req'])} "
+      f"({ent['cpu_us_per_req']:.1f} µs against {sub['cpu_us_per_req']:.1f} µs), req/s "
+      f"{ratio(ent['rps'], sub['rps'])}.")
+    w("")
+
+
+# --------------------------------------------------------------------------------------------
 # Facts
 
 
@@ -577,6 +790,9 @@ def report(args, facts, facts_after, sections, startup, main_specs, sizes, micro
         w("")
         load_table(w, res, specs)
 
+    if "gateway" in sections:
+        gateway_report(w, sections["gateway"], args)
+
     w("### Start-up")
     w("")
     w(f"Median of {args.starts} starts of each server (interleaved), from spawn to the port "
@@ -675,6 +891,14 @@ def report(args, facts, facts_after, sections, startup, main_specs, sizes, micro
                f"{g['cpu_us_per_req'] / h['cpu_us_per_req']:.2f}× "
                f"({g['cpu_us_per_req']:.1f} µs against {h['cpu_us_per_req']:.1f} µs)",
                g["cpu_us_per_req"] <= 1.1 * h["cpu_us_per_req"], source="issue 13")
+    if "gateway" in sections:
+        gw = sections["gateway"][0]
+        gs, ge = gw["gateway-subscription"], gw["gateway-entra"]
+        target("a gateway request forwarding a caller token ≤ 1.3× the CPU per request of one "
+               "forwarding a subscription (same run)",
+               f"{ge['cpu_us_per_req'] / gs['cpu_us_per_req']:.2f}× "
+               f"({ge['cpu_us_per_req']:.1f} µs against {gs['cpu_us_per_req']:.1f} µs)",
+               ge["cpu_us_per_req"] <= 1.3 * gs["cpu_us_per_req"], source="issue 22")
     scope = [x for x in micro if x[0] == "scope/allows/10000_rules/miss"]
     if scope:
         target("a DEVICE_SCOPES decision ≤ 1 µs with 10,000 rules (worst case: a miss)",
@@ -735,7 +959,8 @@ def main() -> int:
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--starts", type=int, default=10)
     p.add_argument("--skip", action="append", default=[],
-                   choices=["1cpu", "variants", "startup", "doc"], help="leave a part out")
+                   choices=["1cpu", "variants", "startup", "gateway", "doc"],
+                   help="leave a part out")
     args = p.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -861,6 +1086,9 @@ def main() -> int:
                 specs.append(flavour("musl-variant", args.flavour_musl_label, args.flavour_musl,
                                      shipped))
             sections["variants"] = (load_phase(specs, var, args, registry, ports), var, specs)
+
+        if "gateway" not in args.skip:
+            sections["gateway"] = gateway_phase(args, registry, ports)
     finally:
         registry.kill_all()
 

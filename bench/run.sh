@@ -50,6 +50,7 @@ cleanup
 scripts/tools.sh # the musl target and compiler (the shipped build and the musl variant)
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v taskset >/dev/null 2>&1 || apt_install util-linux
+command -v openssl >/dev/null 2>&1 || apt_install openssl # the gateway rows' Entra ID stand-in
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi

@@ -14,9 +14,9 @@
 //!    headers are refused — 403 (503 if a forwarded token's keys are unavailable).
 //!
 //! The answer is a [`Caller`] (its address, the certificate and principal the layers that are on
-//! accepted, and for a gateway the caller it speaks for) or the error to answer with; either way, [`CallerFacts`] say what each layer
-//! decided, for the request's log line. Every 403 is the same answer, so a caller cannot tell
-//! which layer refused it.
+//! accepted, and for a gateway the caller it speaks for) or the error to answer with; either way,
+//! [`CallerFacts`] say what each layer decided, for the request's log line. Every 403 is the same
+//! answer, so a caller cannot tell which layer refused it.
 //!
 //! **What it trusts.** The TCP peer address (from the socket) and the settings; everything in the
 //! request is the caller's and only reaches the layers' parsers.

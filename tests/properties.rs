@@ -6,6 +6,10 @@
 //!   independent of the handler's) and its `sr` decodes to the requested resource.
 //! * Nothing left of the entry `XFF_DEPTH` from the right changes which caller is found, nor
 //!   whether it is allowed — not even addresses that are on the allow list.
+//! * Every subscription id API Management accepts, escaped as its policy escapes it
+//!   (`Uri.EscapeDataString`: RFC 3986's — or RFC 2396's — unreserved characters kept, `%XX` for
+//!   every other byte), reads back as itself in any hex case, and two of them joined by the
+//!   Functions host never read as one.
 //!
 //! proptest's default 256 cases per property; a failure is shrunk to a minimal input.
 
@@ -15,6 +19,7 @@ use axum::http::HeaderValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use iothub_sas_handler::allow_list::AllowList;
+use iothub_sas_handler::auth::gateway::SubscriptionId;
 use iothub_sas_handler::client_ip::{XffDepth, caller_ip};
 use iothub_sas_handler::params::{DEVICE_ID_MAX_LEN, DeviceId};
 use iothub_sas_handler::sas::{Signer, SigningKey};
@@ -218,6 +223,52 @@ proptest! {
         }
         let list = AllowList::parse(&caller.to_string()).expect("an address parses");
         prop_assert!(list.contains(found), "{found} not allowed by its own address");
+    }
+}
+
+proptest! {
+    #[test]
+    fn an_escaped_subscription_id_reads_back_as_itself_and_two_joined_never_do(
+        id in "[^*#&+:<>?\\p{Cc}]{1,64}",
+        other in "[^*#&+:<>?\\p{Cc}]{1,64}",
+        lower_hex in any::<bool>(),
+        rfc_2396 in any::<bool>(),
+    ) {
+        // What `Uri.EscapeDataString` keeps: RFC 3986's unreserved characters, or with older
+        // runtimes RFC 2396's, which add the marks `! * ' ( )`.
+        const RFC_3986: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        const RFC_2396: &percent_encoding::AsciiSet =
+            &RFC_3986.remove(b'!').remove(b'*').remove(b'\'').remove(b'(').remove(b')');
+        let set = if rfc_2396 { RFC_2396 } else { RFC_3986 };
+        let escape = |text: &str| {
+            let escaped = percent_encoding::utf8_percent_encode(text, set).to_string();
+            if !lower_hex {
+                return escaped;
+            }
+            // The two hex digits after each `%` in lower case; the id's own letters as they are.
+            let mut out = String::with_capacity(escaped.len());
+            let mut hex_left = 0_u8;
+            for c in escaped.chars() {
+                out.push(if hex_left > 0 { c.to_ascii_lowercase() } else { c });
+                hex_left = if c == '%' { 2 } else { hex_left.saturating_sub(1) };
+            }
+            out
+        };
+        let escaped = escape(&id);
+        let parsed = SubscriptionId::from_escaped(escaped.as_bytes());
+        prop_assert_eq!(parsed.as_ref().map(SubscriptionId::as_str), Some(id.as_str()), "{}", escaped);
+        let upper = SubscriptionId::parse(&id.to_ascii_uppercase());
+        prop_assert_eq!(
+            parsed.as_ref().map(SubscriptionId::folded),
+            upper.as_ref().map(SubscriptionId::folded),
+            "folded alike in any ASCII letter case: {}", id
+        );
+        let joined = format!("{escaped}, {}", escape(&other));
+        prop_assert_eq!(SubscriptionId::from_escaped(joined.as_bytes()), None, "{}", joined);
     }
 }
 

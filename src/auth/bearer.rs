@@ -11,25 +11,33 @@
 //! listing an app in `AUTH_ALLOWED_CALLERS` must not let each of its signed-in users through;
 //! then the caller (`oid`, or `appid`/`azp`)
 //! in `AUTH_ALLOWED_CALLERS` and, if configured, the role in `roles`. A token that passes is the
-//! caller's [`Principal`]: its ids and roles, for the layers after this one.
+//! caller's [`Principal`]: its ids and roles, for the layers after this one. The checks of the
+//! token itself are a [`TokenValidator`], which the gateway layer reuses for forwarded caller
+//! tokens, and which remembers the tokens that passed (by digest, while their time window holds
+//! and their key is still published) so that a caller's token is not verified again on every
+//! request.
 //!
 //! **How it fails.** No token → [`BearerRejection::Missing`] (401 `Bearer`); any invalid token →
 //! [`BearerRejection::Invalid`] (401 `invalid_token`), one answer whichever check failed; a valid
 //! token from the wrong caller or without the role → 403. No key set at all → 503. The token itself
 //! is never logged; the caller's object id is.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::auth::jwks::{Jwks, KeysUnavailable};
 use crate::settings::{Lookup, SettingError};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(300);
+/// How many verified tokens a [`TokenValidator`] remembers; when full, it forgets them all.
+pub const VERIFIED_TOKENS: usize = 1024;
 
 /// How the bearer layer is configured (`AUTH_*` settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,11 +164,67 @@ pub struct BearerAuth {
 /// `AUTH_ALLOW_DELEGATED`. The bearer layer has one for `AUTH_AUDIENCE`; the gateway layer
 /// ([`gateway`](crate::auth::gateway)) gets one for `AUTH_CALLER_AUDIENCE` from it
 /// ([`TokenValidator::for_audiences`]): the same tenant, keys and checks, another audience.
+///
+/// **Remembered verifications.** A caller sends the same token for as long as it lives (Entra ID
+/// access tokens last 60–90 minutes, and API Management reuses its own until it expires), and
+/// the RS256 signature check is most of what a request costs. So a token that passed every check
+/// is remembered by the SHA-256 of its text, with the key that verified it, its `nbf`/`exp` and
+/// its caller ([`VerifiedTokens`]); the same text again is the same token, and passes while its
+/// time window (with [`LEEWAY`]) holds *and* its `kid` still names that very key in the key set
+/// held now — a refresh that drops or replaces the key ends it. Only tokens that passed are ever
+/// stored, at most [`VERIFIED_TOKENS`] of them.
 #[derive(Debug, Clone)]
 pub struct TokenValidator {
     jwks: Jwks,
     validation: Validation,
     allow_delegated: bool,
+    verified: VerifiedTokens,
+}
+
+/// Tokens that passed every check, by the SHA-256 of their text; shared by a validator's clones.
+#[derive(Clone, Default)]
+pub struct VerifiedTokens(Arc<Mutex<HashMap<[u8; 32], Verified>>>);
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").finish_non_exhaustive()
+    }
+}
+
+/// One remembered verification.
+struct Verified {
+    kid: String,
+    key: Arc<DecodingKey>,
+    not_before: Option<u64>,
+    expires: u64,
+    principal: Principal,
+}
+
+impl VerifiedTokens {
+    /// The caller of the token whose digest is `digest`, if it was verified, its window holds
+    /// at `now` and its key is still the one its `kid` names.
+    fn get(&self, digest: &[u8; 32], now: u64, jwks: &Jwks) -> Option<Principal> {
+        let leeway = LEEWAY.as_secs();
+        // A poisoned lock only means a panic elsewhere during an insert or a clear: the map is whole.
+        let entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(digest)?;
+        let in_window = entry.expires >= now.saturating_sub(leeway)
+            && entry
+                .not_before
+                .is_none_or(|nbf| nbf <= now.saturating_add(leeway));
+        let same_key = jwks
+            .current(&entry.kid)
+            .is_some_and(|key| Arc::ptr_eq(&key, &entry.key));
+        (in_window && same_key).then(|| entry.principal.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], verified: Verified) {
+        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= VERIFIED_TOKENS {
+            entries.clear();
+        }
+        entries.insert(digest, verified);
+    }
 }
 
 /// Why a request was not authenticated.
@@ -249,6 +313,9 @@ struct Claims {
     scp: Option<serde_json::Value>,
     /// `app` or `user`, when the optional claim is configured (managed identities' tokens carry it).
     idtyp: Option<serde_json::Value>,
+    /// Checked by `jsonwebtoken` (required, a whole number); read to remember the verification.
+    exp: u64,
+    nbf: Option<u64>,
     oid: Option<String>,
     appid: Option<String>,
     azp: Option<String>,
@@ -296,6 +363,7 @@ impl BearerAuth {
                 jwks,
                 validation,
                 allow_delegated: settings.allow_delegated,
+                verified: VerifiedTokens::default(),
             },
             allowed_callers: settings.allowed_callers.iter().cloned().collect(),
             required_role: settings.required_role.clone(),
@@ -354,6 +422,7 @@ impl TokenValidator {
             jwks: self.jwks.clone(),
             validation,
             allow_delegated: self.allow_delegated,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -361,6 +430,13 @@ impl TokenValidator {
     /// [`BearerRejection::Invalid`] whichever check failed; [`BearerRejection::KeysUnavailable`]
     /// when there are no keys at all.
     pub async fn validate(&self, token: &str) -> Result<Principal, BearerRejection> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) =
+            self.verified
+                .get(&digest, jsonwebtoken::get_current_timestamp(), &self.jwks)
+        {
+            return Ok(principal);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerRejection::Invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(BearerRejection::Invalid);
@@ -382,7 +458,19 @@ impl TokenValidator {
         if claims.scp.is_some() && !self.allow_delegated {
             return Err(BearerRejection::Invalid);
         }
-        Ok(Principal::from(claims))
+        let (not_before, expires) = (claims.nbf, claims.exp);
+        let principal = Principal::from(claims);
+        self.verified.insert(
+            digest,
+            Verified {
+                kid,
+                key,
+                not_before,
+                expires,
+                principal: principal.clone(),
+            },
+        );
+        Ok(principal)
     }
 }
 

@@ -5,7 +5,8 @@
 //! (docs/azure-behaviour.md §4, §15). A gateway listed in `GATEWAY_CALLERS` therefore forwards
 //! **one** fact about the caller it speaks for, of the one kind the setting names for it:
 //! - `subscription`: `X-Caller-Subscription`, the API Management subscription's id, escaped
-//!   with `Uri.EscapeDataString` (only unreserved characters and `%XX` on the wire);
+//!   with `Uri.EscapeDataString` (only unreserved characters and `%XX` on the wire:
+//!   [`SubscriptionId::from_escaped`]);
 //! - `certificate`: `X-Caller-Certificate-Thumbprint`, the SHA-256 thumbprint (64 hex digits)
 //!   of the client certificate the gateway validated;
 //! - `entra`: `X-Caller-Authorization: Bearer <the caller's own Entra ID token>`, which the
@@ -295,8 +296,10 @@ impl SubscriptionId {
     }
 
     /// An id as `Uri.EscapeDataString` writes it: unreserved characters (`A-Z a-z 0-9 - . _ ~`)
-    /// as they are, every other byte of its UTF-8 as `%XX`. Anything else on the wire was not
-    /// written by that function, and is refused.
+    /// as they are, every other byte of its UTF-8 as `%XX`. Depending on the .NET runtime it
+    /// keeps RFC 2396's unreserved "marks" `! * ' ( )` as they are too (RFC 3986 escapes them), so
+    /// those are read either way; anything else on the wire — a space, a comma, `/`, a `%`
+    /// without two hex digits — was not written by that function, and is refused.
     pub fn from_escaped(escaped: &[u8]) -> Option<Self> {
         let mut bytes = Vec::with_capacity(escaped.len());
         let mut rest = escaped;
@@ -309,7 +312,18 @@ impl SubscriptionId {
                     bytes.push(hex_value(*high)? << 4 | hex_value(*low)?);
                     rest = tail;
                 }
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')' => {
                     bytes.push(first);
                     rest = tail;
                 }
@@ -617,6 +631,16 @@ mod tests {
         let id = SubscriptionId::from_escaped(b"Fleet%20A%2C%C3%A9-1.x_~").expect("valid");
         assert_eq!(id.as_str(), "Fleet A,é-1.x_~");
         assert_eq!(id.folded(), "fleet a,é-1.x_~");
+        assert_eq!(
+            SubscriptionId::from_escaped(b"a!'(b)").map(|id| id.id),
+            Some("a!'(b)".to_owned()),
+            "RFC 2396's marks, as older .NET runtimes leave them"
+        );
+        assert_eq!(
+            SubscriptionId::from_escaped(b"a%21%27%28b%29").map(|id| id.id),
+            Some("a!'(b)".to_owned()),
+            "the same marks as RFC 3986 escapes them"
+        );
         for bad in [
             &b""[..],
             b"a b",
@@ -627,6 +651,7 @@ mod tests {
             b"%FF",
             b"a%3Ab",
             b"a%2Ab",
+            b"a*b",
             b"%0A",
         ] {
             assert_eq!(

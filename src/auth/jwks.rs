@@ -111,6 +111,12 @@ impl Jwks {
         }
     }
 
+    /// The key for `kid` in the key set held now, without fetching: how a remembered
+    /// verification checks that its key has not been withdrawn or replaced since.
+    pub fn current(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        self.cached(kid)
+    }
+
     fn cached(&self, kid: &str) -> Option<Arc<DecodingKey>> {
         self.snapshot().get(kid).cloned()
     }

@@ -14,6 +14,7 @@
 //!   a caller that is not a gateway (also one listed by `appid` only), a delegated gateway token,
 //!   a fact of another kind, none, twice (two lines, or a comma), malformed, a forwarded token
 //!   that is forged, signed by an unknown key, for another audience, expired or a gateway's own;
+//!   a verified token is remembered, but refused once it expires or its key is withdrawn;
 //! - the log wordings (`no rule names this caller` apart from `device outside the caller's
 //!   DEVICE_SCOPES`) and the audit fields (the gateway's `caller_oid`, `forwarded_kind`,
 //!   `forwarded_caller`, `scope`);
@@ -812,6 +813,125 @@ async fn every_refusal_is_the_one_403_and_the_log_says_which() {
         assert_eq!(response.status(), 200, "{}", header.0);
         lines.next().await;
     }
+}
+
+/// Verified tokens are remembered (the RS256 check is most of a request's cost), but a
+/// remembered token still expires: the gateway's own token, and the caller's it forwards, each
+/// valid for a few more seconds (the five minutes of leeway all but spent), pass twice and are
+/// refused once their time is up.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let deployment = Deployment::new();
+    let app = TestApp::spawn(&deployment.settings());
+    let issued_at = unix_now();
+    let almost_spent = json!(issued_at - 300 + 4);
+    let gateway = deployment.gateway_token(&deployment.by_token);
+    let expiring_gateway = deployment.fixture.issuer.sign(&with_claim(
+        deployment.gateway_claims(&deployment.by_token, Version::V1),
+        "exp",
+        almost_spent.clone(),
+    ));
+    let caller = deployment.caller_claims(Version::V2, &deployment.backend_by_oid);
+    let forwarded = deployment.forwarded(&caller);
+    let expiring_forwarded = deployment.forwarded(&with_claim(caller, "exp", almost_spent));
+    let path = token_path("sensor-1", None);
+    let requests = [
+        (&expiring_gateway, &forwarded, "the gateway's token"),
+        (&gateway, &expiring_forwarded, "the forwarded token"),
+    ];
+    for _ in 0..2 {
+        for (token, value, what) in requests {
+            let response = get(&app, &path, token, &[("X-Caller-Authorization", value)]).await;
+            assert_eq!(response.status(), 200, "{what}, still valid");
+        }
+    }
+    while unix_now() < issued_at + 6 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let response = get(
+        &app,
+        &path,
+        &expiring_gateway,
+        &[("X-Caller-Authorization", &forwarded)],
+    )
+    .await;
+    assert_eq!(response.status(), 401, "the gateway's token, expired");
+    let response = get(
+        &app,
+        &path,
+        &gateway,
+        &[("X-Caller-Authorization", &expiring_forwarded)],
+    )
+    .await;
+    let body = assert_caller_not_allowed(response, "the forwarded token, expired").await;
+    assert_eq!(body["status"], 403);
+}
+
+/// A remembered verification holds only while the key that made it is still published: once
+/// Entra ID withdraws the key (and the handler has read the new key set), the gateway's token
+/// and the forwarded token it signed are refused, though their text is what passed before.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
+    let deployment = Deployment::new();
+    let app = TestApp::spawn(&deployment.settings().set("AUTH_JWKS_REFETCH_SECONDS", "1"));
+    let issuer = &deployment.fixture.issuer;
+    let path = token_path("sensor-1", None);
+    let caller = deployment.caller_claims(Version::V1, &deployment.backend_by_oid);
+    let old_gateway = deployment.gateway_token(&deployment.by_token);
+    let old_forwarded = deployment.forwarded(&caller);
+    for _ in 0..2 {
+        let response = get(
+            &app,
+            &path,
+            &old_gateway,
+            &[("X-Caller-Authorization", &old_forwarded)],
+        )
+        .await;
+        assert_eq!(response.status(), 200, "both signed by the published key");
+    }
+
+    let old_kid = issuer.kid();
+    issuer.rollover();
+    issuer.withdraw(&old_kid);
+    let new_gateway = deployment.gateway_token(&deployment.by_token);
+    let new_forwarded = deployment.forwarded(&caller);
+    // A token with the new `kid` makes the handler read the key set again (at most once a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let response = get(
+        &app,
+        &path,
+        &new_gateway,
+        &[("X-Caller-Authorization", &new_forwarded)],
+    )
+    .await;
+    assert_eq!(response.status(), 200, "both signed by the new key");
+
+    let response = get(
+        &app,
+        &path,
+        &old_gateway,
+        &[("X-Caller-Authorization", &new_forwarded)],
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        401,
+        "the gateway's token, its key withdrawn"
+    );
+    let response = get(
+        &app,
+        &path,
+        &new_gateway,
+        &[("X-Caller-Authorization", &old_forwarded)],
+    )
+    .await;
+    assert_caller_not_allowed(response, "the forwarded token, its key withdrawn").await;
+    let line = app.request_log_lines(5).await.pop().expect("a line");
+    assert_fields(
+        &line,
+        &[("forwarded", Some("invalid_token"))],
+        "withdrawn key",
+    );
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@
 //! was never published, or have the driver forge `alg: none` and HS256-with-the-public-key tokens.
 //!
 //! **Controls.** Key rollover (a new key is published and signs from then on; old keys stay
-//! published), Entra's JWKS shape (no `alg`), a `jwks_uri` override, an outage (503 for
+//! published), withdrawing a key from the published set, Entra's JWKS shape (no `alg`), a `jwks_uri` override, an outage (503 for
 //! everything), and a count of requests per path.
 //!
 //! The stand-in talks to its driver over stdin/stdout, one JSON line each way, and kills it on
@@ -353,6 +353,12 @@ impl Issuer {
         kid
     }
 
+    /// Stops publishing the key `kid` (as Entra ID withdraws a key); tokens it signed stay as
+    /// they are.
+    pub(crate) fn withdraw(&self, kid: &str) {
+        self.call(&json!({"op": "withdraw", "kid": kid}));
+    }
+
     /// Serves the JWKS as Entra does (`entra`: no `alg`, `use` "sig", `x5t`) or as the mock
     /// does (`false`: `alg` RS256, no `use`).
     pub(crate) fn set_entra_jwks_shape(&self, entra: bool) {
@@ -638,6 +644,14 @@ mod self_tests {
         let (_, jwks) = get_json(&client, &jwks_url).await;
         assert!(rs256_verifies(&new_token, &jwks, &new));
         assert!(rs256_verifies(&old_token, &jwks, &old), "the old key stays");
+
+        issuer.withdraw(&old);
+        let (_, withdrawn) = get_json(&client, &jwks_url).await;
+        assert!(rs256_verifies(&new_token, &withdrawn, &new));
+        assert!(
+            !rs256_verifies(&old_token, &withdrawn, &old),
+            "a withdrawn key is no longer published: {withdrawn}"
+        );
 
         issuer.set_entra_jwks_shape(true);
         let (_, jwks) = get_json(&client, &jwks_url).await;

@@ -22,6 +22,7 @@
 //           that encoding (the algorithm-confusion attack), header kid = the current kid.
 //   {"op":"rollover"} -> {"kid"}       a new key is published and signs from now on (old keys
 //                                      stay published, as Entra does)
+//   {"op":"withdraw","kid":".."} -> {}   the key is no longer published (it may still sign)
 //   {"op":"jwks_shape","shape":"mock"|"entra"} -> {}   "entra": the key set as Entra publishes
 //                                      it: no `alg`, `use` "sig", `x5t` = kid
 //   {"op":"jwks_uri","url":".."|null} -> {}   metadata advertises this `jwks_uri` instead
@@ -65,6 +66,7 @@ const stranger = new OAuth2Issuer();
 let currentKid = (await issuer.keys.generate('RS256')).kid;
 await stranger.keys.generate('RS256');
 let jwksShape = 'mock';
+const withdrawn = new Set();
 let advertisedJwksUri = null;
 let outage = false;
 const requests = {};
@@ -74,7 +76,7 @@ function currentPublicJwk() {
 }
 
 function publishedKeySet() {
-  const keys = issuer.keys.toJSON();
+  const keys = issuer.keys.toJSON().filter((key) => !withdrawn.has(key.kid));
   if (jwksShape !== 'entra') {
     return { keys };
   }
@@ -94,7 +96,11 @@ const server = createServer(
     };
     if (outage) {
       send(503, { error: 'temporarily_unavailable' });
-    } else if (req.method === 'GET' && path === '/jwks' && jwksShape === 'entra') {
+    } else if (
+      req.method === 'GET' &&
+      path === '/jwks' &&
+      (jwksShape === 'entra' || withdrawn.size > 0)
+    ) {
       send(200, publishedKeySet());
     } else if (
       req.method === 'GET' &&
@@ -161,6 +167,9 @@ async function answer(command) {
     case 'rollover':
       currentKid = (await issuer.keys.generate('RS256')).kid;
       return { kid: currentKid };
+    case 'withdraw':
+      withdrawn.add(command.kid);
+      return {};
     case 'jwks_shape':
       jwksShape = command.shape;
       return {};
