@@ -33,6 +33,11 @@
 #   DEVICE_SCOPES            per-caller scoping, a JSON object (README, "Per-caller scoping");
 #                            passed by this script, not through main.parameters.json (azd fills its
 #                            placeholders without JSON escaping), so not with azd's hooks
+#   APIM_CALLER_KIND         with DEVICE_SCOPES, the caller fact API Management forwards: subscription
+#                            (default) | certificate | entra | none (README, "Giving each caller its scope")
+#   APIM_CALLER_AUDIENCE     entra: the audience of the callers' own tokens (AUTH_CALLER_AUDIENCE)
+#   APIM_CALLER_CLIENT_IDS   entra: comma-separated client application ids the gateway accepts
+#   APIM_CLIENT_CERT_THUMBPRINTS  certificate: comma-separated SHA-1 thumbprints the gateway accepts
 #   DEPLOYER_PRINCIPAL_ID    object id allowed to upload the package (default: the signed-in user;
 #   DEPLOYER_PRINCIPAL_TYPE  azd: AZURE_PRINCIPAL_ID) and its type, User (default) | ServicePrincipal
 #   KEYVAULT_ALLOWED_IP_RANGES  Flex only: comma-separated CIDRs allowed through the vault firewall
@@ -158,6 +163,57 @@ value = json.loads(sys.argv[1])
 sys.exit(0 if isinstance(value, dict) and value else 1)' "$DEVICE_SCOPES" 2>/dev/null \
       || die "DEVICE_SCOPES must be a non-empty JSON object (README, \"Per-caller scoping\")"
   fi
+  caller_settings
+}
+
+# The caller fact API Management forwards for per-caller scoping, refused here when the template
+# would deploy a policy or handler settings that could not work or would do nothing: the gateway
+# forwards a fact only with DEVICE_SCOPES, whose keys must then name callers of that kind (on a
+# gateway request only the forwarded fact counts); the lists end up inside the policy's XML, so
+# they must be GUIDs and hex thumbprints.
+caller_settings() {
+  local problem
+  problem="$(python3 - <<'PYTHON'
+import json, os, re
+kind = os.environ.get("APIM_CALLER_KIND", "")
+scopes = os.environ.get("DEVICE_SCOPES", "")
+audience = os.environ.get("APIM_CALLER_AUDIENCE", "")
+client_ids = os.environ.get("APIM_CALLER_CLIENT_IDS", "")
+thumbprints = os.environ.get("APIM_CLIENT_CERT_THUMBPRINTS", "")
+items = lambda text: [item.strip() for item in text.split(",")]
+keys = {"subscription": ("subscription:",), "certificate": ("fwd-cert:",), "entra": ("caller:", "caller-role:")}
+def check():
+    if kind not in ("", "none", *keys):
+        return f"APIM_CALLER_KIND must be subscription, certificate, entra or none, not '{kind}'"
+    if kind not in ("", "none") and not scopes:
+        return f"APIM_CALLER_KIND={kind} does nothing without DEVICE_SCOPES (API Management forwards a caller fact only for per-caller scoping)"
+    effective = (kind or "subscription") if scopes else "none"
+    for name, value, needed in (("APIM_CALLER_AUDIENCE", audience, "entra"), ("APIM_CALLER_CLIENT_IDS", client_ids, "entra"),
+                                ("APIM_CLIENT_CERT_THUMBPRINTS", thumbprints, "certificate")):
+        if value and effective != needed:
+            return f"{name} is only used with APIM_CALLER_KIND={needed} and DEVICE_SCOPES"
+        if not value and effective == needed:
+            return f"APIM_CALLER_KIND={needed} needs {name}"
+    if effective == "entra":
+        if not re.fullmatch(r"[^\s,\"'<>&\\]+", audience):
+            return "APIM_CALLER_AUDIENCE must be one audience (an App ID URI or client id)"
+        client = os.environ.get("FUNCTION_APP_CLIENT_ID", "")
+        own = {client.lower(), (os.environ.get("FUNCTION_APP_ID_URI") or f"api://{client}").lower()}
+        if audience.lower() in own:
+            return "APIM_CALLER_AUDIENCE must be the callers' own app registration, not the Function App's (AUTH_AUDIENCE)"
+        if not all(re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", i) for i in items(client_ids)):
+            return "APIM_CALLER_CLIENT_IDS must be comma-separated client application ids (GUIDs)"
+    if effective == "certificate" and not all(re.fullmatch(r"[0-9a-fA-F]{40}", t) for t in items(thumbprints)):
+        return "APIM_CLIENT_CERT_THUMBPRINTS must be comma-separated SHA-1 thumbprints (40 hex digits, as API Management compares them)"
+    if effective != "none" and not any(key.startswith(keys[effective]) for key in json.loads(scopes)):
+        return (f"DEVICE_SCOPES names no caller API Management forwards with APIM_CALLER_KIND={effective}: "
+                f"use keys {' or '.join(p + '...' for p in keys[effective])} (rules naming API Management itself do not apply to the callers behind it)")
+    return ""
+print(check())
+PYTHON
+)"
+  [[ -z $problem ]] || die "$problem"
+  export APIM_CALLER_KIND=${APIM_CALLER_KIND:-subscription}
 }
 
 # azd provisions with infra/main.parameters.json alone, whose placeholders it fills without JSON

@@ -93,6 +93,24 @@ param dpsIdScope string = ''
 @description('DEVICE_SCOPES, a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, every caller that passes the other layers may ask for any device. infra/deploy.sh passes it from DEVICE_SCOPES (not through main.parameters.json: azd substitutes placeholders without JSON escaping).')
 param deviceScopes string = ''
 
+@description('The caller fact API Management forwards to the handler for per-caller scoping (README, "Giving each caller its scope"); takes effect only with deviceScopes (without it nothing is forwarded). subscription: each caller\'s subscription id (DEVICE_SCOPES keys subscription:ID). certificate: the SHA-256 thumbprint of the client certificate the gateway validated against apimClientCertThumbprints (keys fwd-cert:THUMBPRINT; client certificates are then negotiated, on Consumption for every API of the instance). entra: the caller\'s own Entra ID token for apimCallerAudience from one of apimCallerClientIds, validated by the gateway and again by the handler (keys caller:GUID, caller-role:NAME). none: no caller fact.')
+@allowed([
+  'none'
+  'subscription'
+  'certificate'
+  'entra'
+])
+param apimCallerKind string = 'subscription'
+
+@description('apimCallerKind entra: the audience (App ID URI or client id of their own app registration, never the Function App\'s) of the callers\' tokens; becomes AUTH_CALLER_AUDIENCE.')
+param apimCallerAudience string = ''
+
+@description('apimCallerKind entra: the client application ids (GUIDs) whose tokens API Management accepts, comma-separated.')
+param apimCallerClientIds string = ''
+
+@description('apimCallerKind certificate: the SHA-1 thumbprints (hex) of the client certificates API Management accepts, comma-separated (validate-client-certificate compares SHA-1; the handler\'s keys use SHA-256).')
+param apimClientCertThumbprints string = ''
+
 @description('How often the handler re-reads the secret (seconds). At most 43200: KEYVAULT_MAX_KEY_AGE_SECONDS stays at the handler\'s 86400, which must be at least twice this.')
 @minValue(10)
 @maxValue(43200)
@@ -143,6 +161,9 @@ var publishApi = deploymentStage == 'api'
 var appIdUri = empty(functionAppIdUri) ? 'api://${functionAppClientId}' : functionAppIdUri
 var packageContainerName = 'app-package'
 var functionKeySecretName = 'iothub-sas-function-key'
+// What API Management forwards: nothing without per-caller scoping (the handler would refuse
+// GATEWAY_CALLERS without DEVICE_SCOPES, and a caller fact nobody scopes by).
+var callerKind = empty(deviceScopes) ? 'none' : apimCallerKind
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
@@ -196,6 +217,7 @@ module apim 'modules/apim.bicep' = {
     sku: apimSku
     publisherEmail: apimPublisherEmail
     publisherName: apimPublisherName
+    requestClientCertificates: callerKind == 'certificate'
     tags: tags
   }
 }
@@ -228,6 +250,8 @@ module functionApp 'modules/function-app.bicep' = {
     enrollmentGroupKeySecretName: enrollmentGroupKeySecretName
     dpsIdScope: dpsIdScope
     deviceScopes: deviceScopes
+    apimCallerKind: apimCallerKind
+    apimCallerAudience: apimCallerAudience
     keyVaultRefreshSeconds: keyVaultRefreshSeconds
     tokenTtlSeconds: tokenTtlSeconds
     tokenMaxTtlSeconds: tokenMaxTtlSeconds
@@ -253,6 +277,11 @@ module apimApi 'modules/apim-api.bicep' = if (publishApi) {
     functionHostName: functionApp.outputs.hostName
     functionAppIdUri: appIdUri
     functionKeySecretUri: publishApi ? functionKey.outputs.secretUri : ''
+    callerKind: callerKind
+    callerTenantId: tenantId
+    callerAudience: apimCallerAudience
+    callerClientIds: apimCallerClientIds
+    clientCertThumbprints: apimClientCertThumbprints
   }
   // Explicit: the named value reads the secret with the access functionKey grants (the output
   // reference above already orders them; this says why).
@@ -282,5 +311,9 @@ output signingMode string = functionApp.outputs.signingMode
 output iotHubPolicyName string = isEnrollmentGroup ? '' : iotHubPolicyName
 output dpsIdScope string = dpsIdScope
 output tokenMaxTtlSeconds int = tokenMaxTtlSeconds
+// The caller fact API Management forwards (none without deviceScopes), and how client
+// certificates reach it: `make verify` probes per-caller scoping when it is not none.
+output apimCallerKind string = callerKind
+output apimClientCertificates string = apim.outputs.clientCertificates
 // The Key Vault secret the operator writes the signing key into (infra/deploy.sh says which).
 output signingKeySecretName string = isEnrollmentGroup ? enrollmentGroupKeySecretName : iotHubKeySecretName

@@ -22,6 +22,14 @@ Probes (each one HTTP request, each bounded by VERIFY_TIMEOUT seconds):
             X-Forwarded-For: API Management   on), else App Service Authentication, else ALLOWED_IPS,
                                               else the bearer layer; which one answered is printed
   gateway   forged X-Forwarded-For            must change nothing: the same 200 and token claims
+  gateway   forged X-Caller-* headers         must change nothing: the same 200 and token claims (API
+                                              Management deletes what a client sends under those
+                                              names; the handler refuses any it did not get from a
+                                              gateway, or of another kind than the gateway's)
+  gateway   caller A -> caller B's device     with per-caller scoping (output apimCallerKind not
+            caller B -> its device            none): 403, 200 with B's token, 403 -- API Management
+            caller B -> caller A's device     forwards who calls, and each caller gets only the
+                                              devices its DEVICE_SCOPES rules name
 
 A refusal by a layer further in than the one that should have refused means the outer layer is
 open, and says so ("FAIL access restriction: ... refused only by ALLOWED_IPS (handler)").
@@ -51,7 +59,23 @@ the tests run it against a local topology (tests/api/deployment_verify.rs):
   VERIFY_TTL                ttl to ask for (default 300)
   VERIFY_TIMEOUT            seconds per request (default 15); VERIFY_AZ_TIMEOUT per az call (60)
 
-Nothing secret is printed: not the keys, not the token's signature.
+Per-caller scoping (README, "Giving each caller its scope"): caller A is the one every probe above
+uses, caller B a second one whose rules name VERIFY_OTHER_DEVICE_ID and not VERIFY_DEVICE_ID
+(and A's not B's device). With scoping, API Management refuses subscriptions outside its product,
+so VERIFY_APIM_SUBSCRIPTION must name a subscription to the product, not `master`.
+
+  VERIFY_CALLER_KIND        none | subscription | certificate | entra (output apimCallerKind)
+  VERIFY_OTHER_DEVICE_ID    a device caller B may get tokens for and caller A may not
+  VERIFY_OTHER_SUBSCRIPTION_KEY  caller B's subscription key (else az reads the subscription
+                            named VERIFY_OTHER_APIM_SUBSCRIPTION; entra and certificate: default
+                            caller A's key, the token or certificate tells the callers apart)
+  VERIFY_CALLER_TOKEN, VERIFY_OTHER_CALLER_TOKEN  entra: A's and B's own access tokens for the
+                            caller audience (az account get-access-token --resource <audience>,
+                            signed in as each caller)
+  VERIFY_CLIENT_CERT, VERIFY_OTHER_CLIENT_CERT    certificate: PEM files, each holding a caller's
+                            client certificate and its private key
+
+Nothing secret is printed: not the keys, not the callers' tokens, not the token's signature.
 """
 
 from __future__ import annotations
@@ -160,6 +184,8 @@ class Config:
     module: str
     ttl: int
     timeout: float
+    # Who calls through API Management, and a second caller for the scoping probe.
+    callers: Callers | None = None
 
 
 class Deployment:
@@ -268,16 +294,19 @@ def configure() -> Config:
             raise ConfigError(f"no {name} could be read")
     if not group and not config.policy:
         raise ConfigError("hub-policy mode needs the policy name (VERIFY_POLICY_NAME, output iotHubPolicyName)")
+    config.callers = configure_callers(deployment, config.subscription_key)
     return config
 
 
-def get(url: str, headers: dict[str, str], timeout: float) -> Answer:
-    """One GET, no proxy, no redirects followed, bounded by `timeout`."""
+def get(url: str, headers: dict[str, str], timeout: float, tls: ssl.SSLContext | None = None) -> Answer:
+    """One GET, no proxy, no redirects followed, bounded by `timeout`. Over https with `tls`, else
+    with the client certificate presented to that host (CLIENT_CERTIFICATES), else none."""
     parts = urllib.parse.urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     if parts.scheme == "https":
+        context = tls or CLIENT_CERTIFICATES.get(parts.netloc) or ssl.create_default_context()
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context())
+            parts.hostname, parts.port, timeout=timeout, context=context)
     else:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
@@ -418,7 +447,7 @@ def check_modes(config: Config, report: Report, key: dict[str, str]) -> None:
 
 def check_gateway(config: Config, report: Report) -> Token | None:
     token_path = f"/devices/{urllib.parse.quote(config.device, safe='')}/sas-token?ttl={config.ttl}"
-    key = {"Ocp-Apim-Subscription-Key": config.subscription_key}
+    key = config.callers.first.headers() if config.callers else {"Ocp-Apim-Subscription-Key": config.subscription_key}
 
     anonymous = get(config.api_url + token_path, {}, config.timeout)
     if anonymous.status == 401:
@@ -514,9 +543,174 @@ def check_direct(config: Config, report: Report, label: str, headers: dict[str, 
     report.passed(subject, f"{label} -> {answer.status}, refused by {WHERE[layer]}{note}")
 
 
+# --- Callers behind API Management (per-caller scoping, issue 22) --------------------------------
+
+CALLER_KINDS = ("none", "subscription", "certificate", "entra")
+# The headers API Management sets for the caller it speaks for, after deleting any a client sent.
+CALLER_HEADERS = ("X-Caller-Subscription", "X-Caller-Certificate-Thumbprint", "X-Caller-Authorization")
+# The client certificate presented to a host (netloc), for every request to it without its own.
+CLIENT_CERTIFICATES: dict[str, ssl.SSLContext] = {}
+
+
+@dataclass
+class GatewayCaller:
+    """A caller behind API Management: its subscription key and, by the kind API Management
+    forwards, its own Entra ID token or its client certificate (a PEM file with the key)."""
+
+    subscription_key: str
+    token: str = ""
+    certificate: str = ""
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Ocp-Apim-Subscription-Key": self.subscription_key}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def tls(self) -> ssl.SSLContext | None:
+        if not self.certificate:
+            return None
+        context = ssl.create_default_context()
+        try:
+            context.load_cert_chain(self.certificate)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot read the client certificate and key in {self.certificate}: {e}") from e
+        return context
+
+
+@dataclass
+class Callers:
+    """The kind of caller fact API Management forwards, caller A (every gateway probe's), and
+    caller B with a device of its own, or which VERIFY_* values B lacks."""
+
+    kind: str
+    first: GatewayCaller
+    other: GatewayCaller | None
+    other_device: str
+    missing: list[str]
+
+
+def configure_callers(deployment: Deployment, subscription_key: str) -> Callers:
+    kind = setting("VERIFY_CALLER_KIND", output(deployment, "apimCallerKind"))
+    if kind not in CALLER_KINDS:
+        raise ConfigError(f"VERIFY_CALLER_KIND must be one of {', '.join(CALLER_KINDS)}, not {kind!r}")
+    env = os.environ.get
+    first = GatewayCaller(subscription_key)
+    if kind == "entra":
+        first.token = env("VERIFY_CALLER_TOKEN", "")
+        if not first.token:
+            raise ConfigError("API Management forwards callers' own Entra ID tokens (apimCallerKind entra): "
+                              "set VERIFY_CALLER_TOKEN to a caller's access token for the caller audience")
+    if kind == "certificate":
+        first.certificate = env("VERIFY_CLIENT_CERT", "")
+        if not first.certificate:
+            raise ConfigError("API Management forwards client certificates (apimCallerKind certificate): "
+                              "set VERIFY_CLIENT_CERT to a PEM file with a caller's certificate and key")
+        first.tls()  # readable, or a configuration error now
+    other_device = env("VERIFY_OTHER_DEVICE_ID", "")
+    missing = [] if other_device else ["VERIFY_OTHER_DEVICE_ID"]
+    other_key = env("VERIFY_OTHER_SUBSCRIPTION_KEY", "")
+    if not other_key and env("VERIFY_OTHER_APIM_SUBSCRIPTION") and kind != "none":
+        other_key = subscription_key_of(deployment, env("VERIFY_OTHER_APIM_SUBSCRIPTION", ""))
+    other = GatewayCaller(other_key or (subscription_key if kind in ("entra", "certificate") else ""))
+    if not other.subscription_key:
+        missing.append("VERIFY_OTHER_SUBSCRIPTION_KEY (or VERIFY_OTHER_APIM_SUBSCRIPTION)")
+    if kind == "entra":
+        other.token = env("VERIFY_OTHER_CALLER_TOKEN", "")
+        missing += [] if other.token else ["VERIFY_OTHER_CALLER_TOKEN"]
+    if kind == "certificate":
+        other.certificate = env("VERIFY_OTHER_CLIENT_CERT", "")
+        missing += [] if other.certificate else ["VERIFY_OTHER_CLIENT_CERT"]
+        if other.certificate:
+            other.tls()
+    return Callers(kind, first, None if missing else other, other_device, missing)
+
+
+def subscription_key_of(deployment: Deployment, name: str) -> str:
+    """The primary key of API Management subscription `name`, read with az."""
+    apim = deployment.output("apimName")
+    apim_id = deployment.az("apim", "show", "-g", deployment.resource_group, "-n", str(apim), "--query", "id", "-o", "tsv")
+    return deployment.az("rest", "--method", "post", "--uri",
+                         f"https://management.azure.com{apim_id}/subscriptions/{name}/listSecrets?api-version={API_VERSION_APIM}",
+                         "--query", "primaryKey", "-o", "tsv")
+
+
+def token_path(device: str, ttl: int) -> str:
+    return f"/devices/{urllib.parse.quote(device, safe='')}/sas-token?ttl={ttl}"
+
+
+def check_callers(config: Config, report: Report, served: Token | None) -> None:
+    """A client's X-Caller-* headers never reach the handler; with per-caller scoping, one caller is
+    refused another's device and gets its own."""
+    callers = config.callers
+    assert callers is not None
+    scoping = callers.kind != "none"
+    if served is None:
+        report.skipped("caller headers", "forged X-Caller-* headers through API Management: not shown, the gateway does not serve (above)")
+        if scoping:
+            report.skipped("caller scoping", "one caller refused another's device: not shown, the gateway does not serve (above)")
+        return
+
+    forged = {
+        "X-Caller-Subscription": "verify-forged-subscription",
+        "X-Caller-Certificate-Thumbprint": "00" * 32,
+        "X-Caller-Authorization": "Bearer verify.forged.token",
+    }
+    answer = get(config.api_url + token_path(config.device, config.ttl), {**callers.first.headers(), **forged}, config.timeout)
+    parsed = sas_token(answer) if answer.status == 200 else None
+    if isinstance(parsed, Token) and (parsed.sr, parsed.skn, parsed.ids) == (served.sr, served.skn, served.ids):
+        report.passed("caller headers", f"gateway with forged {', '.join(CALLER_HEADERS)} -> the same 200 and token: "
+                      "API Management deletes what a client sends under those names")
+    else:
+        report.fail("caller headers", f"gateway with forged {', '.join(CALLER_HEADERS)} -> {answer.describe()} (without: 200): "
+                    "a client's caller headers reach the handler, which refuses them (the policy must delete them first)")
+
+    if not scoping:
+        return
+    if callers.other is None:
+        report.fail("caller scoping", f"not shown: API Management forwards {callers.kind} callers; set {', '.join(callers.missing)} "
+                    "(infra/verify.py) for a second caller, so that verify can show one caller refused another's device")
+        return
+    other, other_device = callers.other, callers.other_device
+    other_tls = other.tls()
+    a_to_b = get(config.api_url + token_path(other_device, config.ttl), callers.first.headers(), config.timeout)
+    before = time.time()
+    b_to_b = get(config.api_url + token_path(other_device, config.ttl), other.headers(), config.timeout, other_tls)
+    after = time.time()
+    b_to_a = get(config.api_url + token_path(config.device, config.ttl), other.headers(), config.timeout, other_tls)
+
+    def refused(answer: Answer) -> bool:
+        return answer.status == 403 and answer.problem().get("type") == "urn:iothub-sas:problem:caller-not-allowed"
+
+    problems = []
+    if not refused(a_to_b):
+        got = "a token" if a_to_b.status == 200 else a_to_b.describe()
+        problems.append(f"caller A asked for caller B's device {other_device} -> {got}, expected the handler's 403")
+    issued = sas_token(b_to_b, ("deviceId",)) if b_to_b.status == 200 else b_to_b.describe()
+    if isinstance(issued, Token):
+        skn = config.policy if config.mode == HUB_POLICY else None
+        wrong = expected_token(config, before, after, issued, f"{config.hub}/devices/{other_device}", skn, {"deviceId": other_device})
+        if wrong:
+            problems.append(f"caller B asked for its device {other_device} -> 200 but " + "; ".join(wrong))
+    else:
+        problems.append(f"caller B asked for its device {other_device} -> {issued}, expected 200 (its rules must name it)")
+    if not refused(b_to_a):
+        got = "a token" if b_to_a.status == 200 else b_to_a.describe()
+        problems.append(f"caller B asked for caller A's device {config.device} -> {got}, expected the handler's 403")
+    if problems:
+        report.fail("caller scoping", "; ".join(problems))
+    else:
+        report.passed("caller scoping", f"{callers.kind} callers: A -> B's device {other_device} 403, B -> it 200, B -> A's device "
+                      f"{config.device} 403: API Management forwards who calls, and each caller gets only its own devices")
+
+
 def verify(config: Config) -> Report:
     report = Report()
-    check_gateway(config, report)
+    if config.callers and config.callers.first.certificate:
+        CLIENT_CERTIFICATES[urllib.parse.urlsplit(config.api_url).netloc] = config.callers.first.tls()
+    served = check_gateway(config, report)
+    if config.callers:
+        check_callers(config, report, served)
 
     outer = ([ACCESS_RESTRICTION] if config.ip_layer else []) + ([APP_SERVICE_AUTH] if config.app_service_auth else [])
     inner = ([ALLOWED_IPS] if config.ip_layer else []) + ([BEARER] if config.bearer else [])
@@ -540,7 +734,9 @@ def main() -> int:
     except (ConfigError, ValueError) as e:
         print(f"verify: error: {e}", file=sys.stderr)
         return 2
-    print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}, {config.mode} mode")
+    callers = config.callers.kind if config.callers else "none"
+    print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}, {config.mode} mode, "
+          f"caller fact {callers}")
     report = verify(config)
     for line in report.lines:
         print(f"verify: {line}")

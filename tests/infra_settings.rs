@@ -19,6 +19,8 @@ use serde_json::Value;
 const APIM_PRINCIPAL: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 /// The Function App's app registration.
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+/// A caller's client application, behind API Management (apimCallerKind entra).
+const CALLER_APP: &str = "9a1b2c3d-0000-4000-8000-00000000000a";
 
 fn classification() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/handler-settings.json");
@@ -125,20 +127,50 @@ fn template_value(setting: &str, bindings: &BTreeMap<String, String>) -> String 
         "IOTHUB_POLICY_KEY_SECRET" => "iothub-device-policy".to_owned(),
         "ENROLLMENT_GROUP_KEY_SECRET" => "dps-enrollment-group-key".to_owned(),
         "DPS_ID_SCOPE" => "0ne00000A0A".to_owned(),
-        "DEVICE_SCOPES" => format!(r#"{{"{APIM_PRINCIPAL}": ["fleet-a-*"]}}"#),
+        // Keys of the callers API Management forwards (apimCallerKind): on a gateway request
+        // only the forwarded caller counts. Without a caller fact, API Management's own identity.
+        "DEVICE_SCOPES" => match bindings["apimCallerKind"].as_str() {
+            "subscription" => r#"{"subscription:device-backend": ["fleet-a-*"]}"#.to_owned(),
+            "certificate" => format!(r#"{{"fwd-cert:{}": ["fleet-a-*"]}}"#, "ab".repeat(32)),
+            "entra" => format!(
+                r#"{{"caller:{CALLER_APP}": ["fleet-a-*"], "caller-role:Fleet.B": ["fleet-b-*"]}}"#
+            ),
+            _ => format!(r#"{{"{APIM_PRINCIPAL}": ["fleet-a-*"]}}"#),
+        },
+        // function-app.bicep: '{"${apimPrincipalId}": "${apimCallerKind}"}'.
+        "GATEWAY_CALLERS" => format!(
+            r#"{{"{APIM_PRINCIPAL}": "{}"}}"#,
+            bindings["apimCallerKind"]
+        ),
+        "AUTH_CALLER_AUDIENCE" => "api://iothub-sas-callers".to_owned(),
         other => panic!(
             "tests/infra_settings.rs: add the value the template gives {other} to template_value()"
         ),
     }
 }
 
-/// Every combination of the parameters `set_when` names: the values the conditions name, and
-/// for a `{"not": …}` condition a value it does not name ("given").
-fn combinations(set_when: &serde_json::Map<String, Value>) -> Vec<BTreeMap<String, String>> {
+/// Every combination of the parameters `set_when` names: a parameter's `@allowed` values as
+/// `parameters` lists them (infra/tests/test_bicep.py holds that list to the template), else the
+/// values the conditions name and, for a `{"not": …}` condition, a value it does not ("given").
+fn combinations(doc: &Value) -> Vec<BTreeMap<String, String>> {
+    let set_when = doc["set_when"]
+        .as_object()
+        .expect("`set_when` is an object");
+    let listed = doc["parameters"].as_object();
     let mut domains: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for entry in set_when.values() {
         for (parameter, wanted) in entry["when"].as_object().expect("`when` is an object") {
             let values = domains.entry(parameter.clone()).or_default();
+            if let Some(allowed) = listed.and_then(|listed| listed.get(parameter)) {
+                values.extend(
+                    allowed
+                        .as_array()
+                        .expect("`parameters` values are arrays")
+                        .iter()
+                        .map(|value| value.as_str().expect("a string").to_owned()),
+                );
+                continue;
+            }
             match wanted {
                 Value::String(value) => {
                     values.insert(value.clone());
@@ -178,12 +210,20 @@ fn the_handler_starts_with_what_the_template_sets_in_every_signing_mode() {
     let set_when = doc["set_when"]
         .as_object()
         .expect("`set_when` is an object");
-    let tried = combinations(set_when);
+    let tried = combinations(&doc);
     assert!(
         tried.iter().any(|b| b["signingMode"] == "hub-policy")
             && tried.iter().any(|b| b["signingMode"] == "enrollment-group"),
         "both signing modes are tried: {tried:?}"
     );
+    for kind in ["none", "subscription", "certificate", "entra"] {
+        assert!(
+            tried
+                .iter()
+                .any(|b| b["apimCallerKind"] == kind && b["deviceScopes"] == "given"),
+            "every caller kind is tried with DEVICE_SCOPES: {kind}"
+        );
+    }
 
     let mut problems = Vec::new();
     for bindings in &tried {
@@ -215,6 +255,24 @@ fn the_handler_starts_with_what_the_template_sets_in_every_signing_mode() {
                 }
                 if config.scopes.is_some() != settings.contains_key("DEVICE_SCOPES") {
                     problems.push(format!("{bindings:?}: DEVICE_SCOPES not applied as set"));
+                }
+                // API Management is the gateway of the kind its policy forwards, or none.
+                let gateways: Vec<(String, &str)> = config
+                    .callers
+                    .gateways
+                    .iter()
+                    .flat_map(|g| g.gateways.iter())
+                    .map(|(oid, kind)| (oid.clone(), kind.as_str()))
+                    .collect();
+                let expected: Vec<(String, &str)> = settings
+                    .contains_key("GATEWAY_CALLERS")
+                    .then(|| (APIM_PRINCIPAL.to_owned(), bindings["apimCallerKind"].as_str()))
+                    .into_iter()
+                    .collect();
+                if gateways != expected {
+                    problems.push(format!(
+                        "{bindings:?}: the handler's gateways are {gateways:?}, expected {expected:?}"
+                    ));
                 }
             }
             (Err(error), Some(setting)) if error.setting == setting => {}

@@ -6,6 +6,14 @@
 // Consumption has no dedicated or deterministic address; the v2 tiers call backends from a
 // shared SNAT pool that is not in the ApiManagement service tag. For those `stableOutboundIps`
 // is false and `outboundIps` empty: no address can identify this instance.
+//
+// Client certificates (apimCallerKind certificate) must be negotiated before a policy can see
+// them, as each tier allows: the classic tiers per host name (hostnameConfigurations[].
+// negotiateClientCertificate on the gateway's default host name: the handshake asks for a
+// certificate, a client without one still connects), Consumption and the v2 tiers with the
+// instance-wide "Request client certificate" setting (enableClientCertificate): on Consumption it
+// enforces a certificate on every request to the instance, for every API on it; the v2 tiers
+// cannot renegotiate, so the certificate is requested in every handshake to the instance.
 
 @description('Azure region.')
 param location string
@@ -42,13 +50,29 @@ param publisherName string
 @description('Tags for every resource.')
 param tags object = {}
 
+@description('Ask callers for a client certificate (the policy forwards its thumbprint): per host name on the classic tiers, instance-wide on Consumption and the v2 tiers (see above).')
+param requestClientCertificates bool = false
+
 var classicTiers = [
   'Developer'
   'Basic'
   'Standard'
   'Premium'
 ]
-var stableOutboundIps = contains(classicTiers, sku)
+var isClassic = contains(classicTiers, sku)
+var stableOutboundIps = isClassic
+
+// Classic tiers: the gateway's default host name, negotiating client certificates. Left unset
+// otherwise (null), so that host names an operator added are not replaced.
+var negotiatingHostNames = [
+  {
+    type: 'Proxy'
+    hostName: '${name}.azure-api.net'
+    negotiateClientCertificate: true
+    defaultSslBinding: true
+    certificateSource: 'BuiltIn'
+  }
+]
 
 // Old protocols and ciphers off. Only the classic dedicated tiers accept these settings.
 var classicSecurity = {
@@ -80,6 +104,8 @@ resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
     publicNetworkAccess: 'Enabled'
     virtualNetworkType: 'None'
     customProperties: stableOutboundIps ? classicSecurity : {}
+    hostnameConfigurations: (isClassic && requestClientCertificates) ? negotiatingHostNames : null
+    enableClientCertificate: isClassic ? null : requestClientCertificates
   }
 }
 
@@ -89,3 +115,5 @@ output principalId string = service.identity.principalId
 output gatewayUrl string = service.properties.gatewayUrl
 output stableOutboundIps bool = stableOutboundIps
 output outboundIps array = stableOutboundIps ? service.properties.publicIPAddresses : []
+@description('How client certificates reach the policy: none, per-hostname (classic tiers) or instance (Consumption and v2: every request to the instance).')
+output clientCertificates string = !requestClientCertificates ? 'none' : (isClassic ? 'per-hostname' : 'instance')

@@ -92,6 +92,18 @@ param dpsIdScope string = ''
 @description('DEVICE_SCOPES: a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, no per-caller scoping.')
 param deviceScopes string = ''
 
+@description('The caller fact API Management forwards (README, "Giving each caller its scope"): with deviceScopes, GATEWAY_CALLERS names API Management\'s identity and this kind; none: no GATEWAY_CALLERS.')
+@allowed([
+  'none'
+  'subscription'
+  'certificate'
+  'entra'
+])
+param apimCallerKind string = 'subscription'
+
+@description('apimCallerKind entra: the audience of the callers\' own tokens (AUTH_CALLER_AUDIENCE).')
+param apimCallerAudience string = ''
+
 @description('How often the handler re-reads the secret (seconds). At most 43200: KEYVAULT_MAX_KEY_AGE_SECONDS stays at the handler\'s 86400, which must be at least twice this.')
 @minValue(10)
 @maxValue(43200)
@@ -277,7 +289,26 @@ var deviceScopeSettings = [
   }
 ]
 
-var handlerSettings = concat(commonHandlerSettings, isEnrollmentGroup ? enrollmentGroupSettings : hubPolicySettings, empty(dpsIdScope) ? [] : dpsIdScopeSettings, empty(deviceScopes) ? [] : deviceScopeSettings)
+// With DEVICE_SCOPES only (the handler refuses GATEWAY_CALLERS without it): API Management is a
+// gateway forwarding one kind of caller fact, which the policy it runs sets (apim-api.bicep
+// picks the same kind). The principal id is a GUID and the kind one of the allowed words, so
+// the JSON needs no escaping.
+var gatewayCallerSettings = [
+  {
+    name: 'GATEWAY_CALLERS'
+    value: '{"${apimPrincipalId}": "${apimCallerKind}"}'
+  }
+]
+
+// entra only: the audience the handler validates forwarded caller tokens for.
+var callerAudienceSettings = [
+  {
+    name: 'AUTH_CALLER_AUDIENCE'
+    value: apimCallerAudience
+  }
+]
+
+var handlerSettings = concat(commonHandlerSettings, isEnrollmentGroup ? enrollmentGroupSettings : hubPolicySettings, empty(dpsIdScope) ? [] : dpsIdScopeSettings, empty(deviceScopes) ? [] : deviceScopeSettings, (empty(deviceScopes) || (apimCallerKind == 'none')) ? [] : gatewayCallerSettings, (empty(deviceScopes) || (apimCallerKind != 'entra')) ? [] : callerAudienceSettings)
 
 var consumptionSku = {
   name: 'Y1'

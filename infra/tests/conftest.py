@@ -40,11 +40,16 @@ def parsed() -> dict[Path, dict[str, Any]]:
     return {path: parse(path) for path in bicep_files()}
 
 
+class LoadedText(str):
+    """What `loadTextContent(path)` evaluates to here: the path as written (relative to the file)."""
+
+
 def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
     """The value of an expression built from parameters (each one used must be in `bindings`),
-    variables, literals, ==, !=, !, &&, ||, `c ? a : b`, empty() and concat(). Arrays and objects
-    are returned as they are written (their elements unevaluated)."""
-    if isinstance(node, (bool, int, list)):
+    variables, literals, ==, !=, !, &&, ||, `c ? a : b`, empty(), contains(), concat(), `o.name`, `o[key]` and
+    loadTextContent() (a LoadedText naming the file). Arrays and objects are returned as they are
+    written (their elements unevaluated)."""
+    if node is None or isinstance(node, (bool, int, list)):
         return node
     if isinstance(node, str):
         if node in bindings:
@@ -59,6 +64,10 @@ def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
         arguments = function["parameters"]
         if function["type"] == "empty":
             return len(evaluate(arguments["item_to_test"], tree, bindings)) == 0
+        if function["type"] == "contains":
+            return evaluate(arguments["item_to_find"], tree, bindings) in evaluate(arguments["container"], tree, bindings)
+        if function["type"] == "load_text_content":
+            return LoadedText(arguments["file_path"])
         if function["type"] == "concat":
             ordered = sorted(arguments.items(), key=lambda item: int(item[0].rsplit("_", 1)[1]))
             return [element for _, argument in ordered for element in evaluate(argument, tree, bindings)]
@@ -68,15 +77,20 @@ def evaluate(node: Any, tree: dict[str, Any], bindings: dict[str, Any]) -> Any:
     operator = node["operator"]
     operands = operator["operands"]
     kind = operator["type"]
+    if kind in ("property_accessor", "index_accessor"):
+        container = evaluate(operands["operand_1"], tree, bindings)
+        key = operands["operand_2"] if kind == "property_accessor" else evaluate(operands["operand_2"], tree, bindings)
+        assert isinstance(container, dict) and key in container, f"cannot evaluate {node}"
+        return evaluate(container[key], tree, bindings)
     if kind == "equals":
         return evaluate(operands["operand_1"], tree, bindings) == evaluate(operands["operand_2"], tree, bindings)
     if kind == "not_equals":
         return evaluate(operands["operand_1"], tree, bindings) != evaluate(operands["operand_2"], tree, bindings)
     if kind == "logical_not":
         return not evaluate(operands["bool_value"], tree, bindings)
-    if kind in ("logical_and", "logical_or"):
+    if kind in ("logical_and", "logical_or", "and", "or"):
         values = [evaluate(value, tree, bindings) for value in operands.values()]
-        return all(values) if kind == "logical_and" else any(values)
+        return all(values) if kind in ("logical_and", "and") else any(values)
     if kind == "conditional":
         chosen = "true_value" if evaluate(operands["condition"], tree, bindings) else "false_value"
         return evaluate(operands[chosen], tree, bindings)

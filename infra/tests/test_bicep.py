@@ -118,8 +118,10 @@ def test_load_text_content_paths_exist(parsed: dict[Path, dict[str, Any]]) -> No
                 assert (path.parent / relative).is_file(), f"{path.name}: {relative} does not exist"
                 loaded.append((path.parent / relative).resolve())
     assert REPO / "openapi" / "sas-token.apim.json" in loaded
-    assert INFRA / "policies" / "sas-token-api.xml" in loaded
-    assert INFRA / "policies" / "sas-token-api.consumption.xml" in loaded
+    # Every generated policy variant is loaded (apim-api.bicep picks one); the source never is.
+    variants = set((INFRA / "policies").glob("*.xml"))
+    assert len(variants) == 8 and variants <= set(loaded), f"not loaded: {sorted(variants - set(loaded))}"
+    assert not [p for p in loaded if "source" in p.parts], "the policy source is not deployable as it is"
 
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
@@ -220,10 +222,16 @@ def deciding_parameters() -> dict[str, list[Any]]:
         for parameter, wanted in entry["when"].items():
             domains.setdefault(parameter, set()).add(wanted["not"] if isinstance(wanted, dict) else wanted)
     result = {}
+    listed = classification().get("parameters", {})
     for parameter, mentioned in domains.items():
         assert parameter in tree["parameters"], f"set_when names {parameter}, not a parameter of function-app.bicep"
         allowed_values = next((d["argument"] for d in tree["parameters"][parameter].get("decorators", []) if d["type"] == "allowed"), None)
+        # tests/infra_settings.rs tries the values handler-settings.json lists: @allowed, exactly.
+        assert sorted(listed.get(parameter, [])) == sorted(allowed_values or []), (
+            f"handler-settings.json `parameters.{parameter}` must be its @allowed list {allowed_values}"
+        )
         result[parameter] = sorted(allowed_values) if allowed_values else sorted(mentioned | {"some-value"})
+    assert set(listed) <= set(result), f"handler-settings.json `parameters` names parameters no condition uses: {set(listed) - set(result)}"
     return result
 
 
@@ -300,7 +308,7 @@ def test_signing_modes() -> None:
         "would break the file: infra/deploy.sh passes deviceScopes itself"
     )
 
-    unset = {"dpsIdScope": "", "deviceScopes": ""}
+    unset = {"dpsIdScope": "", "deviceScopes": "", "apimCallerKind": "subscription"}
     hub = dict(handler_settings({"signingMode": "hub-policy", **unset}))
     assert hub["SIGNING_MODE"] == "signingMode"
     assert hub["IOTHUB_POLICY_NAME"] == "iotHubPolicyName" and hub["IOTHUB_POLICY_KEY_SECRET"] == "iotHubKeySecretName"
@@ -313,8 +321,56 @@ def test_signing_modes() -> None:
     for settings in (hub, group):
         assert settings["KEYVAULT_URI"] == "keyVaultUri" and settings["IOTHUB_HOSTNAME"] == "iotHubHostName"
         assert "DPS_ID_SCOPE" not in settings and "DEVICE_SCOPES" not in settings, "empty = unset"
-    given = dict(handler_settings({"signingMode": "enrollment-group", "dpsIdScope": "0ne00000A0A", "deviceScopes": "{}"}))
+    given = dict(handler_settings({"signingMode": "enrollment-group", "dpsIdScope": "0ne00000A0A", "deviceScopes": "{}", "apimCallerKind": "none"}))
     assert given["DPS_ID_SCOPE"] == "dpsIdScope" and given["DEVICE_SCOPES"] == "deviceScopes"
+
+
+def test_api_management_is_the_gateway_of_its_caller_kind_only_with_scoping() -> None:
+    """GATEWAY_CALLERS names API Management's identity and the kind its policy forwards, exactly
+    when DEVICE_SCOPES is set and the kind is not none (apim-api.bicep deploys the variant of the
+    same kind, main.bicep's callerKind); AUTH_CALLER_AUDIENCE only for entra."""
+    base = {"signingMode": "hub-policy", "dpsIdScope": ""}
+    for kind in ("none", "subscription", "certificate", "entra"):
+        unscoped = dict(handler_settings({**base, "deviceScopes": "", "apimCallerKind": kind}))
+        assert "GATEWAY_CALLERS" not in unscoped and "AUTH_CALLER_AUDIENCE" not in unscoped, kind
+        scoped = dict(handler_settings({**base, "deviceScopes": "{}", "apimCallerKind": kind}))
+        if kind == "none":
+            assert "GATEWAY_CALLERS" not in scoped
+        else:
+            assert scoped["GATEWAY_CALLERS"] == '{"${apimPrincipalId}": "${apimCallerKind}"}', "API Management's principal id and the kind"
+            assert scoped["AUTH_ALLOWED_CALLERS"] == "apimPrincipalId", "the gateway must pass the bearer layer"
+        assert (scoped.get("AUTH_CALLER_AUDIENCE") == "apimCallerAudience") == (kind == "entra"), kind
+    # main.bicep: the policy's kind is the settings' kind (none without deviceScopes).
+    main = parse(MAIN)
+    for kind in ("none", "subscription", "certificate", "entra"):
+        for scopes in ("", "{}"):
+            effective = evaluate(main["variables"]["callerKind"]["value"], main, {"deviceScopes": scopes, "apimCallerKind": kind})
+            assert effective == (kind if scopes else "none")
+    api_params = main["modules"]["apimApi"]["config"]["config"]["params"]
+    assert api_params["callerKind"] == "callerKind"
+    assert api_params["callerTenantId"] == "tenantId", "callers' tokens are validated with the handler's tenant (AUTH_TENANT_ID)"
+    assert api_params["callerAudience"] == "apimCallerAudience"
+    apim_params = main["modules"]["apim"]["config"]["params"]
+    assert evaluate(apim_params["requestClientCertificates"], main, {"deviceScopes": "{}", "apimCallerKind": "certificate"}) is True
+    assert evaluate(apim_params["requestClientCertificates"], main, {"deviceScopes": "", "apimCallerKind": "certificate"}) is False
+
+
+def test_client_certificates_are_negotiated_as_each_tier_requires() -> None:
+    """Classic tiers: negotiateClientCertificate on the gateway's default host name; Consumption
+    and v2: the instance-wide enableClientCertificate; neither unless asked."""
+    tree = parse(INFRA / "modules" / "apim.bicep")
+    props = tree["resources"]["service"]["config"]["properties"]
+    host = tree["variables"]["negotiatingHostNames"]["value"]
+    assert len(host) == 1 and host[0]["negotiateClientCertificate"] is True and host[0]["type"] == "Proxy"
+    assert host[0]["hostName"] == "${name}.azure-api.net" and host[0]["certificateSource"] == "BuiltIn"
+    for sku in ("Developer", "Basic", "Standard", "Premium", "Consumption", "BasicV2", "StandardV2"):
+        classic = sku in ("Developer", "Basic", "Standard", "Premium")
+        for asked in (True, False):
+            bindings = {"sku": sku, "requestClientCertificates": asked}
+            hosts = evaluate(props["hostnameConfigurations"], tree, bindings)
+            instance = evaluate(props["enableClientCertificate"], tree, bindings)
+            assert hosts == (host if classic and asked else None), (sku, asked, hosts)
+            assert instance == (None if classic else asked), (sku, asked, instance)
 
 
 def test_key_vault_mode_and_layers() -> None:

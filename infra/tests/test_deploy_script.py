@@ -259,7 +259,8 @@ def test_the_deployment_gets_the_mode_and_its_settings(tmp_path: Path, mode: str
     for name in ("SIGNING_MODE", "DPS_ID_SCOPE", "ENROLLMENT_GROUP_KEY_SECRET", "IOTHUB_POLICY_NAME", "DEVICE_SCOPES"):
         env.pop(name, None)
     scopes = '{"role:Fleet.A": ["fleet-a-*"], "3f2504e0-4f89-41d3-9a0c-0305e82c3301": ["sensor-\\"17\\""]}'
-    env.update(SIGNING_MODE=mode, DEVICE_SCOPES=scopes)
+    # Rules naming the gateway's identity and its roles: no caller fact forwarded (apimCallerKind none).
+    env.update(SIGNING_MODE=mode, DEVICE_SCOPES=scopes, APIM_CALLER_KIND="none")
     if mode == "enrollment-group":
         env.update(DPS_ID_SCOPE="0ne00000A0A", ENROLLMENT_GROUP_KEY_SECRET="fleet-a-group-key")
     # The infrastructure stage is deployed; the next az call fails and stops the script.
@@ -270,6 +271,7 @@ def test_the_deployment_gets_the_mode_and_its_settings(tmp_path: Path, mode: str
     assert parameters["deploymentStage"] == "infrastructure"
     assert parameters["signingMode"] == mode
     assert parameters["deviceScopes"] == scopes, "DEVICE_SCOPES reaches the template unchanged"
+    assert parameters["apimCallerKind"] == "none"
     if mode == "enrollment-group":
         assert parameters["dpsIdScope"] == "0ne00000A0A"
         assert parameters["enrollmentGroupKeySecretName"] == "fleet-a-group-key"
@@ -277,3 +279,71 @@ def test_the_deployment_gets_the_mode_and_its_settings(tmp_path: Path, mode: str
         assert parameters["dpsIdScope"] == ""
         assert parameters["iotHubPolicyName"] == "device"
         assert parameters["enrollmentGroupKeySecretName"] == "dps-enrollment-group-key"
+
+
+# --- The caller fact API Management forwards (issue 22) -----------------------------------------
+
+CALLER_VARIABLES = ("APIM_CALLER_KIND", "APIM_CALLER_AUDIENCE", "APIM_CALLER_CLIENT_IDS", "APIM_CLIENT_CERT_THUMBPRINTS", "DEVICE_SCOPES")
+SUBSCRIPTION_SCOPES = '{"subscription:backend-a": ["fleet-a-*"]}'
+CLIENT_A = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+PIN_A = "A1B2C3D4E5F60718293A4B5C6D7E8F9001122334"
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"APIM_CALLER_KIND": "apim"}, "APIM_CALLER_KIND must be subscription, certificate, entra or none"),
+        ({"APIM_CALLER_KIND": "entra"}, "APIM_CALLER_KIND=entra does nothing without DEVICE_SCOPES"),
+        ({"APIM_CALLER_AUDIENCE": "api://callers"}, "APIM_CALLER_AUDIENCE is only used with APIM_CALLER_KIND=entra"),
+        ({"DEVICE_SCOPES": SUBSCRIPTION_SCOPES, "APIM_CLIENT_CERT_THUMBPRINTS": PIN_A}, "APIM_CLIENT_CERT_THUMBPRINTS is only used with APIM_CALLER_KIND=certificate"),
+        ({"DEVICE_SCOPES": '{"caller:' + CLIENT_A + '": ["a"]}', "APIM_CALLER_KIND": "entra", "APIM_CALLER_CLIENT_IDS": CLIENT_A}, "APIM_CALLER_KIND=entra needs APIM_CALLER_AUDIENCE"),
+        ({"DEVICE_SCOPES": '{"caller:' + CLIENT_A + '": ["a"]}', "APIM_CALLER_KIND": "entra", "APIM_CALLER_AUDIENCE": "api://callers", "APIM_CALLER_CLIENT_IDS": "app-a"}, "APIM_CALLER_CLIENT_IDS must be comma-separated client application ids"),
+        ({"DEVICE_SCOPES": '{"caller:' + CLIENT_A + '": ["a"]}', "APIM_CALLER_KIND": "entra", "APIM_CALLER_AUDIENCE": "api://00000000-0000-0000-0000-000000000001", "APIM_CALLER_CLIENT_IDS": CLIENT_A}, "not the Function App's"),
+        ({"DEVICE_SCOPES": '{"caller:' + CLIENT_A + '": ["a"]}', "APIM_CALLER_KIND": "entra", "APIM_CALLER_AUDIENCE": 'api://x"/><audience>y', "APIM_CALLER_CLIENT_IDS": CLIENT_A}, "APIM_CALLER_AUDIENCE must be one audience"),
+        ({"DEVICE_SCOPES": '{"fwd-cert:' + "ab" * 32 + '": ["a"]}', "APIM_CALLER_KIND": "certificate"}, "APIM_CALLER_KIND=certificate needs APIM_CLIENT_CERT_THUMBPRINTS"),
+        ({"DEVICE_SCOPES": '{"fwd-cert:' + "ab" * 32 + '": ["a"]}', "APIM_CALLER_KIND": "certificate", "APIM_CLIENT_CERT_THUMBPRINTS": "ab" * 32}, "40 hex digits"),
+        ({"DEVICE_SCOPES": '{"3f2504e0-4f89-41d3-9a0c-0305e82c3301": ["a"]}'}, "DEVICE_SCOPES names no caller API Management forwards with APIM_CALLER_KIND=subscription"),
+        ({"DEVICE_SCOPES": SUBSCRIPTION_SCOPES, "APIM_CALLER_KIND": "entra", "APIM_CALLER_AUDIENCE": "api://callers", "APIM_CALLER_CLIENT_IDS": CLIENT_A}, "use keys caller:... or caller-role:..."),
+    ],
+    ids=["unknown-kind", "kind-without-scopes", "audience-without-entra", "pins-with-subscription", "entra-without-audience",
+         "client-ids-not-guids", "caller-audience-is-the-apps", "audience-breaking-out", "certificate-without-pins",
+         "pins-not-sha1", "scopes-naming-apim", "scopes-of-another-kind"],
+)
+def test_caller_settings_that_cannot_work_are_refused_before_deploying(tmp_path: Path, settings: dict[str, str], named: str) -> None:
+    env = fake_az(tmp_path, AZ_THAT_WORKS)
+    for name in ("SIGNING_MODE", "DPS_ID_SCOPE", "ENROLLMENT_GROUP_KEY_SECRET", "IOTHUB_POLICY_NAME", *CALLER_VARIABLES):
+        env.pop(name, None)
+    env.update(settings)
+    for command in ("all", "publish"):
+        done, _ = run_deploy(env, command)
+        assert done.returncode != 0 and named in done.stderr, (command, done.stderr)
+        assert "az deployment group create" not in done.stderr, "refused before anything is deployed"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, {"apimCallerKind": "subscription", "apimCallerAudience": "", "apimCallerClientIds": "", "apimClientCertThumbprints": ""}),
+        ({"DEVICE_SCOPES": SUBSCRIPTION_SCOPES}, {"apimCallerKind": "subscription", "deviceScopes": SUBSCRIPTION_SCOPES}),
+        (
+            {"DEVICE_SCOPES": '{"caller-role:Fleet.A": ["a"]}', "APIM_CALLER_KIND": "entra", "APIM_CALLER_AUDIENCE": "api://iothub-sas-callers",
+             "APIM_CALLER_CLIENT_IDS": f"{CLIENT_A}, 9a1b2c3d-0000-4000-8000-00000000000a"},
+            {"apimCallerKind": "entra", "apimCallerAudience": "api://iothub-sas-callers", "apimCallerClientIds": f"{CLIENT_A}, 9a1b2c3d-0000-4000-8000-00000000000a"},
+        ),
+        (
+            {"DEVICE_SCOPES": '{"fwd-cert:' + "ab" * 32 + '": ["a"]}', "APIM_CALLER_KIND": "certificate", "APIM_CLIENT_CERT_THUMBPRINTS": f"{PIN_A},{PIN_A.lower()}"},
+            {"apimCallerKind": "certificate", "apimClientCertThumbprints": f"{PIN_A},{PIN_A.lower()}"},
+        ),
+    ],
+    ids=["default", "subscription", "entra", "certificate"],
+)
+def test_the_deployment_gets_the_caller_kind_and_its_lists(tmp_path: Path, settings: dict[str, str], expected: dict[str, str]) -> None:
+    env, record = recording_az(tmp_path)
+    for name in CALLER_VARIABLES:
+        env.pop(name, None)
+    env.update(settings)
+    done, _ = run_deploy(env, "all")
+    parameters = deployed_parameters(record)
+    assert parameters, done.stderr
+    for name, value in expected.items():
+        assert parameters[name] == value, (name, parameters.get(name))

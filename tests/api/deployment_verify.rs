@@ -24,6 +24,19 @@
 //! probes. Behind an access restriction the function-key check cannot be observed from
 //! outside, so it is turned off in the IP-layer-off mode, where it is the first layer a direct
 //! call meets here (App Service Authentication has no stand-in: `VERIFY_APP_SERVICE_AUTH=off`).
+//!
+//! Callers behind the gateway (issue 22): the gateway deletes every `X-Caller-*` header a client
+//! sends, and with per-caller scoping sets the one of its kind, as the policy variants do —
+//! `X-Caller-Subscription` (the subscription's id, escaped as `Uri.EscapeDataString` writes it),
+//! `X-Caller-Certificate-Thumbprint` (the SHA-256 of the client certificate it received over
+//! TLS and checked against pinned SHA-1 thumbprints, computed in njs) or `X-Caller-Authorization`
+//! (the caller's own `Authorization`, copied before the gateway's token replaces it); the
+//! handler runs with `GATEWAY_CALLERS` naming the gateway's identity and that kind, and rules for
+//! two callers. verify shows that a client's caller headers change nothing and that each caller
+//! is refused the other's device; a gateway passing those headers through, or rules giving one
+//! caller every device, fail it naming `caller headers` / `caller scoping`. The gateway's own
+//! validation of a caller's token (`validate-azure-ad-token`) is not played: the handler
+//! validates the forwarded token itself.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,10 +44,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rcgen::{CertificateParams, DnType, KeyPair, date_time_ymd};
+
 use crate::stand_ins::issuer::{Caller, Issuer, Version, entra_claims};
 use crate::support::app::TestApp;
+use crate::support::client_certs;
 use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
+use crate::support::tls::TestCa;
 
 /// The gateway's own source address towards the front end (API Management's outbound address).
 const GATEWAY_ADDRESS: &str = "127.0.0.2";
@@ -46,8 +63,40 @@ const AUDIENCE: &str = "api://iothub-sas-verify";
 const NGINX_STARTUP: Duration = Duration::from_secs(10);
 /// The DPS ID scope of the enrollment-group scenarios.
 const ID_SCOPE: &str = "0ne00000A0A";
-/// How long verify.py may take (nine requests on loopback).
+/// How long verify.py may take (fourteen requests on loopback).
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The audience of the callers' own tokens (`AUTH_CALLER_AUDIENCE`), another app registration's.
+const CALLER_AUDIENCE: &str = "api://iothub-sas-verify-callers";
+/// Caller A's device (verify's `VERIFY_DEVICE_ID`, its default) and caller B's.
+const DEVICE_A: &str = "verify-device";
+const DEVICE_B: &str = "verify-other";
+/// Caller A's subscription id as API Management stores it, as `Uri.EscapeDataString` sends it,
+/// and as a `DEVICE_SCOPES` key names it (in another letter case: ids match without regard to
+/// case); caller B's needs no escaping.
+const SUBSCRIPTION_A: (&str, &str) = ("Backend A", "Backend%20A");
+const SUBSCRIPTION_A_KEY: &str = "subscription:backend a";
+const SUBSCRIPTION_B: &str = "backend-b";
+
+/// The kind of caller fact the gateway forwards (`apimCallerKind`), and the handler's
+/// `GATEWAY_CALLERS` names it for the gateway; `None`: no per-caller scoping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallerKind {
+    None,
+    Subscription,
+    Certificate,
+    Entra,
+}
+
+impl CallerKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Subscription => "subscription",
+            Self::Certificate => "certificate",
+            Self::Entra => "entra",
+        }
+    }
+}
 
 /// Which layers of the topology are on.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +114,14 @@ struct Layers {
     signing_mode: &'static str,
     /// The signing mode the deployment's outputs report to verify.
     reported_mode: &'static str,
+    /// The caller fact the gateway forwards.
+    caller_kind: CallerKind,
+    /// The gateway deletes the `X-Caller-*` headers a client sent.
+    deletes_caller_headers: bool,
+    /// `DEVICE_SCOPES` gives each caller only its own device (else caller A every device).
+    own_devices_only: bool,
+    /// verify is given the second caller.
+    second_caller_given: bool,
 }
 
 impl Layers {
@@ -80,6 +137,17 @@ impl Layers {
             bearer: true,
             signing_mode: "hub-policy",
             reported_mode: "hub-policy",
+            caller_kind: CallerKind::None,
+            deletes_caller_headers: true,
+            own_devices_only: true,
+            second_caller_given: true,
+        }
+    }
+
+    fn scoped(kind: CallerKind, ip_layer: bool) -> Layers {
+        Layers {
+            caller_kind: kind,
+            ..Layers::all_on(ip_layer)
         }
     }
 
@@ -184,7 +252,9 @@ fn config_address(config: &str) -> SocketAddr {
         .find_map(|line| line.trim().strip_prefix("listen "))
         .expect("the config has a listen line");
     line.trim_end_matches(';')
-        .parse()
+        .split_whitespace()
+        .next()
+        .and_then(|address| address.parse().ok())
         .expect("listen holds ip:port")
 }
 
@@ -227,6 +297,7 @@ fn preamble(nginx: &Nginx, dir: &Path, name: &str) -> String {
 /// njs for both proxies: the Functions host's query rebuilding, and the gateway's URL rewrite
 /// and repeated-key check (the same rule as the policy's expression in infra/policies/).
 const NJS: &str = r#"
+import crypto from 'crypto';
 function decode(text) {
     try { return decodeURIComponent(text.replace(/\+/g, ' ')); } catch (e) { return text; }
 }
@@ -277,8 +348,16 @@ function repeated(r) {
     });
     return found ? '1' : '';
 }
+// The policy's X-Caller-Certificate-Thumbprint: SHA-256 over the client certificate's DER bytes,
+// upper-case hex (BitConverter.ToString without the dashes).
+function client_sha256(r) {
+    var pem = r.variables.ssl_client_raw_cert;
+    if (!pem) { return ''; }
+    var der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
+    return crypto.createHash('sha256').update(der).digest('hex').toUpperCase();
+}
 var SUFFIX = 'SUFFIX_PLACEHOLDER';
-export default { host_uri: host_uri, gateway_uri: gateway_uri, repeated: repeated };
+export default { host_uri: host_uri, gateway_uri: gateway_uri, repeated: repeated, client_sha256: client_sha256 };
 "#;
 
 /// The App Service front end and the Functions host in front of the handler.
@@ -337,35 +416,93 @@ fn gateway_config(
     port: u16,
     front_end: SocketAddr,
     keys: &Keys,
-    token: &str,
+    callers: &Callers,
     layers: Layers,
 ) -> String {
     let mut config = preamble(nginx, dir, "gateway");
     config += "js_import topology from topology.js;\n";
     config += "js_set $gateway_uri topology.gateway_uri;\n";
     config += "js_set $repeated topology.repeated;\n";
+    config += "js_set $client_sha256 topology.client_sha256;\n";
     config += "map $http_ocp_apim_subscription_key $presented_subscription { \"\" $arg_subscription_key; default $http_ocp_apim_subscription_key; }\n";
     config += &format!(
-        "map $presented_subscription $subscription_refused {{ \"{}\" 0; default {}; }}\n",
+        "map $presented_subscription $subscription_refused {{ \"{}\" 0; \"{}\" 0; default {}; }}\n",
         keys.subscription,
+        keys.other_subscription,
         u8::from(layers.subscription_key)
+    );
+    // context.Subscription.Id, escaped (the policy: Uri.EscapeDataString).
+    config += &format!(
+        "map $presented_subscription $caller_subscription {{ \"{}\" \"{}\"; \"{}\" \"{SUBSCRIPTION_B}\"; default \"\"; }}\n",
+        keys.subscription, SUBSCRIPTION_A.1, keys.other_subscription
+    );
+    // validate-client-certificate: the pinned SHA-1 thumbprints.
+    config += &format!(
+        "map $ssl_client_fingerprint $certificate_refused {{ ~*^{}$ 0; ~*^{}$ 0; default 1; }}\n",
+        callers.certificates[0].sha1, callers.certificates[1].sha1
     );
     let repeated = if layers.repeated_keys {
         "if ($repeated) { return 400 '{\"type\":\"urn:iothub-sas:problem:invalid-query\",\"title\":\"Invalid query\",\"status\":400,\"detail\":\"Each query parameter may appear only once.\"}'; }\n"
     } else {
         ""
     };
+    let (listen, certificate_check) = if layers.caller_kind == CallerKind::Certificate {
+        let d = dir.display();
+        (
+            format!(
+                "listen 127.0.0.1:{port} ssl;\n\
+                 ssl_certificate {d}/gateway.crt;\n\
+                 ssl_certificate_key {d}/gateway.key;\n\
+                 ssl_verify_client optional_no_ca;\n"
+            ),
+            "if ($certificate_refused) { return 403 '{\"type\":\"urn:iothub-sas:problem:client-certificate-required\",\"title\":\"Client certificate required\",\"status\":403,\"detail\":\"A valid client certificate registered for this API is required.\"}'; }\n",
+        )
+    } else {
+        (format!("listen 127.0.0.1:{port};\n"), "")
+    };
+    // Every X-Caller-* header a client sent is deleted (an empty value: nginx then sends none),
+    // and the one of the gateway's kind set (replacing the client's, as override does).
+    let caller_headers: String = [
+        (
+            CallerKind::Subscription,
+            "X-Caller-Subscription",
+            "$caller_subscription",
+        ),
+        (
+            CallerKind::Certificate,
+            "X-Caller-Certificate-Thumbprint",
+            "$client_sha256",
+        ),
+        (
+            CallerKind::Entra,
+            "X-Caller-Authorization",
+            "$http_authorization",
+        ),
+    ]
+    .iter()
+    .filter_map(|(kind, name, value)| {
+        if layers.caller_kind == *kind {
+            Some(format!("proxy_set_header {name} {value};\n"))
+        } else {
+            layers
+                .deletes_caller_headers
+                .then(|| format!("proxy_set_header {name} \"\";\n"))
+        }
+    })
+    .collect();
     config += &format!(
         "server {{\n\
-           listen 127.0.0.1:{port};\n\
+           {listen}\
            location {API_SUFFIX}/ {{\n\
              default_type application/problem+json;\n\
              if ($subscription_refused) {{ return 401 '{{\"type\":\"urn:iothub-sas:problem:subscription-required\",\"title\":\"Subscription key required\",\"status\":401,\"detail\":\"A valid API Management subscription key is required.\"}}'; }}\n\
              {repeated}\
+             {certificate_check}\
              proxy_pass http://{front_end}$gateway_uri;\n\
              proxy_bind {GATEWAY_ADDRESS};\n\
              proxy_set_header Ocp-Apim-Subscription-Key \"\";\n\
              proxy_set_header X-ARR-ClientCert \"\";\n\
+             {caller_headers}\
              proxy_set_header Authorization \"Bearer {token}\";\n\
              proxy_set_header x-functions-key \"{function_key}\";\n\
              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
@@ -373,13 +510,99 @@ fn gateway_config(
          }}\n\
          }}\n",
         function_key = keys.function,
+        token = keys.gateway_token,
     );
     config
 }
 
 struct Keys {
+    /// Caller A's subscription key (every probe's).
     subscription: String,
+    /// Caller B's.
+    other_subscription: String,
     function: String,
+    /// API Management's managed-identity token for the Function App.
+    gateway_token: String,
+}
+
+/// A client certificate with its key, as a caller holds it (one PEM file), and its thumbprints.
+struct ClientCertificate {
+    pem: String,
+    sha1: String,
+    sha256: String,
+}
+
+impl ClientCertificate {
+    fn new(name: &str) -> ClientCertificate {
+        let key = KeyPair::generate().expect("a key pair generates");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("parameters");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = date_time_ymd(2024, 1, 1);
+        params.not_after = date_time_ymd(2049, 12, 31);
+        let cert = params
+            .self_signed(&key)
+            .expect("the certificate self-signs");
+        ClientCertificate {
+            pem: format!("{}{}", cert.pem(), key.serialize_pem()),
+            sha1: client_certs::sha1(cert.der()),
+            sha256: client_certs::sha256(cert.der()),
+        }
+    }
+}
+
+/// Callers A and B behind the gateway: their own tokens (entra) and certificates (certificate).
+struct Callers {
+    tokens: [String; 2],
+    identities: [Caller; 2],
+    certificates: [ClientCertificate; 2],
+}
+
+impl Callers {
+    fn new(issuer: &Issuer) -> Callers {
+        let identities = [Caller::random(), Caller::random()];
+        let tokens = identities.clone().map(|caller| {
+            issuer.sign(&entra_claims(
+                Version::V1,
+                issuer.tenant(),
+                CALLER_AUDIENCE,
+                &caller,
+            ))
+        });
+        Callers {
+            tokens,
+            identities,
+            certificates: [
+                ClientCertificate::new("verify caller A"),
+                ClientCertificate::new("verify caller B"),
+            ],
+        }
+    }
+
+    /// `DEVICE_SCOPES` for the gateway's kind: caller A gets its device (or every device), caller
+    /// B its own.
+    fn scopes(&self, layers: Layers) -> String {
+        let [a, b] = match layers.caller_kind {
+            CallerKind::None => unreachable!("no rules without a caller fact"),
+            CallerKind::Subscription => [
+                SUBSCRIPTION_A_KEY.to_owned(),
+                format!("subscription:{SUBSCRIPTION_B}"),
+            ],
+            CallerKind::Certificate => self
+                .certificates
+                .each_ref()
+                .map(|cert| format!("fwd-cert:{}", cert.sha256)),
+            CallerKind::Entra => self
+                .identities
+                .each_ref()
+                .map(|caller| format!("caller:{}", caller.oid)),
+        };
+        let own = if layers.own_devices_only {
+            DEVICE_A
+        } else {
+            "*"
+        };
+        format!(r#"{{"{a}": ["{own}"], "{b}": ["{DEVICE_B}"]}}"#)
+    }
 }
 
 /// What one run of verify.py printed, and how it exited.
@@ -448,10 +671,18 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
     )
     .expect("the temp directory is writable");
 
-    let keys = Keys {
-        subscription: random_secret(),
-        function: random_secret(),
-    };
+    let callers = Callers::new(issuer);
+    let gateway_tls = TestCa::new("gateway stand-in CA");
+    let server = gateway_tls.issue(&["127.0.0.1"]);
+    for (name, text) in [
+        ("gateway.crt", server.cert_pem().to_owned()),
+        ("gateway.key", server.key_pem()),
+        ("gateway-ca.pem", gateway_tls.pem()),
+        ("caller-a.pem", callers.certificates[0].pem.clone()),
+        ("caller-b.pem", callers.certificates[1].pem.clone()),
+    ] {
+        fs::write(dir.join(name), text).expect("the temp directory is writable");
+    }
     let allowed = if layers.allowed_ips {
         GATEWAY_ADDRESS
     } else {
@@ -478,8 +709,24 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
             .set("AUTH_AUDIENCE", AUDIENCE)
             .set("AUTH_ALLOWED_CALLERS", &apim.oid);
     }
+    // The gateway's identity forwards callers of its kind, whose rules DEVICE_SCOPES holds.
+    let kind = layers.caller_kind;
+    if kind != CallerKind::None {
+        settings = settings.set("DEVICE_SCOPES", callers.scopes(layers)).set(
+            "GATEWAY_CALLERS",
+            format!(r#"{{"{}": "{}"}}"#, apim.oid, kind.as_str()),
+        );
+    }
+    if kind == CallerKind::Entra {
+        settings = settings.set("AUTH_CALLER_AUDIENCE", CALLER_AUDIENCE);
+    }
     let app = TestApp::spawn(&settings);
-    let token = issuer.sign(&entra_claims(Version::V1, issuer.tenant(), AUDIENCE, apim));
+    let keys = Keys {
+        subscription: random_secret(),
+        other_subscription: random_secret(),
+        function: random_secret(),
+        gateway_token: issuer.sign(&entra_claims(Version::V1, issuer.tenant(), AUDIENCE, apim)),
+    };
 
     let front_end_port = free_port();
     let front_end = Proxy::start(
@@ -506,16 +753,49 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
             gateway_port,
             front_end.address,
             &keys,
-            &token,
+            &callers,
             layers,
         ),
     );
 
     let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
-    let run = run_verify(&[
+    let scheme = if kind == CallerKind::Certificate {
+        "https"
+    } else {
+        "http"
+    };
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut caller_env = vec![("VERIFY_CALLER_KIND", kind.as_str().to_owned())];
+    if layers.second_caller_given {
+        caller_env.push(("VERIFY_OTHER_DEVICE_ID", DEVICE_B.to_owned()));
+    }
+    match kind {
+        CallerKind::None => {}
+        CallerKind::Subscription => {
+            caller_env.push((
+                "VERIFY_OTHER_SUBSCRIPTION_KEY",
+                keys.other_subscription.clone(),
+            ));
+        }
+        // Both callers with caller A's subscription (verify's default): the token or the
+        // certificate tells them apart.
+        CallerKind::Entra => {
+            caller_env.push(("VERIFY_CALLER_TOKEN", callers.tokens[0].clone()));
+            if layers.second_caller_given {
+                caller_env.push(("VERIFY_OTHER_CALLER_TOKEN", callers.tokens[1].clone()));
+            }
+        }
+        CallerKind::Certificate => {
+            caller_env.push(("VERIFY_CLIENT_CERT", path("caller-a.pem")));
+            caller_env.push(("VERIFY_OTHER_CLIENT_CERT", path("caller-b.pem")));
+            // verify trusts the gateway's certificate as a client trusts API Management's.
+            caller_env.push(("SSL_CERT_FILE", path("gateway-ca.pem")));
+        }
+    }
+    let mut env = vec![
         (
             "VERIFY_API_URL",
-            format!("http://{}{API_SUFFIX}", gateway.address),
+            format!("{scheme}://{}{API_SUFFIX}", gateway.address),
         ),
         ("VERIFY_SUBSCRIPTION_KEY", keys.subscription.clone()),
         (
@@ -533,9 +813,18 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
         ("VERIFY_APP_SERVICE_AUTH", "off".to_owned()),
         ("VERIFY_BEARER", "on".to_owned()),
         ("VERIFY_TIMEOUT", "10".to_owned()),
-    ]);
+    ];
+    env.extend(caller_env);
+    let run = run_verify(&env);
     // Secrets must never be printed, whatever failed.
-    for secret in [&keys.subscription, &keys.function, &token] {
+    for secret in [
+        &keys.subscription,
+        &keys.other_subscription,
+        &keys.function,
+        &keys.gateway_token,
+        &callers.tokens[0],
+        &callers.tokens[1],
+    ] {
         assert!(
             !run.stdout.contains(secret.as_str()) && !run.stderr.contains(secret.as_str()),
             "verify.py printed a key or token:\n{}",
@@ -649,6 +938,53 @@ fn verify_passes_with_every_layer_on_and_names_each_layer_turned_off() {
             },
             vec!["module token", "registration token", "token"],
         ),
+        (
+            "IP layer on, gateway passing a client's X-Caller-* through",
+            Layers {
+                deletes_caller_headers: false,
+                ..on
+            },
+            vec!["caller headers"],
+        ),
+        (
+            "IP layer on, subscription callers, every layer on",
+            Layers::scoped(CallerKind::Subscription, true),
+            vec![],
+        ),
+        (
+            "IP layer off, entra callers, every layer on",
+            Layers::scoped(CallerKind::Entra, false),
+            vec![],
+        ),
+        (
+            "IP layer on, certificate callers, every layer on",
+            Layers::scoped(CallerKind::Certificate, true),
+            vec![],
+        ),
+        (
+            "IP layer off, subscription callers, gateway passing a client's X-Caller-* through",
+            Layers {
+                deletes_caller_headers: false,
+                ..Layers::scoped(CallerKind::Subscription, false)
+            },
+            vec!["caller headers"],
+        ),
+        (
+            "IP layer on, certificate callers, rules giving caller A every device",
+            Layers {
+                own_devices_only: false,
+                ..Layers::scoped(CallerKind::Certificate, true)
+            },
+            vec!["caller scoping"],
+        ),
+        (
+            "IP layer off, entra callers, verify not given a second caller",
+            Layers {
+                second_caller_given: false,
+                ..Layers::scoped(CallerKind::Entra, false)
+            },
+            vec!["caller scoping"],
+        ),
     ];
 
     let problems: Vec<String> = std::thread::scope(|scope| {
@@ -658,7 +994,7 @@ fn verify_passes_with_every_layer_on_and_names_each_layer_turned_off() {
                 let (nginx, issuer, apim) = (&nginx, &issuer, &apim);
                 scope.spawn(move || {
                     let run = verify_topology(nginx, issuer, apim, *layers);
-                    check_run(name, open, &run)
+                    check_run(name, *layers, open, &run)
                 })
             })
             .collect();
@@ -671,7 +1007,7 @@ fn verify_passes_with_every_layer_on_and_names_each_layer_turned_off() {
 }
 
 /// What is wrong with `run` for a scenario whose open layers are `open`; None when right.
-fn check_run(name: &str, open: &[&str], run: &Run) -> Option<String> {
+fn check_run(name: &str, layers: Layers, open: &[&str], run: &Run) -> Option<String> {
     let mut expected: Vec<String> = open.iter().map(|layer| (*layer).to_owned()).collect();
     expected.sort();
     let mut wrong = Vec::new();
@@ -698,7 +1034,7 @@ fn check_run(name: &str, open: &[&str], run: &Run) -> Option<String> {
         }
     } else {
         // Every probe passed, and the direct calls say who refused them.
-        let refusal = if name.starts_with("IP layer on") {
+        let refusal = if layers.ip_layer {
             "refused by the front end's access restriction"
         } else {
             "refused by the handler's bearer-token layer"
@@ -711,8 +1047,12 @@ fn check_run(name: &str, open: &[&str], run: &Run) -> Option<String> {
             .lines()
             .filter(|line| line.starts_with("verify: PASS "))
             .count();
-        if passes != 8 {
-            wrong.push(format!("{passes} PASS lines, expected one per probe (8)"));
+        // Eight layers, the caller headers, and with a caller fact the caller scoping.
+        let expected = 9 + usize::from(layers.caller_kind != CallerKind::None);
+        if passes != expected {
+            wrong.push(format!(
+                "{passes} PASS lines, expected one per probe ({expected})"
+            ));
         }
     }
     (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
