@@ -24,6 +24,12 @@
 //! probes. Behind an access restriction the function-key check cannot be observed from
 //! outside, so it is turned off in the IP-layer-off mode, where it is the first layer a direct
 //! call meets here (App Service Authentication has no stand-in: `VERIFY_APP_SERVICE_AUTH=off`).
+//!
+//! What no probe can see (on a classic tier everything behind the access restriction's 403) verify
+//! reads from the deployed configuration through Azure Resource Manager; the second test runs it
+//! with a fake Azure CLI (`infra/tests/fake_az.py`) answering with the Function App's
+//! configuration in ARM's shapes: every layer ends in verify's table as probed or configured, and
+//! a layer switched off in that configuration fails naming it.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -65,6 +71,10 @@ struct Layers {
     signing_mode: &'static str,
     /// The signing mode the deployment's outputs report to verify.
     reported_mode: &'static str,
+    /// None: verify reads no deployed configuration (every value given). Some(off): verify reads
+    /// it from a fake Azure CLI (infra/tests/fake_az.py) that answers with the Function App's
+    /// configuration as the template deploys it, with the layers named in `off` switched off.
+    configuration: Option<&'static [&'static str]>,
 }
 
 impl Layers {
@@ -80,6 +90,7 @@ impl Layers {
             bearer: true,
             signing_mode: "hub-policy",
             reported_mode: "hub-policy",
+            configuration: None,
         }
     }
 
@@ -511,28 +522,37 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
     );
 
     let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
-    let run = run_verify(&[
-        (
-            "VERIFY_API_URL",
-            format!("http://{}{API_SUFFIX}", gateway.address),
-        ),
-        ("VERIFY_SUBSCRIPTION_KEY", keys.subscription.clone()),
-        (
-            "VERIFY_FUNCTION_URL",
-            format!("http://{}/api", front_end.address),
-        ),
-        ("VERIFY_FUNCTION_KEY", keys.function.clone()),
-        ("VERIFY_IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
-        ("VERIFY_SIGNING_MODE", layers.reported_mode.to_owned()),
-        ("VERIFY_POLICY_NAME", POLICY.to_owned()),
-        ("VERIFY_DPS_ID_SCOPE", ID_SCOPE.to_owned()),
-        // What the deployment would say: the mode, not the switched-off layer.
-        ("VERIFY_IP_LAYER", on_off(layers.ip_layer)),
-        ("VERIFY_APIM_ADDRESSES", GATEWAY_ADDRESS.to_owned()),
-        ("VERIFY_APP_SERVICE_AUTH", "off".to_owned()),
-        ("VERIFY_BEARER", "on".to_owned()),
-        ("VERIFY_TIMEOUT", "10".to_owned()),
-    ]);
+    let arm = layers
+        .configuration
+        .map(|off| fake_arm(&dir, apim, layers.ip_layer, off))
+        .unwrap_or_default();
+    let run = run_verify(
+        &[
+            (
+                "VERIFY_API_URL",
+                format!("http://{}{API_SUFFIX}", gateway.address),
+            ),
+            ("VERIFY_SUBSCRIPTION_KEY", keys.subscription.clone()),
+            (
+                "VERIFY_FUNCTION_URL",
+                format!("http://{}/api", front_end.address),
+            ),
+            ("VERIFY_FUNCTION_KEY", keys.function.clone()),
+            ("VERIFY_IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
+            ("VERIFY_SIGNING_MODE", layers.reported_mode.to_owned()),
+            ("VERIFY_POLICY_NAME", POLICY.to_owned()),
+            ("VERIFY_DPS_ID_SCOPE", ID_SCOPE.to_owned()),
+            // What the deployment would say: the mode, not the switched-off layer.
+            ("VERIFY_IP_LAYER", on_off(layers.ip_layer)),
+            ("VERIFY_APIM_ADDRESSES", GATEWAY_ADDRESS.to_owned()),
+            ("VERIFY_APP_SERVICE_AUTH", "off".to_owned()),
+            ("VERIFY_BEARER", "on".to_owned()),
+            ("VERIFY_TIMEOUT", "10".to_owned()),
+        ]
+        .into_iter()
+        .chain(arm.iter().map(|(name, value)| (*name, value.clone())))
+        .collect::<Vec<_>>(),
+    );
     // Secrets must never be printed, whatever failed.
     for secret in [&keys.subscription, &keys.function, &token] {
         assert!(
@@ -715,4 +735,172 @@ fn check_run(name: &str, open: &[&str], run: &Run) -> Option<String> {
         }
     }
     (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
+}
+
+/// The fake Azure CLI of infra/tests/fake_az.py in `dir`, answering for a deployment whose Function
+/// App is configured as the template configures it, with the layers in `off` switched off; and
+/// the environment that makes verify.py read it (a resource group, the subscription, the fake
+/// first on PATH). Installed with `.venv-infra`'s Python, which has the CLI's query language.
+fn fake_arm(
+    dir: &Path,
+    apim: &Caller,
+    ip_layer: bool,
+    off: &[&str],
+) -> Vec<(&'static str, String)> {
+    const SUBSCRIPTION: &str = "11111111-2222-3333-4444-555555555555";
+    const GROUP: &str = "rg-verify";
+    const APP: &str = "iothubsas-func-verify";
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv-infra/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make infra-check`, which `make test` runs first",
+        python.display()
+    );
+    let bin = dir.join("fake-az");
+    let scenario = serde_json::json!({
+        "state": {"outputs": {"functionAppName": APP, "apimPrincipalId": apim.oid}},
+        "site": {
+            "subscription": SUBSCRIPTION,
+            "group": GROUP,
+            "app": APP,
+            "apim_principal": apim.oid,
+            "apim_addresses": if ip_layer { vec![GATEWAY_ADDRESS] } else { vec![] },
+            "ip_layer": ip_layer,
+            "off": off,
+        },
+    });
+    let status = Command::new(&python)
+        .arg(root.join("infra/tests/fake_az.py"))
+        .arg("install")
+        .arg(&bin)
+        .arg(scenario.to_string())
+        .status()
+        .expect("the fake Azure CLI installs");
+    assert!(status.success(), "infra/tests/fake_az.py install failed");
+    let path = std::env::var("PATH").unwrap_or_default();
+    vec![
+        ("PATH", format!("{}:{path}", bin.display())),
+        ("RESOURCE_GROUP", GROUP.to_owned()),
+        ("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION.to_owned()),
+    ]
+}
+
+/// The table verify.py ends with: layer -> (shown by, result).
+fn layer_table(run: &Run) -> std::collections::BTreeMap<String, (String, String)> {
+    run.stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("verify: | "))
+        .skip(1)
+        .map(|row| {
+            let cell = |from: usize, to: usize| {
+                row.get(from..to.min(row.len()))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            };
+            (cell(0, 27), (cell(28, 49), cell(50, row.len())))
+        })
+        .collect()
+}
+
+#[test]
+fn verify_reads_the_configuration_it_cannot_probe_and_names_a_layer_switched_off_there() {
+    let nginx = Nginx::find();
+    let issuer = Issuer::start();
+    let apim = Caller::random();
+    let classic = Layers {
+        configuration: Some(&[]),
+        ..Layers::all_on(true)
+    };
+    let consumption = Layers {
+        configuration: Some(&[]),
+        ..Layers::all_on(false)
+    };
+    // (scenario, layers, layers verify must name as failed, expected "shown by" per layer)
+    let hidden = [
+        "App Service Authentication",
+        "function key",
+        "ALLOWED_IPS",
+        "bearer",
+    ];
+    let scenarios: Vec<(&str, Layers, Vec<&str>)> = vec![
+        ("classic tier, configuration read", classic, vec![]),
+        ("consumption tier, configuration read", consumption, vec![]),
+        (
+            "classic tier, App Service Authentication off in the configuration",
+            Layers {
+                configuration: Some(&["App Service Authentication"]),
+                ..classic
+            },
+            vec!["App Service Authentication"],
+        ),
+        (
+            "classic tier, the bearer layer's AUTH_ALLOWED_CALLERS missing in the configuration",
+            Layers {
+                configuration: Some(&["bearer"]),
+                ..classic
+            },
+            vec!["bearer"],
+        ),
+        (
+            "consumption tier, an anonymous function in the configuration",
+            Layers {
+                configuration: Some(&["function key"]),
+                ..consumption
+            },
+            vec!["function key"],
+        ),
+    ];
+    let problems: Vec<String> = std::thread::scope(|scope| {
+        let running: Vec<_> = scenarios
+            .iter()
+            .map(|(name, layers, failed)| {
+                let (nginx, issuer, apim) = (&nginx, &issuer, &apim);
+                scope.spawn(move || {
+                    let run = verify_topology(nginx, issuer, apim, *layers);
+                    let table = layer_table(&run);
+                    let mut wrong = Vec::new();
+                    let mut expected: Vec<String> = failed.iter().map(|l| (*l).to_owned()).collect();
+                    expected.sort();
+                    if run.failed_layers() != expected {
+                        wrong.push(format!("FAIL lines name {:?}, expected {expected:?}", run.failed_layers()));
+                    }
+                    if run.code != Some(if failed.is_empty() { 0 } else { 1 }) {
+                        wrong.push(format!("exit code {:?}", run.code));
+                    }
+                    if table.len() != 9 {
+                        wrong.push(format!("{} table rows, expected 9", table.len()));
+                    }
+                    for (layer, (shown, result)) in &table {
+                        let off_by_design = !layers.ip_layer
+                            && (layer == "access restriction" || layer == "ALLOWED_IPS");
+                        let want = if failed.contains(&layer.as_str()) {
+                            "FAIL"
+                        } else if off_by_design {
+                            "off (the tier has no stable outbound address)"
+                        } else {
+                            "PASS"
+                        };
+                        if result != want {
+                            wrong.push(format!("{layer}: {result}, expected {want}"));
+                        }
+                        if !off_by_design && !["probed", "configured", "probed + configured"].contains(&shown.as_str()) {
+                            wrong.push(format!("{layer} shown by {shown:?}: neither probed nor configured"));
+                        }
+                        // On a classic tier the access restriction's 403 hides every layer behind it.
+                        if layers.ip_layer && hidden.contains(&layer.as_str()) && shown != "configured" {
+                            wrong.push(format!("{layer} shown by {shown:?}, expected configured (hidden behind the 403)"));
+                        }
+                    }
+                    (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|handle| handle.join().expect("a scenario panicked"))
+            .collect()
+    });
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
