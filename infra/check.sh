@@ -16,7 +16,9 @@
 #   4. pytest infra/tests: Bicep parses and its references resolve, what issue 12 fixed stays
 #      fixed (Flex default, stages, back end, import settings, SKUs, name salt), app settings =
 #      the handler's settings, policy XML, OpenAPI and its API Management import copy,
-#      infra/deploy.sh's bounds, azure.yaml against the vendored Azure Developer CLI schema
+#      infra/deploy.sh's bounds, azure.yaml against the vendored Azure Developer CLI schema, and
+#      deploy.sh (azd's hook sequence) and verify.py (the deployed configuration) driven with a
+#      fake az that answers in Azure Resource Manager's shapes (infra/tests/fake_az.py)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -5,15 +5,24 @@
 # infra/README.md.
 #
 #   infra/deploy.sh                  everything (make deploy): preflight, infrastructure, code, publish
-#   infra/deploy.sh preflight        tools, login, resource providers (azd preprovision hook)
+#   infra/deploy.sh preflight        tools, login, settings, the template compiled, names free of
+#                                    soft-deleted vaults and services, resource providers (azd
+#                                    preprovision hook)
 #   infra/deploy.sh code             the package only, to an app the template already created
 #   infra/deploy.sh publish          the function key, then (after a bounded wait) the API
 #   infra/deploy.sh after-provision  code + publish (azd postprovision hook, after azd's own
 #                                    deployment of the infrastructure stage)
 #
+# Where: at azd's hooks (preflight, after-provision) azd's own AZURE_SUBSCRIPTION_ID,
+# AZURE_RESOURCE_GROUP and AZURE_LOCATION, which azd sets before its hooks run; an exported
+# RESOURCE_GROUP or LOCATION that disagrees with them stops the hook. Otherwise RESOURCE_GROUP and
+# LOCATION (or the AZURE_* names), and the subscription AZURE_SUBSCRIPTION_ID or else the Azure
+# CLI's. Either way the CLI's subscription (az account show) must be that one, and every call
+# below names it (--subscription, or the resource id in the URI).
+#
 # Required environment (azd: `azd env set NAME value`):
 #   RESOURCE_GROUP           resource group (azd: AZURE_RESOURCE_GROUP); created if missing
-#   LOCATION                 Azure region, e.g. westeurope (azd: AZURE_LOCATION)
+#   LOCATION                 Azure region, e.g. westeurope (azd: AZURE_LOCATION, which it asks for)
 #   APIM_PUBLISHER_EMAIL     API Management publisher e-mail
 #   FUNCTION_APP_CLIENT_ID   application (client) id of the Function App's app registration
 #   IOTHUB_HOSTNAME          e.g. contoso.azure-devices.net
@@ -22,7 +31,10 @@
 #   APIM_SKU                 Developer (default) | Basic | Standard | Premium | Consumption |
 #                            BasicV2 | StandardV2
 #   NAME_SALT                changes every resource name (redeploying after deleting the group
-#                            while its Key Vault / API Management are still soft-deleted)
+#                            while its Key Vault / API Management are still soft-deleted: the
+#                            preflight finds them and says so)
+#   STORAGE_SKU              storage replication; default Standard_ZRS where the region has
+#                            availability zones, Standard_LRS where it has none
 #   FUNCTION_APP_ID_URI, AUTH_REQUIRED_ROLE, NAME_PREFIX
 #   SIGNING_MODE             hub-policy (default) | enrollment-group (README, "Signing modes")
 #   IOTHUB_POLICY_NAME       hub-policy mode: the policy (default device); refused in enrollment-group mode
@@ -30,17 +42,18 @@
 #                            (default dps-enrollment-group-key); refused in hub-policy mode
 #   DPS_ID_SCOPE             enrollment-group mode: turns DPS registration tokens on; refused in
 #                            hub-policy mode (the handler would refuse to start)
-#   DEVICE_SCOPES            per-caller scoping, a JSON object (README, "Per-caller scoping");
-#                            passed by this script, not through main.parameters.json (azd fills its
-#                            placeholders without JSON escaping), so not with azd's hooks
+#   DEVICE_SCOPES            per-caller scoping, a JSON object (README, "Per-caller scoping"); the
+#                            object parameter deviceScopes, which azd parses as JSON too
 #   APIM_CALLER_KIND         with DEVICE_SCOPES, the caller fact API Management forwards: subscription
 #                            (default) | certificate | entra | none (README, "Giving each caller its scope")
 #   APIM_CALLER_AUDIENCE     entra: the audience of the callers' own tokens (AUTH_CALLER_AUDIENCE)
 #   APIM_CALLER_CLIENT_IDS   entra: comma-separated client application ids the gateway accepts
 #   APIM_CLIENT_CERT_THUMBPRINTS  certificate: comma-separated SHA-1 thumbprints the gateway accepts
-#   DEPLOYER_PRINCIPAL_ID    object id allowed to upload the package (default: the signed-in user;
-#   DEPLOYER_PRINCIPAL_TYPE  azd: AZURE_PRINCIPAL_ID) and its type, User (default) | ServicePrincipal
-#   KEYVAULT_ALLOWED_IP_RANGES  Flex only: comma-separated CIDRs allowed through the vault firewall
+#   DEPLOYER_PRINCIPAL_ID    Linux Consumption: object id allowed to upload the package (default:
+#   DEPLOYER_PRINCIPAL_TYPE  the signed-in user; azd: AZURE_PRINCIPAL_ID) and its type, User
+#                            (default) | ServicePrincipal
+#   KEYVAULT_ALLOWED_IP_RANGES  Flex only: CIDRs allowed through the vault firewall, comma-separated
+#                            or a JSON array (azd: a JSON array, '["203.0.113.7/32"]')
 #   DEPLOYMENT_NAME          ARM deployment name (default iothub-sas; `make verify` reads it)
 #
 # Nothing here can hang: every Azure CLI call runs under `bounded SECONDS az ...` (coreutils
@@ -56,7 +69,8 @@ LOG_PREFIX=deploy
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-need() { [[ -n ${!1:-} ]] || die "set $1 (see the top of infra/deploy.sh)"; }
+# `need NAME [WHAT]`: NAME must be set; the message names WHAT (default NAME).
+need() { [[ -n ${!1:-} ]] || die "set ${2:-$1} (see the top of infra/deploy.sh)"; }
 
 # Bounds, in seconds. Each can be raised from the environment; none can be switched off.
 readonly AZ_SECONDS=${AZ_SECONDS:-120}                  # one ordinary az call
@@ -68,11 +82,16 @@ readonly HOST_SECONDS=${HOST_SECONDS:-600}              # the Functions host ans
 readonly PROVIDER_SECONDS=${PROVIDER_SECONDS:-300}      # a resource provider registering
 readonly ROLE_SECONDS=${ROLE_SECONDS:-300}              # API Management's role assignment to show up
 readonly ROLE_PROPAGATION_SECONDS=${ROLE_PROPAGATION_SECONDS:-120} # ... and to apply (data plane)
-readonly API_ATTEMPTS=${API_ATTEMPTS:-4}                # the api stage, 60 s apart
+readonly API_ATTEMPTS=${API_ATTEMPTS:-4}                # the api stage, STAGE_PAUSE_SECONDS apart
+readonly FUNCTION_KEY_ATTEMPTS=${FUNCTION_KEY_ATTEMPTS:-4} # the functionKey stage, the same
+readonly STAGE_PAUSE_SECONDS=${STAGE_PAUSE_SECONDS:-60} # between two attempts at a stage
+readonly RETRY_SECONDS=${RETRY_SECONDS:-15}             # between two tries of a retried call
+readonly HOST_RETRY_SECONDS=${HOST_RETRY_SECONDS:-30}   # between two looks for the host's keys
 readonly POLL_SECONDS=${POLL_SECONDS:-10}               # between two looks at something being created
 
-readonly PACKAGE=dist/handler.zip
+readonly PACKAGE=${PACKAGE:-dist/handler.zip}
 readonly API_VERSION_APIM=2024-05-01
+readonly API_VERSION_WEB=2024-04-01
 # Every resource provider the template uses. Microsoft.App: Flex Consumption's virtual network
 # integration delegates its subnet to Microsoft.App/environments, which fails unless the
 # subscription has registered Microsoft.App (azure-cli registers it in `functionapp create
@@ -96,15 +115,16 @@ bounded() {
   "$timeout_bin" --kill-after=10 "$seconds" "$@"
 }
 
-# `retry SECONDS command...`: runs command until it succeeds, 15 s apart, for at most SECONDS.
+# `retry SECONDS command...`: runs command until it succeeds, RETRY_SECONDS apart, for at most
+# SECONDS.
 retry() {
   local budget=$1
   shift
   local deadline=$((SECONDS + budget))
   until "$@"; do
-    ((SECONDS + 15 < deadline)) || return 1
-    log "not yet; retrying in 15 s"
-    sleep 15
+    ((SECONDS + RETRY_SECONDS < deadline)) || return 1
+    log "not yet; retrying in ${RETRY_SECONDS} s"
+    sleep "$RETRY_SECONDS"
   done
 }
 
@@ -123,16 +143,56 @@ tools() {
   done
 }
 
+# `same A B`: A and B name the same thing (Azure names compare without regard to case).
+same() { [[ ${1,,} == "${2,,}" ]]; }
+
+# `azd_variable NAME OURS`: at azd's hooks azd's NAME decides; an exported OURS (RESOURCE_GROUP,
+# LOCATION) that says otherwise would send the hook's calls elsewhere than azd's deployment.
+azd_variable() {
+  local name=$1 ours=$2
+  [[ -n ${!name:-} ]] || die "$name is not set: azd sets it before running its hooks (azd up asks for it), or set it with 'azd env set $name <value>'"
+  if [[ -n ${!ours:-} ]] && ! same "${!ours}" "${!name}"; then
+    die "$ours is '${!ours}' but azd's $name is '${!name}': unset $ours, azd deploys with $name"
+  fi
+  printf -v "$ours" '%s' "${!name}"
+}
+
+SUBSCRIPTION_ID=""
+# Where this run deploys (the comment at the top), every variable checked, and the CLI's
+# subscription compared with it. `settings azd` at azd's hooks, `settings` otherwise.
 settings() {
-  RESOURCE_GROUP=${RESOURCE_GROUP:-${AZURE_RESOURCE_GROUP:-}}
-  LOCATION=${LOCATION:-${AZURE_LOCATION:-}}
+  local source=${1:-}
+  if [[ $source == azd ]]; then
+    azd_variable AZURE_RESOURCE_GROUP RESOURCE_GROUP
+    azd_variable AZURE_LOCATION LOCATION
+    azd_variable AZURE_SUBSCRIPTION_ID SUBSCRIPTION_ID
+  else
+    local name ours
+    for name in RESOURCE_GROUP LOCATION; do
+      ours=AZURE_$name
+      if [[ -n ${!name:-} && -n ${!ours:-} ]] && ! same "${!name}" "${!ours}"; then
+        die "$name is '${!name}' but $ours is '${!ours}': unset one of them"
+      fi
+    done
+    RESOURCE_GROUP=${RESOURCE_GROUP:-${AZURE_RESOURCE_GROUP:-}}
+    LOCATION=${LOCATION:-${AZURE_LOCATION:-}}
+  fi
+  # main.parameters.json maps location to ${AZURE_LOCATION}, as azd wants it.
+  AZURE_LOCATION=$LOCATION
+  need RESOURCE_GROUP
+  need AZURE_LOCATION "LOCATION (azd: AZURE_LOCATION)"
   local name
-  for name in RESOURCE_GROUP LOCATION APIM_PUBLISHER_EMAIL FUNCTION_APP_CLIENT_ID IOTHUB_HOSTNAME; do
+  for name in APIM_PUBLISHER_EMAIL FUNCTION_APP_CLIENT_ID IOTHUB_HOSTNAME; do
     need "$name"
   done
   DEPLOYMENT_NAME=${DEPLOYMENT_NAME:-iothub-sas}
-  bounded "$AZ_SECONDS" az account show --query id -o tsv >/dev/null 2>&1 \
-    || die "not logged in (or the Azure CLI did not answer within ${AZ_SECONDS} s): run 'az login'"
+  local cli_subscription=""
+  if ! cli_subscription="$(bounded "$AZ_SECONDS" az account show --query id -o tsv 2>/dev/null)" || [[ -z $cli_subscription ]]; then
+    die "not logged in (or the Azure CLI did not answer within ${AZ_SECONDS} s): run 'az login'"
+  fi
+  SUBSCRIPTION_ID=${SUBSCRIPTION_ID:-${AZURE_SUBSCRIPTION_ID:-$cli_subscription}}
+  same "$SUBSCRIPTION_ID" "$cli_subscription" \
+    || die "AZURE_SUBSCRIPTION_ID is $SUBSCRIPTION_ID but the Azure CLI's subscription is $cli_subscription: run 'az account set --subscription $SUBSCRIPTION_ID' ('az login' first if it is in another tenant)"
   local deployer=${DEPLOYER_PRINCIPAL_ID:-${AZURE_PRINCIPAL_ID:-}}
   if [[ -z $deployer ]]; then
     deployer="$(bounded "$AZ_SECONDS" az ad signed-in-user show --query id -o tsv 2>/dev/null || true)"
@@ -140,7 +200,8 @@ settings() {
   fi
   export AZURE_PRINCIPAL_ID=$deployer
   export AZURE_PRINCIPAL_TYPE=${DEPLOYER_PRINCIPAL_TYPE:-${AZURE_PRINCIPAL_TYPE:-User}}
-  export RESOURCE_GROUP LOCATION DEPLOYMENT_NAME
+  export RESOURCE_GROUP LOCATION AZURE_LOCATION DEPLOYMENT_NAME SUBSCRIPTION_ID
+  log "subscription $SUBSCRIPTION_ID, resource group $RESOURCE_GROUP, region $LOCATION"
 }
 
 # The signing mode and the settings that go with it, refused here, before anything is deployed,
@@ -157,12 +218,32 @@ mode_settings() {
       ;;
     *) die "SIGNING_MODE must be hub-policy or enrollment-group, not '$SIGNING_MODE'" ;;
   esac
+  # A JSON object ({} = no scoping). A key given twice is refused: the parsers on the way (azd's,
+  # ARM's) keep only its last rules, silently.
   if [[ -n ${DEVICE_SCOPES:-} ]]; then
     python3 -c 'import json, sys
-value = json.loads(sys.argv[1])
-sys.exit(0 if isinstance(value, dict) and value else 1)' "$DEVICE_SCOPES" 2>/dev/null \
-      || die "DEVICE_SCOPES must be a non-empty JSON object (README, \"Per-caller scoping\")"
+def unique(pairs):
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("a key given twice")
+    return dict(pairs)
+value = json.loads(sys.argv[1], object_pairs_hook=unique)
+sys.exit(0 if isinstance(value, dict) else 1)' "$DEVICE_SCOPES" 2>/dev/null \
+      || die "DEVICE_SCOPES must be a JSON object, each caller once (README, \"Per-caller scoping\")"
   fi
+  # The parameters file's object and array parameters are JSON (as azd reads them); a
+  # comma-separated KEYVAULT_ALLOWED_IP_RANGES is written as the array it means.
+  KEYVAULT_ALLOWED_IP_RANGES="$(python3 -c 'import json, sys
+text = sys.argv[1].strip()
+if text.startswith("["):
+    ranges = json.loads(text)
+    if not (isinstance(ranges, list) and all(isinstance(r, str) and r for r in ranges)):
+        raise SystemExit(1)
+else:
+    ranges = [r.strip() for r in text.split(",") if r.strip()]
+print(json.dumps(ranges) if ranges else "")' "${KEYVAULT_ALLOWED_IP_RANGES:-}" 2>/dev/null)" \
+    || die "KEYVAULT_ALLOWED_IP_RANGES must be CIDRs, comma-separated or a JSON array of strings"
+  export KEYVAULT_ALLOWED_IP_RANGES
   caller_settings
 }
 
@@ -176,7 +257,8 @@ caller_settings() {
   problem="$(python3 - <<'PYTHON'
 import json, os, re
 kind = os.environ.get("APIM_CALLER_KIND", "")
-scopes = os.environ.get("DEVICE_SCOPES", "")
+# An empty object ({}) is no scoping, as unset is.
+scopes = json.loads(os.environ.get("DEVICE_SCOPES") or "{}")
 audience = os.environ.get("APIM_CALLER_AUDIENCE", "")
 client_ids = os.environ.get("APIM_CALLER_CLIENT_IDS", "")
 thumbprints = os.environ.get("APIM_CLIENT_CERT_THUMBPRINTS", "")
@@ -205,7 +287,7 @@ def check():
             return "APIM_CALLER_CLIENT_IDS must be comma-separated client application ids (GUIDs)"
     if effective == "certificate" and not all(re.fullmatch(r"[0-9a-fA-F]{40}", t) for t in items(thumbprints)):
         return "APIM_CLIENT_CERT_THUMBPRINTS must be comma-separated SHA-1 thumbprints (40 hex digits, as API Management compares them)"
-    if effective != "none" and not any(key.startswith(keys[effective]) for key in json.loads(scopes)):
+    if effective != "none" and not any(key.startswith(keys[effective]) for key in scopes):
         return (f"DEVICE_SCOPES names no caller API Management forwards with APIM_CALLER_KIND={effective}: "
                 f"use keys {' or '.join(p + '...' for p in keys[effective])} (rules naming API Management itself do not apply to the callers behind it)")
     return ""
@@ -216,126 +298,232 @@ PYTHON
   export APIM_CALLER_KIND=${APIM_CALLER_KIND:-subscription}
 }
 
-# azd provisions with infra/main.parameters.json alone, whose placeholders it fills without JSON
-# escaping (azure-dev, bicep_provider.go loadParameters: envsubst.Eval, then json.Unmarshal), so
-# a JSON value cannot travel that way and deviceScopes is not in the file: each `azd provision`
-# would deploy the app without DEVICE_SCOPES, i.e. without scoping, until the next deployment
-# by this script. Refused at azd's hooks rather than opened for a while.
-refuse_device_scopes_under_azd() {
-  [[ -z ${DEVICE_SCOPES:-} ]] || die "DEVICE_SCOPES cannot pass through azd's parameter file (no JSON escaping): deploy with make deploy, which passes it itself"
+# At azd's hooks the values azd itself parses must already be what it accepts: an object or
+# array parameter's variable must be JSON, not empty (azure-dev bicep_provider.go
+# loadParameters: a set but empty value is "not valid JSON" to azd).
+azd_json_settings() {
+  local name
+  for name in DEVICE_SCOPES KEYVAULT_ALLOWED_IP_RANGES; do
+    if [[ -v $name && -z ${!name} ]]; then
+      die "$name is set but empty, which azd refuses as JSON: set it to {} (DEVICE_SCOPES) or [] (KEYVAULT_ALLOWED_IP_RANGES), or remove it from the azd environment"
+    fi
+  done
+  if [[ -n ${KEYVAULT_ALLOWED_IP_RANGES:-} && ${KEYVAULT_ALLOWED_IP_RANGES} != \[* ]]; then
+    die "KEYVAULT_ALLOWED_IP_RANGES must be a JSON array under azd, which parses it as JSON: azd env set KEYVAULT_ALLOWED_IP_RANGES '[\"203.0.113.7/32\"]'"
+  fi
 }
 
 register_providers() {
   local namespace state deadline
   for namespace in "${PROVIDERS[@]}"; do
-    state="$(bounded "$AZ_SECONDS" az provider show --namespace "$namespace" --query registrationState -o tsv)"
+    state="$(bounded "$AZ_SECONDS" az provider show --subscription "$SUBSCRIPTION_ID" --namespace "$namespace" --query registrationState -o tsv)"
     [[ $state == Registered ]] && continue
     log "registering resource provider $namespace (was: ${state:-unknown})"
-    # No --wait: the CLI's own wait has no bound; the loop below has one.
-    bounded "$AZ_SECONDS" az provider register --namespace "$namespace" --only-show-errors -o none
+    # No --wait: the CLI's own wait has no bound; the loop below has one. Registering is a
+    # subscription-scope action (Microsoft.Resources/subscriptions/providers/register): Owner or
+    # Contributor on a resource group does not include it.
+    bounded "$AZ_SECONDS" az provider register --subscription "$SUBSCRIPTION_ID" --namespace "$namespace" --only-show-errors -o none \
+      || die "cannot register the resource provider $namespace in subscription $SUBSCRIPTION_ID: that takes a role on the subscription (Contributor or Owner), not only on the resource group; ask an administrator to run 'az provider register --subscription $SUBSCRIPTION_ID --namespace $namespace'"
     deadline=$((SECONDS + PROVIDER_SECONDS))
     until [[ $state == Registered ]]; do
       ((SECONDS < deadline)) || die "$namespace did not register within ${PROVIDER_SECONDS} s"
       sleep "$POLL_SECONDS"
-      state="$(bounded "$AZ_SECONDS" az provider show --namespace "$namespace" --query registrationState -o tsv)"
+      state="$(bounded "$AZ_SECONDS" az provider show --subscription "$SUBSCRIPTION_ID" --namespace "$namespace" --query registrationState -o tsv)"
     done
   done
 }
 
+# The template compiled by the Bicep CLI the operator's Azure CLI uses (installed the way `az`
+# installs it when it is missing), before anything is deployed: a compile error stops here, not
+# half an hour into a deployment.
+compile_template() {
+  if ! bounded "$AZ_SECONDS" az bicep version --only-show-errors >/dev/null 2>&1; then
+    log "installing the Bicep CLI: 'az bicep install'"
+    bounded "$AZ_SECONDS" az bicep install --only-show-errors \
+      || die "the Bicep CLI is missing and 'az bicep install' failed: install it, then run this again"
+  fi
+  log "az bicep build infra/main.bicep"
+  bounded "$AZ_SECONDS" az bicep build --file infra/main.bicep --stdout --only-show-errors >/dev/null \
+    || die "the Bicep compiler refused infra/main.bicep (its errors are above); nothing was deployed"
+}
+
+# The resource group's id as ARM's resourceGroup().id gives it (the existing group's own casing).
+group_id() {
+  local id
+  if id="$(bounded "$AZ_SECONDS" az group show --subscription "$SUBSCRIPTION_ID" --name "$RESOURCE_GROUP" --query id -o tsv 2>/dev/null)" && [[ -n $id ]]; then
+    printf '%s\n' "$id"
+  else
+    printf '/subscriptions/%s/resourceGroups/%s\n' "${SUBSCRIPTION_ID,,}" "$RESOURCE_GROUP"
+  fi
+}
+
+# A Key Vault with purge protection (90 days) and API Management (48 hours) stay soft-deleted
+# under their names after the group is deleted (azd down, az group delete): a deployment that
+# gives them the same names fails late. The names this deployment would use (infra/names.py,
+# main.bicep's naming) are looked up among the subscription's soft-deleted vaults and services,
+# and a collision stops here with the command that clears it.
+soft_deleted_names() {
+  local names vault apim found
+  names="$(python3 infra/names.py "$(group_id)" "${NAME_PREFIX:-iothubsas}" "${NAME_SALT:-}")"
+  vault="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["keyVault"])' "$names")"
+  apim="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["apim"])' "$names")"
+  local salt="set NAME_SALT (azd: azd env set NAME_SALT 2) to deploy under new names"
+  found="$(bounded "$AZ_SECONDS" az keyvault list-deleted --subscription "$SUBSCRIPTION_ID" \
+    --query "[?name=='$vault'].[properties.purgeProtectionEnabled, properties.scheduledPurgeDate, properties.location]" -o tsv)" \
+    || die "cannot list the subscription's soft-deleted Key Vaults: 'az keyvault list-deleted' failed"
+  if [[ -n $found ]]; then
+    local protected until where
+    IFS=$'\t' read -r protected until where <<<"$found"
+    if [[ ${protected,,} == true ]]; then
+      die "Key Vault $vault, the name this deployment gives its vault, is soft-deleted with purge protection (kept until $until): recover it with 'az keyvault recover --subscription $SUBSCRIPTION_ID --name $vault' (it returns to its old resource group, which must exist), or $salt"
+    fi
+    die "Key Vault $vault, the name this deployment gives its vault, is soft-deleted (kept until $until): recover it with 'az keyvault recover --subscription $SUBSCRIPTION_ID --name $vault', purge it with 'az keyvault purge --subscription $SUBSCRIPTION_ID --name $vault --location $where', or $salt"
+  fi
+  found="$(bounded "$AZ_SECONDS" az apim deletedservice list --subscription "$SUBSCRIPTION_ID" \
+    --query "[?name=='$apim'].[location, scheduledPurgeDate]" -o tsv)" \
+    || die "cannot list the subscription's soft-deleted API Management services: 'az apim deletedservice list' failed"
+  if [[ -n $found ]]; then
+    local where until
+    IFS=$'\t' read -r where until <<<"$found"
+    die "API Management $apim, the name this deployment gives its service, is soft-deleted (kept until $until): purge it with 'az apim deletedservice purge --subscription $SUBSCRIPTION_ID --service-name $apim --location \"$where\"', or $salt"
+  fi
+  log "no soft-deleted Key Vault ($vault) or API Management ($apim) in the way"
+}
+
+# `preflight [azd]`: everything that can be checked before the first deployment, cheapest first.
 preflight() {
   tools
-  settings
+  settings "${1:-}"
+  [[ ${1:-} != azd ]] || azd_json_settings
   mode_settings
+  compile_template
+  soft_deleted_names
   register_providers
 }
 
 # infra/main.parameters.json with its ${NAME}/${NAME=default} placeholders filled from the
-# environment, the way azd fills them (drone/envsubst), written to $1.
+# environment the way azd fills them (drone/envsubst; azure-dev bicep_provider.go
+# loadParameters), written to $1: into a string parameter the value as a JSON string; into an
+# object or array parameter (main.bicep's type) the value itself, parsed as JSON, and the
+# parameter left out when its variable is unset or empty (the template's default applies).
 render_parameters() {
   python3 - "$1" <<'PYTHON'
 import json, os, re, sys
-text = open("infra/main.parameters.json", encoding="utf-8").read()
-def value(match):
-    name, op, default = match.group(1), match.group(2), match.group(3) or ""
-    current = os.environ.get(name)
-    if current is None or (op in (":=", ":-") and current == ""):
-        current = default if op else ""
-    return json.dumps(current)[1:-1]
-rendered = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}", value, text)
-json.loads(rendered)
-open(sys.argv[1], "w", encoding="utf-8").write(rendered)
+structured = set(re.findall(r"^param\s+(\w+)\s+(?:object|array)\b", open("infra/main.bicep", encoding="utf-8").read(), re.M))
+document = json.load(open("infra/main.parameters.json", encoding="utf-8"))
+placeholder = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
+def fill(text):
+    def value(match):
+        name, op, default = match.group(1), match.group(2), match.group(3) or ""
+        current = os.environ.get(name)
+        if current is None or (op in (":=", ":-") and current == ""):
+            current = default if op else ""
+        return current
+    return placeholder.sub(value, text)
+parameters = {}
+for name, spec in document["parameters"].items():
+    value = spec.get("value")
+    if isinstance(value, str):
+        value = fill(value)
+        if name in structured:
+            if value.strip() == "":
+                continue
+            try:
+                value = json.loads(value)
+            except ValueError:
+                sys.exit(f"deploy: error: parameter {name}: its value is not valid JSON")
+    parameters[name] = {"value": value}
+document["parameters"] = parameters
+json.dump(document, open(sys.argv[1], "w", encoding="utf-8"))
 PYTHON
 }
 
-# `deploy_stage STAGE`: infra/main.bicep with deploymentStage=STAGE, as $DEPLOYMENT_NAME.
-# DEVICE_SCOPES (a JSON object) goes in a parameters file of its own, written with json.dumps, so
-# nothing in it is ever re-read by a shell or a placeholder filler; the CLI merges the files in
-# order (azure-cli resource/custom.py, _process_parameters: `parameters.update`).
+# `deploy_stage STAGE`: infra/main.bicep with deploymentStage=STAGE, as $DEPLOYMENT_NAME, with
+# the parameters file azd uses, filled as azd fills it (DEVICE_SCOPES and the vault's address
+# ranges travel as JSON, written by json.dump: nothing in them is re-read by a shell).
 deploy_stage() {
-  local stage=$1 parameters scopes ranges
+  local stage=$1 parameters
   parameters="$(mktemp)"
-  scopes="$(mktemp)"
-  DEPLOYMENT_STAGE=$stage render_parameters "$parameters"
-  python3 -c 'import json, sys
-print(json.dumps({"contentVersion": "1.0.0.0", "parameters": {"deviceScopes": {"value": sys.argv[1]}}}))' \
-    "${DEVICE_SCOPES:-}" >"$scopes"
-  ranges="$(python3 -c 'import json, sys; print(json.dumps([r.strip() for r in sys.argv[1].split(",") if r.strip()]))' "${KEYVAULT_ALLOWED_IP_RANGES:-}")"
+  DEPLOYMENT_STAGE=$stage render_parameters "$parameters" || { rm -f "$parameters"; return 1; }
   log "az deployment group create ($DEPLOYMENT_NAME, deploymentStage=$stage, signingMode=$SIGNING_MODE; at most ${DEPLOYMENT_SECONDS} s)"
   local status=0
   bounded "$DEPLOYMENT_SECONDS" az deployment group create \
+    --subscription "$SUBSCRIPTION_ID" \
     --resource-group "$RESOURCE_GROUP" \
     --name "$DEPLOYMENT_NAME" \
     --template-file infra/main.bicep \
     --parameters "@$parameters" \
-    --parameters "@$scopes" \
-    --parameters "keyVaultAllowedIpRanges=$ranges" \
     --only-show-errors --output none || status=$?
-  rm -f "$parameters" "$scopes"
+  rm -f "$parameters"
   return "$status"
 }
 
 outputs_from=""
 # The deployment whose outputs name the resources: ours, or after `azd provision` azd's newest.
 choose_outputs() {
-  if bounded "$AZ_SECONDS" az deployment group show -g "$RESOURCE_GROUP" -n "$DEPLOYMENT_NAME" -o none 2>/dev/null; then
+  if bounded "$AZ_SECONDS" az deployment group show --subscription "$SUBSCRIPTION_ID" -g "$RESOURCE_GROUP" -n "$DEPLOYMENT_NAME" -o none 2>/dev/null; then
     outputs_from=$DEPLOYMENT_NAME
     return
   fi
-  outputs_from="$(bounded "$AZ_SECONDS" az deployment group list -g "$RESOURCE_GROUP" \
+  outputs_from="$(bounded "$AZ_SECONDS" az deployment group list --subscription "$SUBSCRIPTION_ID" -g "$RESOURCE_GROUP" \
     --query "reverse(sort_by([?properties.provisioningState=='Succeeded' && properties.outputs.functionAppName], &properties.timestamp))[0].name" -o tsv)"
-  [[ -n $outputs_from ]] || die "no deployment of infra/main.bicep in $RESOURCE_GROUP yet: run infra/deploy.sh (or azd provision) first"
+  [[ -n $outputs_from ]] || die "no deployment of infra/main.bicep in $RESOURCE_GROUP (subscription $SUBSCRIPTION_ID) yet: run infra/deploy.sh (or azd provision) first"
 }
 
 output() {
-  bounded "$AZ_SECONDS" az deployment group show --resource-group "$RESOURCE_GROUP" --name "$outputs_from" \
+  bounded "$AZ_SECONDS" az deployment group show --subscription "$SUBSCRIPTION_ID" --resource-group "$RESOURCE_GROUP" --name "$outputs_from" \
     --query "properties.outputs.$1.value" --output tsv
 }
+
+# The app's resource id (ARM), for the calls that go to ARM by URI.
+app_id() { printf '/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Web/sites/%s\n' "$SUBSCRIPTION_ID" "$RESOURCE_GROUP" "$1"; }
+
+scm_opened=""
+# `scm_access APP Allow|Deny`: the default action of the SCM site's access restriction. The
+# template closes it (Deny) on both plans; a Flex upload opens it for its own length.
+scm_access() {
+  bounded "$AZ_SECONDS" az rest --method patch \
+    --uri "https://management.azure.com$(app_id "$1")/config/web?api-version=$API_VERSION_WEB" \
+    --body "{\"properties\": {\"scmIpSecurityRestrictionsDefaultAction\": \"$2\"}}" --output none
+}
+
+# On every exit, a Flex SCM site this run opened is closed again.
+close_scm() {
+  [[ -n $scm_opened ]] || return 0
+  local app=$scm_opened
+  scm_opened=""
+  scm_access "$app" Deny || log "WARNING: could not close the SCM site of $app again: run infra/deploy.sh code, or set its access restriction's default action to Deny"
+}
+trap close_scm EXIT
 
 # Flex Consumption: the one-deploy API of the app's SCM site (what azure-cli's config-zip calls
 # too: POST /api/publish, then /api/deployments/<id>), with an Entra ID token (basic publishing
 # credentials are off), bounded, and the deployment's status polled here with a deadline. The
-# SCM site is not behind the app's access restrictions (scmIpSecurityRestrictionsUseMain: false),
-# and nothing here calls the app's own host name, which they guard.
+# SCM site is not behind the app's access restrictions (scmIpSecurityRestrictionsUseMain: false)
+# but has its own, closed but for this upload; nothing here calls the app's own host name.
 deploy_flex() {
   local app=$1 scm headers deployment_id="" deadline body status
-  scm="$(bounded "$AZ_SECONDS" az functionapp show -g "$RESOURCE_GROUP" -n "$app" \
+  scm="$(bounded "$AZ_SECONDS" az functionapp show --subscription "$SUBSCRIPTION_ID" -g "$RESOURCE_GROUP" -n "$app" \
     --query "hostNameSslStates[?hostType=='Repository'].name | [0]" -o tsv)"
   [[ -n $scm ]] || die "cannot read the SCM host name of $app"
+  log "opening the SCM site of $app for the upload (closed again when this run ends)"
+  scm_opened=$app
+  scm_access "$app" Allow || die "cannot open the SCM site of $app for the upload"
   headers="$(mktemp)"
   chmod 600 "$headers"
   # The token goes into a header file, never onto a command line (visible in ps) or the log.
   printf 'Authorization: Bearer %s\n' \
-    "$(bounded "$AZ_SECONDS" az account get-access-token --resource https://management.azure.com/ --query accessToken -o tsv)" >"$headers"
+    "$(bounded "$AZ_SECONDS" az account get-access-token --subscription "$SUBSCRIPTION_ID" --resource https://management.azure.com/ --query accessToken -o tsv)" >"$headers"
   log "deploying $PACKAGE to $app through https://$scm/api/publish (at most ${UPLOAD_SECONDS} s per attempt)"
   deadline=$((SECONDS + PUBLISH_SECONDS))
-  # 403 while the SCM site's settings apply, 400 BlobUploadFailedException while the app's new
-  # storage role applies: retried until the deadline.
+  # 403 while the SCM site's settings apply (its access restriction just opened), 400
+  # BlobUploadFailedException while the app's new storage role applies: retried until the deadline.
   until deployment_id="$(curl --silent --show-error --fail-with-body --max-time "$UPLOAD_SECONDS" \
     -X POST -H "@$headers" -H 'Content-Type: application/zip' --data-binary "@$PACKAGE" \
     "https://$scm/api/publish?RemoteBuild=false&Deployer=iothub-sas-deploy")"; do
-    ((SECONDS + 20 < deadline)) || { rm -f "$headers"; die "the package upload to $scm kept failing"; }
-    log "upload refused (${deployment_id:0:200}); retrying in 20 s"
-    sleep 20
+    ((SECONDS + RETRY_SECONDS < deadline)) || { rm -f "$headers"; die "the package upload to $scm kept failing"; }
+    log "upload refused (${deployment_id:0:200}); retrying in ${RETRY_SECONDS} s"
+    sleep "$RETRY_SECONDS"
   done
   deployment_id="$(tr -d '"[:space:]' <<<"$deployment_id")"
   [[ $deployment_id =~ ^[A-Za-z0-9-]+$ ]] || { rm -f "$headers"; die "unexpected answer from /api/publish: $deployment_id"; }
@@ -358,28 +546,39 @@ except ValueError: print("")' "$body")"
   done
   rm -f "$headers"
   log "deployment $deployment_id succeeded"
+  close_scm
+}
+
+# Linux Consumption: a restart loads the package again, and a run-from-package-URL app then
+# needs its triggers synced (POST .../syncfunctiontriggers) for the platform to learn the
+# functions of the new package (docs/azure-behaviour.md §14).
+restart_and_sync() {
+  local app=$1
+  bounded "$AZ_SECONDS" az functionapp restart --subscription "$SUBSCRIPTION_ID" --resource-group "$RESOURCE_GROUP" --name "$app" --only-show-errors \
+    && bounded "$AZ_SECONDS" az rest --method post \
+      --uri "https://management.azure.com$(app_id "$app")/syncfunctiontriggers?api-version=$API_VERSION_WEB" --output none
 }
 
 # Linux Consumption runs from the package blob (WEBSITE_RUN_FROM_PACKAGE, read with the app's
-# identity); a new upload takes effect on restart. The upload uses Entra ID, never account keys
-# (config-zip would need an AzureWebJobsStorage connection string, which this template does not
-# have: azure-cli appservice/custom.py, upload_zip_to_storage).
+# identity); a new upload takes effect on restart, followed by a trigger sync. The upload uses
+# Entra ID, never account keys (config-zip would need an AzureWebJobsStorage connection string,
+# which this template does not have: azure-cli appservice/custom.py, upload_zip_to_storage).
 deploy_consumption() {
   local app=$1 storage container
   storage="$(output storageAccountName)"
   container="$(output packageContainerName)"
   log "uploading $PACKAGE to $storage/$container (Linux Consumption: run from package)"
-  retry 600 bounded "$UPLOAD_SECONDS" az storage blob upload --auth-mode login \
+  retry 600 bounded "$UPLOAD_SECONDS" az storage blob upload --subscription "$SUBSCRIPTION_ID" --auth-mode login \
     --account-name "$storage" --container-name "$container" --name handler.zip \
     --file "$PACKAGE" --overwrite --only-show-errors --output none \
     || die "the upload to $storage/$container kept failing (Storage Blob Data Contributor applies within minutes of the first deployment)"
-  bounded "$AZ_SECONDS" az functionapp restart --resource-group "$RESOURCE_GROUP" --name "$app" --only-show-errors
+  restart_and_sync "$app" || die "cannot restart $app and sync its triggers"
 }
 
 deploy_code() {
   [[ -f $PACKAGE ]] || die "$PACKAGE is missing: run make package (make deploy does)"
   choose_outputs
-  local app plan
+  local app plan deadline
   app="$(output functionAppName)"
   plan="$(output hostingPlan)"
   if [[ $plan == FlexConsumption ]]; then
@@ -388,25 +587,43 @@ deploy_code() {
     deploy_consumption "$app"
   fi
   log "waiting for the Functions host of $app to answer for its keys (at most ${HOST_SECONDS} s)"
-  retry "$HOST_SECONDS" bounded "$AZ_SECONDS" az functionapp keys list --resource-group "$RESOURCE_GROUP" --name "$app" --output none \
-    || die "the Functions host did not come up; check Application Insights, then run infra/deploy.sh code again"
+  deadline=$((SECONDS + HOST_SECONDS))
+  until bounded "$AZ_SECONDS" az functionapp keys list --subscription "$SUBSCRIPTION_ID" --resource-group "$RESOURCE_GROUP" --name "$app" --output none; do
+    ((SECONDS + HOST_RETRY_SECONDS < deadline)) \
+      || die "the Functions host did not come up; check Application Insights, then run infra/deploy.sh code again"
+    if [[ $plan != FlexConsumption ]]; then
+      # A package mount that failed (its read role was minutes old) is not retried by the
+      # platform until the app restarts.
+      log "the host does not answer yet: restarting $app and syncing its triggers"
+      restart_and_sync "$app" || log "restart failed; trying again"
+    fi
+    sleep "$HOST_RETRY_SECONDS"
+  done
 }
 
 # The function key in Key Vault plus API Management's read access (stage functionKey); a bounded
 # wait for that role assignment; then the named value that reads the secret, and the API (stage
 # api), retried a few times while the assignment applies; then the named value's own status.
 publish() {
-  deploy_stage functionKey || die "the functionKey stage failed"
-  outputs_from=$DEPLOYMENT_NAME
   local vault secret apim_principal apim scope deadline count attempt=1 status
+  # Each stage re-writes the site and its authentication settings (the host restarts), and
+  # listKeys then asks the host, which can fail for a while: retried like the api stage.
+  until deploy_stage functionKey; do
+    ((attempt < FUNCTION_KEY_ATTEMPTS)) || die "the functionKey stage failed $FUNCTION_KEY_ATTEMPTS times; run infra/deploy.sh publish again"
+    attempt=$((attempt + 1))
+    log "the functionKey stage failed (the host may still be restarting); attempt $attempt of $FUNCTION_KEY_ATTEMPTS in ${STAGE_PAUSE_SECONDS} s"
+    sleep "$STAGE_PAUSE_SECONDS"
+  done
+  outputs_from=$DEPLOYMENT_NAME
+  attempt=1
   vault="$(output keyVaultName)"
   secret="$(output functionKeySecretName)"
   apim_principal="$(output apimPrincipalId)"
   apim="$(output apimName)"
-  scope="$(bounded "$AZ_SECONDS" az keyvault show --name "$vault" --query id -o tsv)/secrets/$secret"
+  scope="$(bounded "$AZ_SECONDS" az keyvault show --subscription "$SUBSCRIPTION_ID" --resource-group "$RESOURCE_GROUP" --name "$vault" --query id -o tsv)/secrets/$secret"
   log "waiting for API Management's Key Vault Secrets User assignment on $secret (at most ${ROLE_SECONDS} s)"
   deadline=$((SECONDS + ROLE_SECONDS))
-  until count="$(bounded "$AZ_SECONDS" az role assignment list --scope "$scope" --assignee "$apim_principal" --query 'length(@)' -o tsv 2>/dev/null)" && ((count > 0)); do
+  until count="$(bounded "$AZ_SECONDS" az role assignment list --subscription "$SUBSCRIPTION_ID" --scope "$scope" --assignee "$apim_principal" --query 'length(@)' -o tsv 2>/dev/null)" && ((count > 0)); do
     ((SECONDS < deadline)) || die "the role assignment for API Management on $secret did not appear within ${ROLE_SECONDS} s"
     sleep "$POLL_SECONDS"
   done
@@ -415,28 +632,29 @@ publish() {
   until deploy_stage api; do
     ((attempt < API_ATTEMPTS)) || die "the api stage failed $API_ATTEMPTS times; run infra/deploy.sh publish again"
     attempt=$((attempt + 1))
-    log "the api stage failed (a role assignment may still be applying); attempt $attempt of $API_ATTEMPTS in 60 s"
-    sleep 60
+    log "the api stage failed (a role assignment may still be applying); attempt $attempt of $API_ATTEMPTS in ${STAGE_PAUSE_SECONDS} s"
+    sleep "$STAGE_PAUSE_SECONDS"
   done
   local named_value
-  named_value="https://management.azure.com$(bounded "$AZ_SECONDS" az apim show -g "$RESOURCE_GROUP" -n "$apim" --query id -o tsv)/namedValues/iothub-sas-function-key"
+  named_value="https://management.azure.com$(bounded "$AZ_SECONDS" az apim show --subscription "$SUBSCRIPTION_ID" -g "$RESOURCE_GROUP" -n "$apim" --query id -o tsv)/namedValues/iothub-sas-function-key"
   for attempt in 1 2 3 4 5; do
     status="$(bounded "$AZ_SECONDS" az rest --method get --uri "$named_value?api-version=$API_VERSION_APIM" --query properties.keyVault.lastStatus.code -o tsv 2>/dev/null || true)"
     [[ $status == Success ]] && return 0
     log "named value iothub-sas-function-key: Key Vault status '${status:-unknown}'; asking API Management to refresh it ($attempt/5)"
     bounded "$AZ_SECONDS" az rest --method post --uri "$named_value/refreshSecret?api-version=$API_VERSION_APIM" --output none 2>/dev/null || true
-    sleep 30
+    sleep $((2 * RETRY_SECONDS))
   done
   die "API Management cannot read the function key from Key Vault; check its identity's role on $secret, then run infra/deploy.sh publish again"
 }
 
 summary() {
-  local api_url ip_layer vault mode secret
+  local api_url ip_layer vault mode secret plan
   api_url="$(output apiUrl)"
   ip_layer="$(output ipLayer)"
   vault="$(output keyVaultName)"
   mode="$(output signingMode)"
   secret="$(output signingKeySecretName)"
+  plan="$(output hostingPlan)"
   log "done ($mode mode): $api_url/devices/{deviceId}/sas-token (subscription key required)"
   if [[ $ip_layer != on ]]; then
     log "WARNING: API Management tier ${APIM_SKU:-Developer} has no stable outbound address: the IP layer is OFF"
@@ -448,6 +666,13 @@ summary() {
   else
     log "if not done yet, store the IoT Hub policy key (or its connection string) as secret $secret in $vault,"
   fi
+  if [[ $plan == FlexConsumption && -z ${KEYVAULT_ALLOWED_IP_RANGES:-} ]]; then
+    # Flex: the vault's firewall denies by default (private endpoint for the app), and no address
+    # was let in, so writing the secret from this machine gets 403 from the firewall.
+    log "         $vault's firewall denies every address (Flex: the app reads it over a private endpoint):"
+    log "         to write the secret from here, deploy again with KEYVAULT_ALLOWED_IP_RANGES=<your public address>/32"
+    log "         (azd: azd env set KEYVAULT_ALLOWED_IP_RANGES '[\"<address>/32\"]'), or write it from inside the virtual network,"
+  fi
   log "then run make verify (infra/README.md)"
 }
 
@@ -457,15 +682,14 @@ main() {
     all)
       preflight
       log "resource group $RESOURCE_GROUP in $LOCATION"
-      bounded "$AZ_SECONDS" az group create --name "$RESOURCE_GROUP" --location "$LOCATION" --only-show-errors --output none
+      bounded "$AZ_SECONDS" az group create --subscription "$SUBSCRIPTION_ID" --name "$RESOURCE_GROUP" --location "$LOCATION" --only-show-errors --output none
       deploy_stage infrastructure || die "the infrastructure stage failed"
       deploy_code
       publish
       summary
       ;;
     preflight)
-      refuse_device_scopes_under_azd
-      preflight
+      preflight azd
       ;;
     code)
       tools
@@ -480,9 +704,9 @@ main() {
       summary
       ;;
     after-provision)
-      refuse_device_scopes_under_azd
       tools
-      settings
+      settings azd
+      azd_json_settings
       mode_settings
       deploy_code
       publish

@@ -13,8 +13,12 @@
 
 targetScope = 'resourceGroup'
 
-@description('Azure region for every resource.')
-param location string = resourceGroup().location
+// No default: azd treats a parameter mapped to ${AZURE_LOCATION} in main.parameters.json as its
+// location parameter only when the template leaves it without one; it then asks for the region
+// and stores AZURE_LOCATION, which the hooks read (azure-dev bicep_provider.go ensureParameters;
+// docs/azure-behaviour.md §14). make deploy passes LOCATION the same way.
+@description('Azure region for every resource (azd: AZURE_LOCATION; make deploy: LOCATION).')
+param location string
 
 @description('Lower-case prefix for resource names (3-11 letters/digits).')
 @minLength(3)
@@ -90,8 +94,11 @@ param enrollmentGroupKeySecretName string = 'dps-enrollment-group-key'
 @description('enrollment-group mode: the DPS ID scope (e.g. 0ne00000A0A); turns on DPS registration tokens. Empty: unset. Refused by the handler in hub-policy mode.')
 param dpsIdScope string = ''
 
-@description('DEVICE_SCOPES, a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, every caller that passes the other layers may ask for any device. infra/deploy.sh passes it from DEVICE_SCOPES (not through main.parameters.json: azd substitutes placeholders without JSON escaping).')
-param deviceScopes string = ''
+// An object, so that azd can carry it: for an object parameter azd substitutes the placeholder
+// into the decoded string value and parses the result as JSON (azure-dev #6694, bicep_provider.go
+// loadParameters), where a string parameter would receive the JSON text unescaped.
+@description('DEVICE_SCOPES as a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"); main.parameters.json maps it to DEVICE_SCOPES. Empty: unset, every caller that passes the other layers may ask for any device.')
+param deviceScopes object = {}
 
 @description('The caller fact API Management forwards to the handler for per-caller scoping (README, "Giving each caller its scope"); takes effect only with deviceScopes (without it nothing is forwarded). subscription: each caller\'s subscription id (DEVICE_SCOPES keys subscription:ID). certificate: the SHA-256 thumbprint of the client certificate the gateway validated against apimClientCertThumbprints (keys fwd-cert:THUMBPRINT; client certificates are then negotiated, on Consumption for every API of the instance). entra: the caller\'s own Entra ID token for apimCallerAudience from one of apimCallerClientIds, validated by the gateway and again by the handler (keys caller:GUID, caller-role:NAME). none: no caller fact.')
 @allowed([
@@ -125,7 +132,7 @@ param tokenTtlSeconds int = 3600
 @maxValue(31536000)
 param tokenMaxTtlSeconds int = 86400
 
-@description('Object id of whoever runs infra/deploy.sh: may upload the package to its container. Empty: no assignment.')
+@description('Object id of whoever runs infra/deploy.sh: on Linux Consumption it may upload the package to its container (Flex needs no such role). Empty: no assignment.')
 param deployerPrincipalId string = ''
 
 @description('Principal type of deployerPrincipalId.')
@@ -147,6 +154,16 @@ param keyVaultAllowedIpRanges array = []
 ])
 param deploymentStage string = 'api'
 
+@description('Storage replication. Empty: Standard_ZRS where the region has availability zones, Standard_LRS where it has none (pickZones). The host keeps its keys there, the function key API Management uses among them.')
+@allowed([
+  ''
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSku string = ''
+
 @description('Tags for every resource.')
 param tags object = {
   workload: 'iothub-sas'
@@ -160,6 +177,11 @@ var publishFunctionKey = deploymentStage != 'infrastructure'
 var publishApi = deploymentStage == 'api'
 var appIdUri = empty(functionAppIdUri) ? 'api://${functionAppClientId}' : functionAppIdUri
 var packageContainerName = 'app-package'
+// pickZones on a zonal resource type is empty exactly where the region has no availability zones
+// (ARM template functions, pickZones: "call pickZones() with a zonal resource type, for example
+// Microsoft.Storage/storageAccounts"); ZRS is refused there.
+var regionHasZones = !empty(pickZones('Microsoft.Storage', 'storageAccounts', location))
+var storageSkuName = empty(storageSku) ? (regionHasZones ? 'Standard_ZRS' : 'Standard_LRS') : storageSku
 var functionKeySecretName = 'iothub-sas-function-key'
 // What API Management forwards: nothing without per-caller scoping (the handler would refuse
 // GATEWAY_CALLERS without DEVICE_SCOPES, and a caller fact nobody scopes by).
@@ -181,7 +203,10 @@ module storage 'modules/storage.bicep' = {
     location: location
     name: 'st${namePrefix}${suffix}'
     packageContainerName: packageContainerName
-    deployerPrincipalId: deployerPrincipalId
+    skuName: storageSkuName
+    // Only Linux Consumption uploads the package as the deployer; Flex deploys through the SCM
+    // site, which writes the container with the app's own identity.
+    deployerPrincipalId: isFlex ? '' : deployerPrincipalId
     deployerPrincipalType: deployerPrincipalType
     tags: tags
   }
@@ -303,6 +328,7 @@ output apiUrl string = '${apim.outputs.gatewayUrl}/iothub-sas'
 output ipLayer string = functionApp.outputs.ipLayer
 output apimOutboundIps array = apim.outputs.outboundIps
 output hostingPlan string = hostingPlan
+output storageSku string = storageSkuName
 output functionKeySecretName string = functionKeySecretName
 // What `make verify` (infra/verify.py) checks the issued tokens against: the signing mode decides
 // whether a device token carries skn (hub-policy: the policy) or not (enrollment-group).

@@ -34,10 +34,24 @@ Probes (each one HTTP request, each bounded by VERIFY_TIMEOUT seconds):
 A refusal by a layer further in than the one that should have refused means the outer layer is
 open, and says so ("FAIL access restriction: ... refused only by ALLOWED_IPS (handler)").
 
+A layer behind the one that refuses a direct call cannot be seen refusing anything from outside
+(on a classic tier the access restriction's 403 hides App Service Authentication, the function
+key, ALLOWED_IPS and the bearer layer). So verify also reads the deployed configuration through
+Azure Resource Manager — the site's access restrictions (config/web), App Service Authentication
+(config/authsettingsV2), the app settings that switch the handler's layers on (ALLOWED_IPS,
+XFF_DEPTH, AUTH_*), and each function's authLevel — and ends with one table: for every layer,
+whether it was probed (seen refusing), configured (read and right), or both, and PASS or FAIL.
+A layer neither probed nor read fails. Without a deployment to read (every VERIFY_* value given
+and no resource group, as in the tests against stand-ins) the configured column says so.
+
 Configuration: everything comes from the deployment (outputs of `az deployment group show
 -g $RESOURCE_GROUP -n ${DEPLOYMENT_NAME:-iothub-sas}`) and from `az` (the API Management
 subscription key, the Function App's function key), unless set in the environment, which is how
-the tests run it against a local topology (tests/api/deployment_verify.rs):
+the tests run it against a local topology (tests/api/deployment_verify.rs). Where: the resource
+group is RESOURCE_GROUP or AZURE_RESOURCE_GROUP (both set and different: an error), else the
+azd environment's (.azure/<default environment>/.env, as `azd up` left it); the subscription is
+AZURE_SUBSCRIPTION_ID (or the azd environment's), which must be the Azure CLI's, else the CLI's;
+every az call names it.
 
   VERIFY_API_URL            API base URL on the gateway (output apiUrl)
   VERIFY_SUBSCRIPTION_KEY   an API Management subscription key (az rest .../subscriptions/
@@ -188,18 +202,76 @@ class Config:
     callers: Callers | None = None
 
 
-class Deployment:
-    """Outputs and credentials read with the Azure CLI, each call bounded; read only when needed."""
+def azd_environment(root: str) -> dict[str, str]:
+    """The default azd environment's values (.azure/config.json names it; .azure/<name>/.env holds
+    KEY="value" lines), or nothing when there is none."""
+    try:
+        with open(os.path.join(root, ".azure", "config.json"), encoding="utf-8") as f:
+            name = json.load(f).get("defaultEnvironment", "")
+        with open(os.path.join(root, ".azure", name, ".env"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, ValueError, AttributeError):
+        return {}
+    values = {}
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            values[key.strip()] = value
+    return values
 
-    def __init__(self) -> None:
-        self.resource_group = os.environ.get("RESOURCE_GROUP") or os.environ.get("AZURE_RESOURCE_GROUP", "")
-        self.name = os.environ.get("DEPLOYMENT_NAME", "iothub-sas")
-        self.az_timeout = float(os.environ.get("VERIFY_AZ_TIMEOUT", "60"))
+
+class Deployment:
+    """Outputs and credentials read with the Azure CLI, each call bounded and naming the
+    subscription; read only when needed."""
+
+    def __init__(self, environ: dict[str, str] | None = None, root: str | None = None) -> None:
+        environ = dict(os.environ) if environ is None else environ
+        ours, azds = environ.get("RESOURCE_GROUP", ""), environ.get("AZURE_RESOURCE_GROUP", "")
+        if ours and azds and ours.lower() != azds.lower():
+            raise ConfigError(f"RESOURCE_GROUP is {ours!r} but AZURE_RESOURCE_GROUP is {azds!r}: unset one of them")
+        self.resource_group = ours or azds
+        self.wanted_subscription = environ.get("AZURE_SUBSCRIPTION_ID", "")
+        if not self.resource_group and not environ.get("VERIFY_API_URL"):
+            # After `azd up`, from the azd environment it used.
+            azd = azd_environment(root or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            self.resource_group = azd.get("AZURE_RESOURCE_GROUP", "")
+            self.wanted_subscription = self.wanted_subscription or azd.get("AZURE_SUBSCRIPTION_ID", "")
+        self.name = environ.get("DEPLOYMENT_NAME", "iothub-sas")
+        self.az_timeout = float(environ.get("VERIFY_AZ_TIMEOUT", "60"))
         self._outputs: dict | None = None
+        self._subscription = ""
+
+    @property
+    def readable(self) -> bool:
+        """Whether there is a deployment to read (a resource group is known)."""
+        return bool(self.resource_group)
+
+    @property
+    def subscription(self) -> str:
+        """AZURE_SUBSCRIPTION_ID, which must be the Azure CLI's, else the CLI's."""
+        if not self._subscription:
+            cli = self.run("account", "show", "--query", "id", "-o", "tsv")
+            if self.wanted_subscription and self.wanted_subscription.lower() != cli.lower():
+                raise ConfigError(f"AZURE_SUBSCRIPTION_ID is {self.wanted_subscription} but the Azure CLI's subscription is {cli}: "
+                                  f"run 'az account set --subscription {self.wanted_subscription}'")
+            self._subscription = self.wanted_subscription or cli
+        return self._subscription
 
     def az(self, *args: str) -> str:
+        """`az ARGS --subscription <the subscription>` (az rest names it in its URI instead)."""
+        if args[0] == "rest":
+            return self.run(*args)
+        return self.run(*args, "--subscription", self.subscription)
+
+    def run(self, *args: str) -> str:
         if not self.resource_group:
             raise ConfigError("set RESOURCE_GROUP (or every VERIFY_* value) so verify can read the deployment")
+        # `az rest` is named by its method and path (never its query string), the rest by their
+        # first two words.
+        what = f"az rest {args[2]} {args[4].split('?')[0]}" if args[0] == "rest" else f"az {args[0]} {args[1]}"
         try:
             done = subprocess.run(
                 ["az", *args, "--only-show-errors"],
@@ -211,9 +283,9 @@ class Deployment:
         except FileNotFoundError as e:
             raise ConfigError("the Azure CLI (az) is required to read the deployment") from e
         except subprocess.TimeoutExpired as e:
-            raise ConfigError(f"az {args[0]} {args[1]} did not answer within {self.az_timeout:.0f} s") from e
+            raise ConfigError(f"{what} did not answer within {self.az_timeout:.0f} s") from e
         if done.returncode != 0:
-            raise ConfigError(f"az {args[0]} {args[1]} failed: {done.stderr.strip()[:300]}")
+            raise ConfigError(f"{what} failed: {done.stderr.strip()[:300]}")
         return done.stdout.strip()
 
     def output(self, name: str) -> object:
@@ -252,8 +324,8 @@ def signing_mode(value: str) -> str:
     return value
 
 
-def configure() -> Config:
-    deployment = Deployment()
+def configure(deployment: Deployment | None = None) -> Config:
+    deployment = deployment or Deployment()
 
     def subscription_key() -> str:
         apim = deployment.output("apimName")
@@ -349,9 +421,12 @@ def sas_token(answer: Answer, id_fields: tuple[str, ...] = ("deviceId",)) -> Tok
 class Report:
     lines: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Layers seen refusing (or, for the gateway's own checks and the tokens, proven) by a probe.
+    probed: set[str] = field(default_factory=set)
 
     def passed(self, layer: str, proof: str) -> None:
         self.lines.append(f"PASS {layer}: {proof}")
+        self.probed.add(layer)
 
     def skipped(self, layer: str, why: str) -> None:
         self.lines.append(f"SKIP {layer}: {why}")
@@ -541,6 +616,9 @@ def check_direct(config: Config, report: Report, label: str, headers: dict[str, 
         return
     note = "" if layer == first else f" (expected {WHERE[first]} first)"
     report.passed(subject, f"{label} -> {answer.status}, refused by {WHERE[layer]}{note}")
+    # The line is the subject's; the layer seen refusing is `layer`.
+    report.probed.discard(subject)
+    report.probed.add(layer)
 
 
 # --- Callers behind API Management (per-caller scoping, issue 22) --------------------------------
@@ -728,9 +806,185 @@ def verify(config: Config) -> Report:
     return report
 
 
+# --- The deployed configuration, read through Azure Resource Manager -----------------------------
+
+API_VERSION_WEB = "2024-04-01"
+CONFIGURATION = "configuration"
+
+# The table's rows, in the order a request meets them; each is probed, configured, or both.
+LAYERS = ["subscription key", "repeated query keys", ACCESS_RESTRICTION, APP_SERVICE_AUTH, FUNCTION_KEY,
+          ALLOWED_IPS, BEARER, "X-Forwarded-For", "token"]
+# Layers verify can read from the deployed configuration, and what it reads for each.
+READ = {
+    ACCESS_RESTRICTION: "config/web ipSecurityRestrictions",
+    APP_SERVICE_AUTH: "config/authsettingsV2",
+    FUNCTION_KEY: "each function's authLevel",
+    ALLOWED_IPS: "app settings ALLOWED_IPS, XFF_DEPTH",
+    BEARER: "app settings AUTH_*",
+}
+
+
+@dataclass
+class Deployed:
+    """The configuration ARM holds for the Function App (each part as ARM returns it)."""
+    web: dict
+    auth: dict
+    settings: dict[str, str]
+    functions: list[dict]
+
+
+def read_deployed(deployment: Deployment) -> Deployed:
+    """config/web, config/authsettingsV2 (without secrets), the app settings and the functions of
+    the deployment's Function App, through `az rest` (bounded, like every az call here)."""
+    site = (f"https://management.azure.com/subscriptions/{deployment.subscription}/resourceGroups/"
+            f"{deployment.resource_group}/providers/Microsoft.Web/sites/{deployment.output('functionAppName')}")
+
+    def call(method: str, path: str) -> dict:
+        text = deployment.az("rest", "--method", method, "--uri", f"{site}{path}?api-version={API_VERSION_WEB}", "-o", "json")
+        value = json.loads(text or "{}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: ARM answered {type(value).__name__}, not an object")
+        return value
+
+    settings = call("post", "/config/appsettings/list").get("properties") or {}
+    return Deployed(
+        web=call("get", "/config/web").get("properties") or {},
+        auth=call("get", "/config/authsettingsV2").get("properties") or {},
+        settings={str(k): str(v) for k, v in settings.items()},
+        functions=call("get", "/functions").get("value") or [],
+    )
+
+
+def address(rule: str) -> str:
+    """An access-restriction rule's or ALLOWED_IPS entry's address without a host-length prefix."""
+    rule = rule.strip()
+    for host in ("/32", "/128"):
+        if rule.endswith(host):
+            return rule[: -len(host)]
+    return rule
+
+
+def configured_layers(deployed: Deployed, config: Config, apim_principal: str) -> dict[str, str | None]:
+    """For each layer verify can read: None when the configuration turns it on as the template
+    does, else what is wrong (a layer the IP layer's absence switches off by design is not here)."""
+    wrong: dict[str, str | None] = {}
+    apim = set(config.apim_addresses)
+
+    if config.ip_layer:
+        default = deployed.web.get("ipSecurityRestrictionsDefaultAction")
+        rules = [r for r in deployed.web.get("ipSecurityRestrictions") or []
+                 if str(r.get("ipAddress", "")).lower() != "any"]
+        allowed = {address(str(r.get("ipAddress") or r.get("tag") or r.get("vnetSubnetResourceId") or "?"))
+                   for r in rules if str(r.get("action", "Allow")).lower() == "allow"}
+        problems = []
+        if default != "Deny":
+            problems.append(f"default action is {default!r}, not Deny")
+        if allowed - apim:
+            problems.append(f"it also admits {', '.join(sorted(allowed - apim))}")
+        if apim - allowed:
+            problems.append(f"API Management's {', '.join(sorted(apim - allowed))} is not admitted")
+        wrong[ACCESS_RESTRICTION] = "; ".join(problems) or None
+
+    auth = deployed.auth
+    aad = (auth.get("identityProviders") or {}).get("azureActiveDirectory") or {}
+    validation = aad.get("validation") or {}
+    principals = (((validation.get("defaultAuthorizationPolicy") or {}).get("allowedPrincipals") or {}).get("identities")) or []
+    problems = []
+    if not (auth.get("platform") or {}).get("enabled"):
+        problems.append("platform.enabled is not true")
+    if not (auth.get("globalValidation") or {}).get("requireAuthentication"):
+        problems.append("requireAuthentication is not true")
+    if (auth.get("globalValidation") or {}).get("unauthenticatedClientAction") not in ("Return401", "Return403"):
+        problems.append("unauthenticated callers are not refused (unauthenticatedClientAction)")
+    if aad.get("enabled") is False or not aad:
+        problems.append("the Microsoft Entra provider is off")
+    if not validation.get("allowedAudiences"):
+        problems.append("no allowedAudiences")
+    if {p.lower() for p in principals} != {apim_principal.lower()}:
+        problems.append(f"allowedPrincipals.identities is {principals}, not API Management's identity only")
+    wrong[APP_SERVICE_AUTH] = "; ".join(problems) or None
+
+    levels = {}
+    for function in deployed.functions:
+        name = str(function.get("name", "?")).split("/")[-1]
+        for binding in ((function.get("properties") or {}).get("config") or {}).get("bindings") or []:
+            if str(binding.get("type", "")).lower() == "httptrigger":
+                levels[name] = str(binding.get("authLevel", "")).lower()
+    if not levels:
+        wrong[FUNCTION_KEY] = "the host lists no HTTP functions (is the package running?)"
+    else:
+        open_ = sorted(name for name, level in levels.items() if level not in ("function", "admin"))
+        wrong[FUNCTION_KEY] = f"authLevel is not function for {', '.join(open_)}" if open_ else None
+
+    settings = deployed.settings
+    if config.ip_layer:
+        listed = {address(a) for a in settings.get("ALLOWED_IPS", "").split(",") if a.strip()}
+        problems = []
+        if listed != apim:
+            problems.append(f"ALLOWED_IPS is {settings.get('ALLOWED_IPS', '(unset)')!r}, not API Management's addresses")
+        if settings.get("XFF_DEPTH") != "1":
+            problems.append(f"XFF_DEPTH is {settings.get('XFF_DEPTH', '(unset)')!r}, not 1")
+        wrong[ALLOWED_IPS] = "; ".join(problems) or None
+
+    callers = {c.strip().lower() for c in settings.get("AUTH_ALLOWED_CALLERS", "").split(",") if c.strip()}
+    problems = [f"{name} is unset" for name in ("AUTH_TENANT_ID", "AUTH_AUDIENCE") if not settings.get(name, "").strip()]
+    if callers != {apim_principal.lower()}:
+        problems.append(f"AUTH_ALLOWED_CALLERS is {settings.get('AUTH_ALLOWED_CALLERS', '(unset)')!r}, not API Management's identity only")
+    if settings.get("AUTH_ALLOW_DELEGATED", "").strip().lower() == "true":
+        problems.append("AUTH_ALLOW_DELEGATED is true")
+    wrong[BEARER] = "; ".join(problems) or None
+    return wrong
+
+
+def check_configuration(deployment: Deployment, config: Config, report: Report) -> dict[str, str] | str:
+    """Reads the deployed configuration and reports each readable layer: PASS (configured) or
+    FAIL naming what is wrong. Returns how each layer was read, or why nothing could be."""
+    if not deployment.readable:
+        return "not read: every VERIFY_* value was given and no resource group names a deployment"
+    try:
+        deployed = read_deployed(deployment)
+        wrong = configured_layers(deployed, config, str(deployment.output("apimPrincipalId")))
+    except (ConfigError, ValueError) as e:
+        report.fail(CONFIGURATION, f"cannot read the deployed configuration through Azure Resource Manager: {e}")
+        return {}
+    read = {}
+    for layer, problem in wrong.items():
+        if problem is None:
+            report.lines.append(f"PASS {layer} (configured): {READ[layer]} as the template sets it")
+            read[layer] = "configured"
+        else:
+            report.fail(layer, f"configured: {READ[layer]}: {problem}")
+            read[layer] = "configured wrong"
+    return read
+
+
+def table(config: Config, report: Report, read: dict[str, str] | str) -> list[str]:
+    """One row per layer: how it was shown (probed, configured, both) and its result. A layer
+    neither probed nor read fails when the configuration was read."""
+    rows = [f"{'layer':<27} {'shown by':<21} result"]
+    for layer in LAYERS:
+        off = layer in (ACCESS_RESTRICTION, ALLOWED_IPS) and not config.ip_layer
+        how = [word for word, yes in (("probed", layer in report.probed),
+                                      ("configured", isinstance(read, dict) and layer in read)) if yes]
+        if layer in report.failed:
+            result = "FAIL"
+        elif off:
+            result, how = "off (the tier has no stable outbound address)", how or ["-"]
+        elif how:
+            result = "PASS"
+        elif isinstance(read, dict):
+            result = "FAIL"
+            report.fail(layer, "neither probed nor read from the configuration")
+        else:
+            result, how = f"not shown ({read})", ["-"]
+        rows.append(f"{layer:<27} {' + '.join(how) or '-':<21} {result}")
+    return rows
+
+
 def main() -> int:
     try:
-        config = configure()
+        deployment = Deployment()
+        config = configure(deployment)
     except (ConfigError, ValueError) as e:
         print(f"verify: error: {e}", file=sys.stderr)
         return 2
@@ -738,8 +992,12 @@ def main() -> int:
     print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}, {config.mode} mode, "
           f"caller fact {callers}")
     report = verify(config)
+    read = check_configuration(deployment, config, report)
+    rows = table(config, report, read)
     for line in report.lines:
         print(f"verify: {line}")
+    for row in rows:
+        print(f"verify: | {row}")
     if report.failed:
         print(f"verify: FAILED: open or misconfigured: {', '.join(report.failed)}")
         return 1

@@ -89,8 +89,8 @@ param enrollmentGroupKeySecretName string = 'dps-enrollment-group-key'
 @description('DPS ID scope (DPS_ID_SCOPE): turns the registration route on; enrollment-group mode only (the handler refuses it in hub-policy mode). Empty: unset.')
 param dpsIdScope string = ''
 
-@description('DEVICE_SCOPES: a JSON object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"). Empty: unset, no per-caller scoping.')
-param deviceScopes string = ''
+@description('DEVICE_SCOPES: an object mapping callers to the device ids they may get tokens for (README, "Per-caller scoping"), written to the setting as JSON. Empty: unset, no per-caller scoping.')
+param deviceScopes object = {}
 
 @description('The caller fact API Management forwards (README, "Giving each caller its scope"): with deviceScopes, GATEWAY_CALLERS names API Management\'s identity and this kind; none: no GATEWAY_CALLERS.')
 @allowed([
@@ -285,7 +285,7 @@ var dpsIdScopeSettings = [
 var deviceScopeSettings = [
   {
     name: 'DEVICE_SCOPES'
-    value: deviceScopes
+    value: string(deviceScopes)
   }
 ]
 
@@ -406,11 +406,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       ipSecurityRestrictions: apimRestrictions
       ipSecurityRestrictionsDefaultAction: ipLayerOn ? 'Deny' : 'Allow'
-      // Linux Consumption is deployed through blob storage, never through the SCM site, so that
-      // is closed to everyone; Flex deployments (az functionapp deployment source config-zip)
-      // go through it, with Entra ID only (basic publishing credentials are off below).
+      // The SCM site is closed on both plans. Linux Consumption is deployed through blob
+      // storage, never through it; on Flex infra/deploy.sh opens it for the length of a package
+      // upload to its one-deploy API (Entra ID only: basic publishing credentials are off below)
+      // and closes it again, and every deployment of this template closes it.
       scmIpSecurityRestrictionsUseMain: false
-      scmIpSecurityRestrictionsDefaultAction: isFlex ? 'Allow' : 'Deny'
+      scmIpSecurityRestrictionsDefaultAction: 'Deny'
     }
   }
 }

@@ -13,7 +13,7 @@ param name string
 @description('Blob container that holds the deployment package.')
 param packageContainerName string
 
-@description('Replication. The host keeps its keys here (the function key API Management uses among them), so zone-redundant by default; Standard_LRS for regions without zones.')
+@description('Replication. The host keeps its keys here (the function key API Management uses among them), so zone-redundant where the region allows it: main.bicep passes Standard_ZRS where the region has availability zones, Standard_LRS where it has none, unless its storageSku parameter says otherwise.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -42,7 +42,7 @@ var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Linux Consumption has no virtual network and no fixed outbound addresses, so a deny-by-default firewall would lock the Functions host out of its own storage; shared keys are off, so every request needs an Entra ID token with a data role
   // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35: the host reaches the account over its public endpoint; anonymous blob access and shared keys are both off
-  // checkov:skip=CKV_AZURE_206: replication is the skuName parameter, Standard_ZRS by default (checkov does not resolve parameters); LRS only where a region has no zones
+  // checkov:skip=CKV_AZURE_206: replication is the skuName parameter, Standard_ZRS wherever the region has availability zones (checkov does not resolve parameters); LRS only where it has none
   name: name
   location: location
   tags: tags

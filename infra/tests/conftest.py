@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from pycep import BicepParser
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 MAIN = INFRA / "main.bicep"
+# infra/names.py and infra/verify.py are imported by the tests that check them.
+sys.path.insert(0, str(INFRA))
 
 
 def bicep_files() -> list[Path]:

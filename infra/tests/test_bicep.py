@@ -146,7 +146,9 @@ def test_parameters_file_and_deploy_script_cover_main() -> None:
     missing = required_params(main) - from_file - from_script
     assert not missing, f"required parameters of main.bicep nobody passes: {missing}"
 
-    insisted = set(re.search(r"for name in ([A-Z_ ]+); do\n    need", deploy).group(1).split())
+    settings = re.search(r"\nsettings\(\) \{\n(.*?)\n\}\n", deploy, re.S).group(1)
+    insisted = set(re.search(r"for name in ([A-Z_ ]+); do\n    need", settings).group(1).split())
+    insisted |= set(re.findall(r"^  need ([A-Z_]+)\b", settings, re.M))
     for name, spec in document["parameters"].items():
         value = spec["value"]
         if not isinstance(value, str):
@@ -302,11 +304,13 @@ def test_signing_modes() -> None:
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert parameters["signingMode"]["value"] == "${SIGNING_MODE=hub-policy}"
     assert parameters["dpsIdScope"]["value"] == "${DPS_ID_SCOPE=}"
-    assert "deviceScopes" not in parameters, (
-        "azd substitutes main.parameters.json placeholders without JSON escaping (azure-dev "
-        "bicep_provider.go loadParameters: envsubst.Eval, then json.Unmarshal), so a JSON value "
-        "would break the file: infra/deploy.sh passes deviceScopes itself"
-    )
+    # An object parameter: azd substitutes into its decoded string value and parses the result as
+    # JSON (azure-dev #6694, bicep_provider.go loadParameters), so DEVICE_SCOPES travels through
+    # azd; as a string parameter it would arrive unescaped in the file's JSON.
+    assert parameters["deviceScopes"]["value"] == "${DEVICE_SCOPES=}"
+    for path in (MAIN, FUNCTION_APP):
+        spec = parse(path)["parameters"]["deviceScopes"]
+        assert (spec["type"], spec["default"]) == ("object", {}), f"{path.name}: deviceScopes is an object, {{}} = unset"
 
     unset = {"dpsIdScope": "", "deviceScopes": "", "apimCallerKind": "subscription"}
     hub = dict(handler_settings({"signingMode": "hub-policy", **unset}))
@@ -322,7 +326,10 @@ def test_signing_modes() -> None:
         assert settings["KEYVAULT_URI"] == "keyVaultUri" and settings["IOTHUB_HOSTNAME"] == "iotHubHostName"
         assert "DPS_ID_SCOPE" not in settings and "DEVICE_SCOPES" not in settings, "empty = unset"
     given = dict(handler_settings({"signingMode": "enrollment-group", "dpsIdScope": "0ne00000A0A", "deviceScopes": "{}", "apimCallerKind": "none"}))
-    assert given["DPS_ID_SCOPE"] == "dpsIdScope" and given["DEVICE_SCOPES"] == "deviceScopes"
+    assert given["DPS_ID_SCOPE"] == "dpsIdScope"
+    assert given["DEVICE_SCOPES"] == {"function": {"type": "string", "parameters": {"value_to_convert": "deviceScopes"}}}, (
+        "the setting is the object written as JSON"
+    )
 
 
 def test_api_management_is_the_gateway_of_its_caller_kind_only_with_scoping() -> None:

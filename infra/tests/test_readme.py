@@ -82,3 +82,29 @@ def test_the_signing_mode_and_storing_the_group_key_are_documented() -> None:
     assert "signingKeySecretName" in step and "--show-keys" in step and "iot hub policy show" in step, (
         "infra/README.md step 2 stores the key of either mode"
     )
+
+
+def test_code_only_commands_strip_the_quoted_id_open_the_scm_site_and_sync_triggers() -> None:
+    """/api/publish answers the deployment id as a JSON string (deploy.sh strips the quotes); the
+    template keeps the Flex SCM site closed; a Linux Consumption package needs a trigger sync
+    after the restart."""
+    deploying = section((REPO / "README.md").read_text(), "Deploying")
+    code_only = deploying[deploying.index("### Deploying only the code"):]
+    code_only = code_only[: code_only.index("\n### ", 5)]
+    flex, consumption = code_blocks(code_only)[:2]
+    publish = next(line for line in flex.splitlines() if "/api/publish" in line)
+    assert "tr -d '\"'" in publish, "the id is a JSON string: quotes stripped"
+    assert flex.index("scm_access Allow") < flex.index("/api/publish") < flex.index("scm_access Deny")
+    assert "scmIpSecurityRestrictionsDefaultAction" in flex
+    lines = consumption.splitlines()
+    restart = next(i for i, line in enumerate(lines) if "az functionapp restart" in line)
+    sync = next(i for i, line in enumerate(lines) if "/syncfunctiontriggers" in line)
+    assert restart < sync, "restart, then sync triggers"
+
+
+def test_not_verified_here_says_what_is_left_and_how_to_report_it() -> None:
+    infra = (INFRA / "README.md").read_text()
+    unverified = section(infra, "Not verified here (Azure cannot be reached from this project's machines)")
+    flat = " ".join(unverified.split())
+    for needed in ("make verify", "table", "az bicep build", "uniqueString", "syncfunctiontriggers", "language: custom"):
+        assert needed in flat, f"infra/README.md, Not verified here: {needed}"

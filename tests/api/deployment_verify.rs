@@ -37,6 +37,12 @@
 //! caller every device, fail it naming `caller headers` / `caller scoping`. The gateway's own
 //! validation of a caller's token (`validate-azure-ad-token`) is not played: the handler
 //! validates the forwarded token itself.
+//!
+//! What no probe can see (on a classic tier everything behind the access restriction's 403) verify
+//! reads from the deployed configuration through Azure Resource Manager; the second test runs it
+//! with a fake Azure CLI (`infra/tests/fake_az.py`) answering with the Function App's
+//! configuration in ARM's shapes: every layer ends in verify's table as probed or configured, and
+//! a layer switched off in that configuration fails naming it.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -122,6 +128,10 @@ struct Layers {
     own_devices_only: bool,
     /// verify is given the second caller.
     second_caller_given: bool,
+    /// None: verify reads no deployed configuration (every value given). Some(off): verify reads
+    /// it from a fake Azure CLI (infra/tests/fake_az.py) that answers with the Function App's
+    /// configuration as the template deploys it, with the layers named in `off` switched off.
+    configuration: Option<&'static [&'static str]>,
 }
 
 impl Layers {
@@ -141,6 +151,7 @@ impl Layers {
             deletes_caller_headers: true,
             own_devices_only: true,
             second_caller_given: true,
+            configuration: None,
         }
     }
 
@@ -815,6 +826,11 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
         ("VERIFY_TIMEOUT", "10".to_owned()),
     ];
     env.extend(caller_env);
+    let arm = layers
+        .configuration
+        .map(|off| fake_arm(&dir, apim, layers.ip_layer, off))
+        .unwrap_or_default();
+    env.extend(arm);
     let run = run_verify(&env);
     // Secrets must never be printed, whatever failed.
     for secret in [
@@ -1056,4 +1072,172 @@ fn check_run(name: &str, layers: Layers, open: &[&str], run: &Run) -> Option<Str
         }
     }
     (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
+}
+
+/// The fake Azure CLI of infra/tests/fake_az.py in `dir`, answering for a deployment whose Function
+/// App is configured as the template configures it, with the layers in `off` switched off; and
+/// the environment that makes verify.py read it (a resource group, the subscription, the fake
+/// first on PATH). Installed with `.venv-infra`'s Python, which has the CLI's query language.
+fn fake_arm(
+    dir: &Path,
+    apim: &Caller,
+    ip_layer: bool,
+    off: &[&str],
+) -> Vec<(&'static str, String)> {
+    const SUBSCRIPTION: &str = "11111111-2222-3333-4444-555555555555";
+    const GROUP: &str = "rg-verify";
+    const APP: &str = "iothubsas-func-verify";
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv-infra/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make infra-check`, which `make test` runs first",
+        python.display()
+    );
+    let bin = dir.join("fake-az");
+    let scenario = serde_json::json!({
+        "state": {"outputs": {"functionAppName": APP, "apimPrincipalId": apim.oid}},
+        "site": {
+            "subscription": SUBSCRIPTION,
+            "group": GROUP,
+            "app": APP,
+            "apim_principal": apim.oid,
+            "apim_addresses": if ip_layer { vec![GATEWAY_ADDRESS] } else { vec![] },
+            "ip_layer": ip_layer,
+            "off": off,
+        },
+    });
+    let status = Command::new(&python)
+        .arg(root.join("infra/tests/fake_az.py"))
+        .arg("install")
+        .arg(&bin)
+        .arg(scenario.to_string())
+        .status()
+        .expect("the fake Azure CLI installs");
+    assert!(status.success(), "infra/tests/fake_az.py install failed");
+    let path = std::env::var("PATH").unwrap_or_default();
+    vec![
+        ("PATH", format!("{}:{path}", bin.display())),
+        ("RESOURCE_GROUP", GROUP.to_owned()),
+        ("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION.to_owned()),
+    ]
+}
+
+/// The table verify.py ends with: layer -> (shown by, result).
+fn layer_table(run: &Run) -> std::collections::BTreeMap<String, (String, String)> {
+    run.stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("verify: | "))
+        .skip(1)
+        .map(|row| {
+            let cell = |from: usize, to: usize| {
+                row.get(from..to.min(row.len()))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            };
+            (cell(0, 27), (cell(28, 49), cell(50, row.len())))
+        })
+        .collect()
+}
+
+#[test]
+fn verify_reads_the_configuration_it_cannot_probe_and_names_a_layer_switched_off_there() {
+    let nginx = Nginx::find();
+    let issuer = Issuer::start();
+    let apim = Caller::random();
+    let classic = Layers {
+        configuration: Some(&[]),
+        ..Layers::all_on(true)
+    };
+    let consumption = Layers {
+        configuration: Some(&[]),
+        ..Layers::all_on(false)
+    };
+    // (scenario, layers, layers verify must name as failed, expected "shown by" per layer)
+    let hidden = [
+        "App Service Authentication",
+        "function key",
+        "ALLOWED_IPS",
+        "bearer",
+    ];
+    let scenarios: Vec<(&str, Layers, Vec<&str>)> = vec![
+        ("classic tier, configuration read", classic, vec![]),
+        ("consumption tier, configuration read", consumption, vec![]),
+        (
+            "classic tier, App Service Authentication off in the configuration",
+            Layers {
+                configuration: Some(&["App Service Authentication"]),
+                ..classic
+            },
+            vec!["App Service Authentication"],
+        ),
+        (
+            "classic tier, the bearer layer's AUTH_ALLOWED_CALLERS missing in the configuration",
+            Layers {
+                configuration: Some(&["bearer"]),
+                ..classic
+            },
+            vec!["bearer"],
+        ),
+        (
+            "consumption tier, an anonymous function in the configuration",
+            Layers {
+                configuration: Some(&["function key"]),
+                ..consumption
+            },
+            vec!["function key"],
+        ),
+    ];
+    let problems: Vec<String> = std::thread::scope(|scope| {
+        let running: Vec<_> = scenarios
+            .iter()
+            .map(|(name, layers, failed)| {
+                let (nginx, issuer, apim) = (&nginx, &issuer, &apim);
+                scope.spawn(move || {
+                    let run = verify_topology(nginx, issuer, apim, *layers);
+                    let table = layer_table(&run);
+                    let mut wrong = Vec::new();
+                    let mut expected: Vec<String> = failed.iter().map(|l| (*l).to_owned()).collect();
+                    expected.sort();
+                    if run.failed_layers() != expected {
+                        wrong.push(format!("FAIL lines name {:?}, expected {expected:?}", run.failed_layers()));
+                    }
+                    if run.code != Some(if failed.is_empty() { 0 } else { 1 }) {
+                        wrong.push(format!("exit code {:?}", run.code));
+                    }
+                    if table.len() != 9 {
+                        wrong.push(format!("{} table rows, expected 9", table.len()));
+                    }
+                    for (layer, (shown, result)) in &table {
+                        let off_by_design = !layers.ip_layer
+                            && (layer == "access restriction" || layer == "ALLOWED_IPS");
+                        let want = if failed.contains(&layer.as_str()) {
+                            "FAIL"
+                        } else if off_by_design {
+                            "off (the tier has no stable outbound address)"
+                        } else {
+                            "PASS"
+                        };
+                        if result != want {
+                            wrong.push(format!("{layer}: {result}, expected {want}"));
+                        }
+                        if !off_by_design && !["probed", "configured", "probed + configured"].contains(&shown.as_str()) {
+                            wrong.push(format!("{layer} shown by {shown:?}: neither probed nor configured"));
+                        }
+                        // On a classic tier the access restriction's 403 hides every layer behind it.
+                        if layers.ip_layer && hidden.contains(&layer.as_str()) && shown != "configured" {
+                            wrong.push(format!("{layer} shown by {shown:?}, expected configured (hidden behind the 403)"));
+                        }
+                    }
+                    (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|handle| handle.join().expect("a scenario panicked"))
+            .collect()
+    });
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
