@@ -25,7 +25,12 @@
 #   LOCATION                 Azure region, e.g. westeurope (azd: AZURE_LOCATION, which it asks for)
 #   APIM_PUBLISHER_EMAIL     API Management publisher e-mail
 #   FUNCTION_APP_CLIENT_ID   application (client) id of the Function App's app registration
-#   IOTHUB_HOSTNAME          e.g. contoso.azure-devices.net
+#   IOTHUB_HOSTNAME          the one hub, e.g. contoso.azure-devices.net (or its device host name,
+#                            contoso.device.azure-devices.net)
+#   IOTHUB_HOSTNAMES         several hubs instead, comma-separated (README, "Several hubs"); in
+#                            hub-policy mode with more than one, IOTHUB_POLICY_KEY_SECRETS too
+#   IOTHUB_POLICY_KEY_SECRETS  hub-policy mode, several hubs: a JSON object, hub -> the Key Vault
+#                            secret that holds its key (azd parses it as JSON too)
 # Optional (the placeholders in infra/main.parameters.json, with their defaults):
 #   HOSTING_PLAN             FlexConsumption (default) | Consumption
 #   APIM_SKU                 Developer (default) | Basic | Standard | Premium | Consumption |
@@ -182,9 +187,14 @@ settings() {
   need RESOURCE_GROUP
   need AZURE_LOCATION "LOCATION (azd: AZURE_LOCATION)"
   local name
-  for name in APIM_PUBLISHER_EMAIL FUNCTION_APP_CLIENT_ID IOTHUB_HOSTNAME; do
+  for name in APIM_PUBLISHER_EMAIL FUNCTION_APP_CLIENT_ID; do
     need "$name"
   done
+  # One hub or a list of them, never both (the handler refuses both).
+  if [[ -n ${IOTHUB_HOSTNAME:-} && -n ${IOTHUB_HOSTNAMES:-} ]]; then
+    die "set IOTHUB_HOSTNAME (one hub) or IOTHUB_HOSTNAMES (several), not both"
+  fi
+  [[ -n ${IOTHUB_HOSTNAME:-}${IOTHUB_HOSTNAMES:-} ]] || die "IOTHUB_HOSTNAME is required (or IOTHUB_HOSTNAMES for several hubs)"
   DEPLOYMENT_NAME=${DEPLOYMENT_NAME:-iothub-sas}
   local cli_subscription=""
   if ! cli_subscription="$(bounded "$AZ_SECONDS" az account show --query id -o tsv 2>/dev/null)" || [[ -z $cli_subscription ]]; then
@@ -218,6 +228,38 @@ mode_settings() {
       ;;
     *) die "SIGNING_MODE must be hub-policy or enrollment-group, not '$SIGNING_MODE'" ;;
   esac
+  # Several hubs in hub-policy mode: each hub's own key, in a secret of its own (the handler
+  # refuses one secret for several hubs, and a map that does not name exactly the listed hubs).
+  local problem
+  problem="$(python3 - <<'PYTHON'
+import json, os
+mode = os.environ.get("SIGNING_MODE", "hub-policy")
+listed = [h.strip() for h in os.environ.get("IOTHUB_HOSTNAMES", "").split(",") if h.strip()]
+text = os.environ.get("IOTHUB_POLICY_KEY_SECRETS", "").strip()
+def canonical(host):
+    name, _, rest = host.lower().partition(".")
+    return f"{name}.{rest[7:]}" if rest.startswith("device.") else host.lower()
+def check():
+    if not text:
+        if mode == "hub-policy" and len(listed) > 1:
+            return "IOTHUB_POLICY_KEY_SECRETS is required with several hubs in hub-policy mode: a JSON object, hub -> the Key Vault secret holding its key (README, \"Several hubs\")"
+        return ""
+    if mode != "hub-policy":
+        return "IOTHUB_POLICY_KEY_SECRETS is only used with SIGNING_MODE=hub-policy (enrollment-group mode has one group key for every hub)"
+    try:
+        secrets = json.loads(text)
+    except ValueError:
+        secrets = None
+    if not isinstance(secrets, dict) or not all(isinstance(v, str) and v for v in secrets.values()):
+        return "IOTHUB_POLICY_KEY_SECRETS must be a JSON object, hub -> secret name"
+    hubs = listed or [os.environ.get("IOTHUB_HOSTNAME", "")]
+    if sorted(canonical(h) for h in secrets) != sorted(canonical(h) for h in hubs):
+        return "IOTHUB_POLICY_KEY_SECRETS must name exactly the hubs of IOTHUB_HOSTNAMES (either host name of each, once)"
+    return ""
+print(check())
+PYTHON
+)"
+  [[ -z $problem ]] || die "$problem"
   # A JSON object ({} = no scoping). A key given twice is refused: the parsers on the way (azd's,
   # ARM's) keep only its last rules, silently.
   if [[ -n ${DEVICE_SCOPES:-} ]]; then
@@ -303,9 +345,9 @@ PYTHON
 # loadParameters: a set but empty value is "not valid JSON" to azd).
 azd_json_settings() {
   local name
-  for name in DEVICE_SCOPES KEYVAULT_ALLOWED_IP_RANGES; do
+  for name in DEVICE_SCOPES KEYVAULT_ALLOWED_IP_RANGES IOTHUB_POLICY_KEY_SECRETS; do
     if [[ -v $name && -z ${!name} ]]; then
-      die "$name is set but empty, which azd refuses as JSON: set it to {} (DEVICE_SCOPES) or [] (KEYVAULT_ALLOWED_IP_RANGES), or remove it from the azd environment"
+      die "$name is set but empty, which azd refuses as JSON: set it to {} (DEVICE_SCOPES, IOTHUB_POLICY_KEY_SECRETS) or [] (KEYVAULT_ALLOWED_IP_RANGES), or remove it from the azd environment"
     fi
   done
   if [[ -n ${KEYVAULT_ALLOWED_IP_RANGES:-} && ${KEYVAULT_ALLOWED_IP_RANGES} != \[* ]]; then

@@ -70,8 +70,11 @@ param functionAppIdUri string = ''
 @description('App role API Management\'s identity must hold; empty: no role check.')
 param authRequiredRole string = ''
 
-@description('IoT Hub host name, e.g. contoso.azure-devices.net.')
-param iotHubHostName string
+@description('The IoT hub tokens are for, e.g. contoso.azure-devices.net, or its TLS 1.3 device host name contoso.device.azure-devices.net (IOTHUB_HOSTNAME). Empty when iotHubHostnames lists the hubs.')
+param iotHubHostName string = ''
+
+@description('Several hubs (README, "Several hubs"): comma-separated host names, each in either form, the first the default; enrollment-group mode also takes a suffix entry, *.azure-devices.net (IOTHUB_HOSTNAMES). Empty: the one hub iotHubHostName.')
+param iotHubHostnames string = ''
 
 @description('Which key signs the tokens. hub-policy: an IoT Hub shared access policy key (iotHubPolicyName, iotHubKeySecretName). enrollment-group: a DPS symmetric-key enrollment group key (enrollmentGroupKeySecretName): device-key tokens that work on hubs with local authentication disabled, no hub policy key anywhere, no module tokens (README, "Signing modes").')
 @allowed([
@@ -85,6 +88,10 @@ param iotHubPolicyName string = 'device'
 
 @description('hub-policy mode: Key Vault secret that holds the policy key or connection string (written by the operator, see infra/README.md).')
 param iotHubKeySecretName string = 'iothub-device-policy'
+
+// An object, as deviceScopes, so that azd can carry it (it parses object parameters as JSON).
+@description('hub-policy mode with several hubs: each hub\'s Key Vault secret, an object hub -> secret name naming exactly the hubs of iotHubHostnames (IOTHUB_POLICY_KEY_SECRETS); main.parameters.json maps it to IOTHUB_POLICY_KEY_SECRETS. Empty: the one secret iotHubKeySecretName.')
+param iotHubKeySecretNames object = {}
 
 @description('enrollment-group mode: Key Vault secret that holds the DPS enrollment group\'s base64 key (written by the operator, see infra/README.md).')
 @minLength(1)
@@ -269,6 +276,8 @@ module functionApp 'modules/function-app.bicep' = {
     functionAppIdUri: appIdUri
     authRequiredRole: authRequiredRole
     iotHubHostName: iotHubHostName
+    iotHubHostnames: iotHubHostnames
+    iotHubKeySecretNames: iotHubKeySecretNames
     iotHubPolicyName: iotHubPolicyName
     iotHubKeySecretName: iotHubKeySecretName
     signingMode: signingMode
@@ -332,7 +341,9 @@ output storageSku string = storageSkuName
 output functionKeySecretName string = functionKeySecretName
 // What `make verify` (infra/verify.py) checks the issued tokens against: the signing mode decides
 // whether a device token carries skn (hub-policy: the policy) or not (enrollment-group).
-output iotHubHostName string = iotHubHostName
+// The default hub (the first listed), and every hub: what make verify asks tokens for.
+output iotHubHostName string = empty(iotHubHostnames) ? iotHubHostName : trim(first(split(iotHubHostnames, ',')))
+output iotHubHostnames string = empty(iotHubHostnames) ? iotHubHostName : iotHubHostnames
 output signingMode string = functionApp.outputs.signingMode
 output iotHubPolicyName string = isEnrollmentGroup ? '' : iotHubPolicyName
 output dpsIdScope string = dpsIdScope
@@ -343,3 +354,5 @@ output apimCallerKind string = callerKind
 output apimClientCertificates string = apim.outputs.clientCertificates
 // The Key Vault secret the operator writes the signing key into (infra/deploy.sh says which).
 output signingKeySecretName string = isEnrollmentGroup ? enrollmentGroupKeySecretName : iotHubKeySecretName
+// hub-policy mode with several hubs: where each hub's key goes (hub -> secret name).
+output signingKeySecretNames object = isEnrollmentGroup ? {} : iotHubKeySecretNames

@@ -26,6 +26,10 @@ Probes (each one HTTP request, each bounded by VERIFY_TIMEOUT seconds):
                                               Management deletes what a client sends under those
                                               names; the handler refuses any it did not get from a
                                               gateway, or of another kind than the gateway's)
+  gateway   each hub, each host name          `hub` naming each of the deployment's hubs (output
+                                              iotHubHostnames), classic host name and, where the hub
+                                              has one, its TLS 1.3 device host name: 200 with sr and
+                                              hostName that host name; a hub not served: 400 unknown-hub
   gateway   caller A -> caller B's device     with per-caller scoping (output apimCallerKind not
             caller B -> its device            none): 403, 200 with B's token, 403 -- API Management
             caller B -> caller A's device     forwards who calls, and each caller gets only the
@@ -89,6 +93,26 @@ so VERIFY_APIM_SUBSCRIPTION must name a subscription to the product, not `master
   VERIFY_CLIENT_CERT, VERIFY_OTHER_CLIENT_CERT    certificate: PEM files, each holding a caller's
                             client certificate and its private key
 
+Several hubs (README, "Several hubs"):
+
+  VERIFY_IOTHUB_HOSTNAMES   the hubs, comma-separated (output iotHubHostnames; default: the one
+                            hub); each is asked for by name, the first must also be the default
+  VERIFY_DEVICE_HOST_NAMES  hubs that also answer under their TLS 1.3 device host name
+                            ({hub}.device.azure-devices.net), comma-separated; default: those
+                            listed in that form, and those `az iot hub show` reports a
+                            deviceHostName for (when the deployment's subscription holds them)
+
+Letter case (opt-in; hub-policy mode; docs/security.md "Several hubs and letter case"): does the
+hub compare the device id in a policy token's sr with case? With VERIFY_CASE_CHECK=1 verify
+registers two devices whose ids differ only in letter case (VERIFY_CASE_DEVICE_ID, default
+verify-case-<random>, and its upper-case twin) in the default hub (`az iot hub device-identity
+create`, azure-iot extension, needs the right to write the hub's registry), asks the gateway for a
+token for the lower-case one, sends one telemetry message with it as that device (the control) and
+one as the other (IoT Hub's HTTPS device API, POST /devices/{id}/messages/events), deletes both
+devices whatever happened, and says which answer the hub gave and what to do. The caller verify
+uses must be allowed the lower-case id by DEVICE_SCOPES. VERIFY_CASE_HUB_URL replaces
+https://{hub} (tests).
+
 Nothing secret is printed: not the keys, not the callers' tokens, not the token's signature.
 """
 
@@ -100,6 +124,7 @@ import os
 import ssl
 import subprocess
 import sys
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -200,6 +225,9 @@ class Config:
     timeout: float
     # Who calls through API Management, and a second caller for the scoping probe.
     callers: Callers | None = None
+    # The deployment's hubs (the first is the default) and those with a device host name.
+    hubs: list[str] = field(default_factory=list)
+    device_host_names: list[str] = field(default_factory=list)
 
 
 def azd_environment(root: str) -> dict[str, str]:
@@ -367,7 +395,47 @@ def configure(deployment: Deployment | None = None) -> Config:
     if not group and not config.policy:
         raise ConfigError("hub-policy mode needs the policy name (VERIFY_POLICY_NAME, output iotHubPolicyName)")
     config.callers = configure_callers(deployment, config.subscription_key)
+    config.hubs, config.device_host_names = configure_hubs(deployment, config.hub)
     return config
+
+
+def configure_hubs(deployment: Deployment, default_hub: str) -> tuple[list[str], list[str]]:
+    """The hubs (lower case, the default first) and which of them answer under a device host
+    name: VERIFY_IOTHUB_HOSTNAMES / VERIFY_DEVICE_HOST_NAMES, else the deployment's output and the
+    hubs' own description (`az iot hub show`), else the one hub."""
+    def optional_output() -> object:
+        try:
+            return deployment.output("iotHubHostnames") if deployment.readable else ""
+        except ConfigError:
+            return ""  # a deployment from before several hubs: the one hub
+    listed = [h.strip().lower() for h in setting("VERIFY_IOTHUB_HOSTNAMES", optional_output).split(",") if h.strip()]
+    hubs = [classic_host(h) for h in listed] or [classic_host(default_hub.lower())]
+    given = os.environ.get("VERIFY_DEVICE_HOST_NAMES")
+    if given is not None:
+        device = [classic_host(h.strip().lower()) for h in given.split(",") if h.strip()]
+    else:
+        device = [classic_host(h) for h in listed if ".device." in h]
+        if deployment.readable:
+            for hub in hubs:
+                try:
+                    name = hub.split(".", 1)[0]
+                    if deployment.az("iot", "hub", "show", "-n", name, "--query", "properties.deviceHostName", "-o", "tsv"):
+                        device.append(hub)
+                except ConfigError:
+                    pass  # not in this subscription, or no right to read it: only what is listed
+    return hubs, sorted(set(device) & set(hubs), key=hubs.index)
+
+
+def classic_host(host: str) -> str:
+    """A hub's classic host name from either of its host names."""
+    name, _, rest = host.partition(".")
+    return f"{name}.{rest[len('device.'):]}" if rest.startswith("device.") else host
+
+
+def device_host(host: str) -> str:
+    """A hub's TLS 1.3 device host name."""
+    name, _, rest = classic_host(host).partition(".")
+    return f"{name}.device.{rest}"
 
 
 def get(url: str, headers: dict[str, str], timeout: float, tls: ssl.SSLContext | None = None) -> Answer:
@@ -430,6 +498,10 @@ class Report:
 
     def skipped(self, layer: str, why: str) -> None:
         self.lines.append(f"SKIP {layer}: {why}")
+
+    def noted(self, layer: str, finding: str) -> None:
+        """A finding about the platform, not about a layer of this deployment: never a failure."""
+        self.lines.append(f"NOTE {layer}: {finding}")
 
     def fail(self, layer: str, why: str) -> None:
         self.lines.append(f"FAIL {layer}: {why}")
@@ -580,6 +652,7 @@ def check_gateway(config: Config, report: Report) -> Token | None:
         report.skipped("signing mode", "the module and registration operations: not shown, the gateway does not serve (above)")
         return token
     check_modes(config, report, key)
+    check_hubs(config, report, key)
     changed = []
     for forged in forged_addresses:
         answer = get(config.api_url + token_path, {**key, "X-Forwarded-For": forged}, config.timeout)
@@ -593,6 +666,38 @@ def check_gateway(config: Config, report: Report) -> Token | None:
         report.passed("X-Forwarded-For", f"gateway with forged X-Forwarded-For ({', '.join(forged_addresses)}) -> the same 200 and token: "
                       "the handler reads the entry the front end appended, not the caller's")
     return token
+
+
+def check_hubs(config: Config, report: Report, key: dict[str, str]) -> None:
+    """`hub` naming each hub by each of its host names gives a token for that host name, and a hub
+    the deployment does not serve is refused."""
+    device = urllib.parse.quote(config.device, safe="")
+    asked = []
+    for hub in config.hubs:
+        forms = [hub] + ([device_host(hub)] if hub in config.device_host_names else [])
+        for host in forms:
+            path = f"/devices/{device}/sas-token?ttl={config.ttl}&hub={urllib.parse.quote(host, safe='')}"
+            answer = get(config.api_url + path, key, config.timeout)
+            parsed = sas_token(answer) if answer.status == 200 else None
+            host_name = None
+            if answer.status == 200:
+                try:
+                    host_name = json.loads(answer.body).get("hostName")
+                except ValueError:
+                    pass
+            want_sr = urllib.parse.quote(f"{host}/devices/{config.device}", safe="")
+            if not isinstance(parsed, Token) or parsed.sr != want_sr or host_name != host:
+                got = answer.describe() if not isinstance(parsed, Token) else f"sr {parsed.sr}, hostName {host_name!r}"
+                report.fail("hubs", f"gateway, hub={host} -> {got}; expected 200 with sr {want_sr} and hostName {host}")
+                return
+            asked.append(host)
+    unknown = "verify-no-such-hub." + config.hubs[0].split(".", 1)[1]
+    answer = get(config.api_url + f"/devices/{device}/sas-token?hub={unknown}", key, config.timeout)
+    if answer.status != 400 or answer.problem().get("type") != "urn:iothub-sas:problem:unknown-hub":
+        report.fail("hubs", f"gateway, hub={unknown} (not served) -> {answer.describe()}, expected 400 unknown-hub")
+        return
+    report.passed("hubs", f"gateway, hub= each of {', '.join(asked)} -> 200, sr and hostName that host name; "
+                          f"hub={unknown} -> 400 unknown-hub")
 
 
 def check_direct(config: Config, report: Report, label: str, headers: dict[str, str], expected: list[str], subject: str) -> None:
@@ -806,6 +911,87 @@ def verify(config: Config) -> Report:
     return report
 
 
+# --- Letter case: does the hub compare a policy token's sr with case? (opt-in) -------------------
+
+IOTHUB_API_VERSION = "2021-04-12"
+
+
+def post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> Answer:
+    parts = urllib.parse.urlsplit(url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.netloc, timeout=timeout)
+    try:
+        connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
+                           headers={**headers, "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    except (OSError, http.client.HTTPException) as e:
+        return Answer(0, {}, b"", error=str(e) or type(e).__name__)
+    finally:
+        connection.close()
+
+
+def check_letter_case(config: Config, deployment: Deployment, report: Report) -> None:
+    """Two devices whose ids differ only in case; a policy token for one, presented as the other
+    over IoT Hub's HTTPS device API. Both devices are deleted whatever happens."""
+    layer = "letter case"
+    if config.mode != HUB_POLICY:
+        report.skipped(layer, "enrollment-group mode: a device-key token is checked against that device's own key, so case cannot widen it")
+        return
+    hub = config.hubs[0] if config.hubs else config.hub
+    name = hub.split(".", 1)[0]
+    lower = os.environ.get("VERIFY_CASE_DEVICE_ID") or f"verify-case-{secrets.token_hex(4)}"
+    lower = lower.lower()
+    upper = lower.upper()
+    if lower == upper:
+        raise ConfigError("VERIFY_CASE_DEVICE_ID must contain a letter (its upper-case twin must differ)")
+    base = os.environ.get("VERIFY_CASE_HUB_URL", f"https://{hub}").rstrip("/")
+    created = []
+    try:
+        for device in (lower, upper):
+            deployment.az("iot", "hub", "device-identity", "create", "-n", name, "-d", device, "-o", "none")
+            created.append(device)
+        key = config.callers.first.headers() if config.callers else {"Ocp-Apim-Subscription-Key": config.subscription_key}
+        answer = get(config.api_url + f"/devices/{urllib.parse.quote(lower, safe='')}/sas-token?ttl={config.ttl}", key, config.timeout)
+        parsed = sas_token(answer) if answer.status == 200 else None
+        if not isinstance(parsed, Token):
+            report.fail(layer, f"gateway, a token for {lower} -> {answer.describe()}: the case check needs one (DEVICE_SCOPES must allow "
+                               "the verify caller VERIFY_CASE_DEVICE_ID)")
+            return
+        token = json.loads(answer.body)["sastoken"]
+
+        def send(device: str) -> Answer:
+            url = f"{base}/devices/{urllib.parse.quote(device, safe='')}/messages/events?api-version={IOTHUB_API_VERSION}"
+            return post(url, {"Authorization": token}, b'{"verify": "letter case"}', config.timeout)
+
+        control = send(lower)
+        if control.status not in (200, 204):
+            report.fail(layer, f"the token for {lower} sent as {lower} -> {control.describe()}: the hub did not accept the token for its own "
+                               "device, so the case check says nothing (is the policy's key the one in Key Vault?)")
+            return
+        twin = send(upper)
+        if twin.status in (401, 403):
+            report.noted(layer, f"{hub} refused {lower}'s policy token for {upper} ({twin.status}) after accepting it for {lower}: the hub "
+                                "compares the device id in sr WITH letter case, so a token opens only the device it names. The start-up "
+                                "warning about DEVICE_SCOPES rules that differ only in case can be ignored on this hub")
+        elif twin.status in (200, 204):
+            report.noted(layer, f"{hub} ACCEPTED {lower}'s policy token for {upper}: the hub compares the device id in sr WITHOUT letter "
+                                "case, so a hub-policy token for one id also opens every device whose id differs only in case. Rename "
+                                "devices so no two differ only in case, act on each start-up warning about DEVICE_SCOPES rules that do, "
+                                "or move to enrollment-group mode, whose device-key tokens are checked against each device's own key")
+        else:
+            report.fail(layer, f"the token for {lower} sent as {upper} -> {twin.describe()}: neither accepted nor refused; run it again")
+    except ConfigError as e:
+        report.fail(layer, f"cannot run the case check: {e}")
+    finally:
+        for device in created:
+            try:
+                deployment.az("iot", "hub", "device-identity", "delete", "-n", name, "-d", device)
+            except ConfigError as e:
+                report.fail(layer, f"could not delete the test device {device} from {name}: {e} -- delete it by hand "
+                                   f"(az iot hub device-identity delete -n {name} -d {device})")
+
+
 # --- The deployed configuration, read through Azure Resource Manager -----------------------------
 
 API_VERSION_WEB = "2024-04-01"
@@ -992,6 +1178,8 @@ def main() -> int:
     print(f"verify: gateway {config.api_url}, function {config.function_url}, IP layer {'on' if config.ip_layer else 'off'}, {config.mode} mode, "
           f"caller fact {callers}")
     report = verify(config)
+    if os.environ.get("VERIFY_CASE_CHECK", "") in ("1", "on", "true"):
+        check_letter_case(config, deployment, report)
     read = check_configuration(deployment, config, report)
     rows = table(config, report, read)
     for line in report.lines:

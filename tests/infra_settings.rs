@@ -19,6 +19,11 @@ use serde_json::Value;
 const APIM_PRINCIPAL: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 /// The Function App's app registration.
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+/// The hubs of `iotHubHostnames` in the examples below.
+const HUBS: [&str; 2] = [
+    "contoso-eu.azure-devices.net",
+    "contoso-us.device.azure-devices.net",
+];
 /// A caller's client application, behind API Management (apimCallerKind entra).
 const CALLER_APP: &str = "9a1b2c3d-0000-4000-8000-00000000000a";
 
@@ -113,6 +118,28 @@ fn template_value(setting: &str, bindings: &BTreeMap<String, String>) -> String 
         "ALLOWED_IPS" => "20.50.2.1".to_owned(),
         "XFF_DEPTH" => "1".to_owned(),
         "IOTHUB_HOSTNAME" => "contoso.azure-devices.net".to_owned(),
+        // Two hubs, the second by its TLS 1.3 device host name.
+        "IOTHUB_HOSTNAMES" => HUBS.join(","),
+        // A secret per hub, naming the hubs the template lists (either host name).
+        "IOTHUB_POLICY_KEY_SECRETS" => {
+            let hubs: Vec<&str> = if bindings["iotHubHostnames"] == "given" {
+                HUBS.to_vec()
+            } else {
+                vec!["contoso.azure-devices.net"]
+            };
+            serde_json::to_string(
+                &hubs
+                    .iter()
+                    .map(|hub| {
+                        (
+                            *hub,
+                            format!("iothub-{}-policy", &hub[..hub.find('.').unwrap_or(0)]),
+                        )
+                    })
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .expect("a map of strings is JSON")
+        }
         "SIGNING_MODE" => bindings["signingMode"].clone(),
         "KEYVAULT_URI" => "https://kv-iothubsas-abcd1234.vault.azure.net/".to_owned(),
         "KEYVAULT_REFRESH_SECONDS" => "300".to_owned(),
@@ -129,14 +156,17 @@ fn template_value(setting: &str, bindings: &BTreeMap<String, String>) -> String 
         "DPS_ID_SCOPE" => "0ne00000A0A".to_owned(),
         // Keys of the callers API Management forwards (apimCallerKind): on a gateway request
         // only the forwarded caller counts. Without a caller fact, API Management's own identity.
-        "DEVICE_SCOPES" => match bindings["apimCallerKind"].as_str() {
-            "subscription" => r#"{"subscription:device-backend": ["fleet-a-*"]}"#.to_owned(),
-            "certificate" => format!(r#"{{"fwd-cert:{}": ["fleet-a-*"]}}"#, "ab".repeat(32)),
-            "entra" => format!(
-                r#"{{"caller:{CALLER_APP}": ["fleet-a-*"], "caller-role:Fleet.B": ["fleet-b-*"]}}"#
-            ),
-            _ => format!(r#"{{"{APIM_PRINCIPAL}": ["fleet-a-*"]}}"#),
-        },
+        "DEVICE_SCOPES" => qualified(
+            bindings,
+            match bindings["apimCallerKind"].as_str() {
+                "subscription" => r#"{"subscription:device-backend": ["fleet-a-*"]}"#.to_owned(),
+                "certificate" => format!(r#"{{"fwd-cert:{}": ["fleet-a-*"]}}"#, "ab".repeat(32)),
+                "entra" => format!(
+                    r#"{{"caller:{CALLER_APP}": ["fleet-a-*"], "caller-role:Fleet.B": ["fleet-b-*"]}}"#
+                ),
+                _ => format!(r#"{{"{APIM_PRINCIPAL}": ["fleet-a-*"]}}"#),
+            },
+        ),
         // function-app.bicep: '{"${apimPrincipalId}": "${apimCallerKind}"}'.
         "GATEWAY_CALLERS" => format!(
             r#"{{"{APIM_PRINCIPAL}": "{}"}}"#,
@@ -146,6 +176,18 @@ fn template_value(setting: &str, bindings: &BTreeMap<String, String>) -> String 
         other => panic!(
             "tests/infra_settings.rs: add the value the template gives {other} to template_value()"
         ),
+    }
+}
+
+/// `scopes` as the template's operator would write them: with several hubs every pattern names its
+/// hubs (here every hub, `*/`), since the handler refuses an unqualified one there.
+fn qualified(bindings: &BTreeMap<String, String>, scopes: String) -> String {
+    if bindings["iotHubHostnames"] == "given" {
+        scopes
+            .replace(r#"[""#, r#"["*/"#)
+            .replace(r#"", ""#, r#"", "*/"#)
+    } else {
+        scopes
     }
 }
 
@@ -242,11 +284,19 @@ fn the_handler_starts_with_what_the_template_sets_in_every_signing_mode() {
             .map(|&name| (name, template_value(name, bindings)))
             .collect();
         let outcome = Config::from_lookup(|name| settings.get(name).cloned());
-        // The one refusal the classification documents: a DPS ID scope given in hub-policy mode
-        // is passed on rather than dropped, and the handler refuses to start, naming it.
-        let refused = (bindings["signingMode"] == "hub-policy"
-            && settings.contains_key("DPS_ID_SCOPE"))
-        .then_some("DPS_ID_SCOPE");
+        // The refusals the classification documents: a DPS ID scope given in hub-policy mode is
+        // passed on rather than dropped, and the handler refuses to start, naming it; and one
+        // secret for several hubs (infra/deploy.sh refuses both before deploying).
+        let refused =
+            if bindings["signingMode"] == "hub-policy" && settings.contains_key("DPS_ID_SCOPE") {
+                Some("DPS_ID_SCOPE")
+            } else if settings.contains_key("IOTHUB_HOSTNAMES")
+                && settings.contains_key("IOTHUB_POLICY_KEY_SECRET")
+            {
+                Some("IOTHUB_POLICY_KEY_SECRET")
+            } else {
+                None
+            };
         match (outcome, refused) {
             (Ok(config), None) => {
                 let mode = config.key_source.mode.as_str();

@@ -67,8 +67,14 @@ param functionAppIdUri string
 @description('App role API Management\'s identity must hold (AUTH_REQUIRED_ROLE); empty: no role check.')
 param authRequiredRole string = ''
 
-@description('IoT Hub host name, e.g. contoso.azure-devices.net.')
-param iotHubHostName string
+@description('The one IoT hub (IOTHUB_HOSTNAME), in either host-name form; empty when iotHubHostnames lists the hubs.')
+param iotHubHostName string = ''
+
+@description('Several hubs, comma-separated (IOTHUB_HOSTNAMES); empty: the one hub iotHubHostName.')
+param iotHubHostnames string = ''
+
+@description('hub-policy mode with several hubs: hub -> Key Vault secret name (IOTHUB_POLICY_KEY_SECRETS); empty: the one secret iotHubKeySecretName.')
+param iotHubKeySecretNames object = {}
 
 @description('IoT Hub shared access policy with DeviceConnect, e.g. device.')
 param iotHubPolicyName string
@@ -210,10 +216,6 @@ var commonHandlerSettings = [
     value: '1'
   }
   {
-    name: 'IOTHUB_HOSTNAME'
-    value: iotHubHostName
-  }
-  {
     // Explicit in both modes: the portal shows which key signs.
     name: 'SIGNING_MODE'
     value: signingMode
@@ -253,15 +255,38 @@ var commonHandlerSettings = [
   }
 ]
 
-// hub-policy mode only: the handler refuses them in enrollment-group mode.
+// The hubs: one (IOTHUB_HOSTNAME), or a list (IOTHUB_HOSTNAMES); the handler refuses both.
+var oneHubSettings = [
+  {
+    name: 'IOTHUB_HOSTNAME'
+    value: iotHubHostName
+  }
+]
+var hubListSettings = [
+  {
+    name: 'IOTHUB_HOSTNAMES'
+    value: iotHubHostnames
+  }
+]
+
+// hub-policy mode only: the handler refuses them in enrollment-group mode. One secret for the one
+// hub, or one secret per hub (the handler refuses one secret for several hubs).
 var hubPolicySettings = [
   {
     name: 'IOTHUB_POLICY_NAME'
     value: iotHubPolicyName
   }
+]
+var oneSecretSettings = [
   {
     name: 'IOTHUB_POLICY_KEY_SECRET'
     value: iotHubKeySecretName
+  }
+]
+var secretPerHubSettings = [
+  {
+    name: 'IOTHUB_POLICY_KEY_SECRETS'
+    value: string(iotHubKeySecretNames)
   }
 ]
 
@@ -308,7 +333,7 @@ var callerAudienceSettings = [
   }
 ]
 
-var handlerSettings = concat(commonHandlerSettings, isEnrollmentGroup ? enrollmentGroupSettings : hubPolicySettings, empty(dpsIdScope) ? [] : dpsIdScopeSettings, empty(deviceScopes) ? [] : deviceScopeSettings, (empty(deviceScopes) || (apimCallerKind == 'none')) ? [] : gatewayCallerSettings, (empty(deviceScopes) || (apimCallerKind != 'entra')) ? [] : callerAudienceSettings)
+var handlerSettings = concat(commonHandlerSettings, empty(iotHubHostnames) ? oneHubSettings : hubListSettings, isEnrollmentGroup ? enrollmentGroupSettings : hubPolicySettings, isEnrollmentGroup ? [] : (empty(iotHubKeySecretNames) ? oneSecretSettings : secretPerHubSettings), empty(dpsIdScope) ? [] : dpsIdScopeSettings, empty(deviceScopes) ? [] : deviceScopeSettings, (empty(deviceScopes) || (apimCallerKind == 'none')) ? [] : gatewayCallerSettings, (empty(deviceScopes) || (apimCallerKind != 'entra')) ? [] : callerAudienceSettings)
 
 var consumptionSku = {
   name: 'Y1'

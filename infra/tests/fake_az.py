@@ -53,6 +53,10 @@ def default_state() -> dict[str, Any]:
         "rest_strict": False,
         # curl (the Flex one-deploy API): the deployment id /api/publish returns.
         "publish_id": "8f7c2a41-0d1e-4b5f-9a6b-3c2d1e0f9a8b",
+        # az iot hub show: hubs by name -> IotHubDescription properties; az iot hub
+        # device-identity create/delete: the device ids registered, by hub name.
+        "iot_hubs": {},
+        "iot_devices": {},
     }
 
 
@@ -275,6 +279,27 @@ class Az:
             group = option(argv, "--resource-group", "-g") or "?"
             subscription = option(argv, "--subscription") or state["cli_subscription"]
             return {"id": f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.ApiManagement/service/{option(argv, '--name', '-n')}"}
+        if command.startswith("iot hub show"):
+            name = option(argv, "--name", "-n") or ""
+            if name not in state["iot_hubs"]:
+                raise Fail(f"(ResourceNotFound) IotHub '{name}' could not be found.")
+            return {"name": name, "properties": state["iot_hubs"][name]}
+        if command.startswith("iot hub device-identity"):
+            hub = option(argv, "--hub-name", "-n") or ""
+            device = option(argv, "--device-id", "-d") or ""
+            registered = state["iot_devices"].setdefault(hub, [])
+            if words[3:4] == ["create"]:
+                if device in registered:
+                    raise Fail(f"(DeviceAlreadyExists) A device with ID '{device}' is already registered.")
+                registered.append(device)
+                self.save()
+                return {"deviceId": device, "status": "enabled"}
+            if words[3:4] == ["delete"]:
+                if device not in registered:
+                    raise Fail(f"(DeviceNotFound) Device {device} not registered")
+                registered.remove(device)
+                self.save()
+                return None
         if command.startswith("rest"):
             method = (option(argv, "--method", "-m") or "get").lower()
             uri = (option(argv, "--uri", "--url", "-u") or "").split("?")[0].replace("https://management.azure.com", "")

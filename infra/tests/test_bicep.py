@@ -245,9 +245,46 @@ def combinations() -> list[dict[str, Any]]:
 
 
 def handler_settings(bindings: dict[str, Any]) -> list[tuple[str, Any]]:
-    """handlerSettings of function-app.bicep as deployed with `bindings`."""
+    """handlerSettings of function-app.bicep as deployed with `bindings` (one hub and one secret
+    unless the bindings name several)."""
     tree = parse(FUNCTION_APP)
+    bindings = {"iotHubHostnames": "", "iotHubKeySecretNames": "", **bindings}
     return settings_list(evaluate(tree["variables"]["handlerSettings"]["value"], tree, bindings), "handlerSettings")
+
+
+def test_several_hubs_name_each_hub_and_in_hub_policy_mode_each_hubs_secret() -> None:
+    """iotHubHostnames replaces IOTHUB_HOSTNAME with IOTHUB_HOSTNAMES; iotHubKeySecretNames (an
+    object, written as JSON) replaces the one secret with a secret per hub, in hub-policy mode
+    only; both travel through azd (main.parameters.json) and come out for make verify."""
+    base = {"dpsIdScope": "", "deviceScopes": "", "apimCallerKind": "none"}
+    one = dict(handler_settings({"signingMode": "hub-policy", **base}))
+    assert one["IOTHUB_HOSTNAME"] == "iotHubHostName" and "IOTHUB_HOSTNAMES" not in one
+    assert one["IOTHUB_POLICY_KEY_SECRET"] == "iotHubKeySecretName" and "IOTHUB_POLICY_KEY_SECRETS" not in one
+    several = dict(handler_settings({"signingMode": "hub-policy", **base, "iotHubHostnames": "a.azure-devices.net,b.azure-devices.net",
+                                     "iotHubKeySecretNames": "{}"}))
+    assert several["IOTHUB_HOSTNAMES"] == "iotHubHostnames" and "IOTHUB_HOSTNAME" not in several
+    assert several["IOTHUB_POLICY_KEY_SECRETS"] == {"function": {"type": "string", "parameters": {"value_to_convert": "iotHubKeySecretNames"}}}, (
+        "the object written as JSON"
+    )
+    assert "IOTHUB_POLICY_KEY_SECRET" not in several and several["IOTHUB_POLICY_NAME"] == "iotHubPolicyName"
+    group = dict(handler_settings({"signingMode": "enrollment-group", **base, "iotHubHostnames": "*.azure-devices.net",
+                                   "iotHubKeySecretNames": "{}"}))
+    assert group["IOTHUB_HOSTNAMES"] == "iotHubHostnames"
+    assert not {"IOTHUB_POLICY_NAME", "IOTHUB_POLICY_KEY_SECRET", "IOTHUB_POLICY_KEY_SECRETS"} & set(group), (
+        "enrollment-group mode: one group key for every hub, no hub policy setting"
+    )
+    for path in (MAIN, FUNCTION_APP):
+        parameters = parse(path)["parameters"]
+        assert (parameters["iotHubKeySecretNames"]["type"], parameters["iotHubKeySecretNames"]["default"]) == ("object", {}), path.name
+        assert (parameters["iotHubHostnames"]["type"], parameters["iotHubHostnames"]["default"]) == ("string", ""), path.name
+        assert parameters["iotHubHostName"]["default"] == "", f"{path.name}: one of iotHubHostName and iotHubHostnames"
+    file = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert file["iotHubHostnames"]["value"] == "${IOTHUB_HOSTNAMES=}"
+    assert file["iotHubKeySecretNames"]["value"] == "${IOTHUB_POLICY_KEY_SECRETS=}"
+    assert file["iotHubHostName"]["value"] == "${IOTHUB_HOSTNAME=}"
+    outputs = parse(MAIN)["outputs"]
+    for name in ("iotHubHostName", "iotHubHostnames", "signingKeySecretNames"):
+        assert name in outputs, f"output {name}: make verify asks for every hub, the operator stores each hub's key"
 
 
 def test_app_settings_are_exactly_the_handlers_settings() -> None:

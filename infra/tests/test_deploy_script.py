@@ -636,3 +636,57 @@ def test_the_deployment_gets_the_caller_kind_and_its_lists(tmp_path: Path, setti
     parameters = deployed[0]
     for name, value in expected.items():
         assert parameters[name] == value, (name, parameters.get(name))
+
+
+# --- Several hubs (issue 23) ---------------------------------------------------------------------
+
+HUBS = "contoso-eu.azure-devices.net,contoso-us.device.azure-devices.net"
+SECRETS = '{"contoso-eu.azure-devices.net": "iothub-eu-policy", "contoso-us.azure-devices.net": "iothub-us-policy"}'
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"IOTHUB_HOSTNAME": "contoso-eu.azure-devices.net", "IOTHUB_HOSTNAMES": HUBS}, "not both"),
+        ({}, "IOTHUB_HOSTNAME is required (or IOTHUB_HOSTNAMES for several hubs)"),
+        ({"IOTHUB_HOSTNAMES": HUBS}, "IOTHUB_POLICY_KEY_SECRETS is required with several hubs in hub-policy mode"),
+        ({"IOTHUB_HOSTNAMES": HUBS, "IOTHUB_POLICY_KEY_SECRETS": "iothub-policy"}, "must be a JSON object, hub -> secret name"),
+        ({"IOTHUB_HOSTNAMES": HUBS, "IOTHUB_POLICY_KEY_SECRETS": '{"contoso-eu.azure-devices.net": "iothub-eu-policy"}'},
+         "must name exactly the hubs of IOTHUB_HOSTNAMES"),
+        ({"IOTHUB_HOSTNAMES": HUBS, "SIGNING_MODE": "enrollment-group", "IOTHUB_POLICY_KEY_SECRETS": SECRETS},
+         "IOTHUB_POLICY_KEY_SECRETS is only used with SIGNING_MODE=hub-policy"),
+    ],
+    ids=["both-hub-settings", "no-hub", "several-hubs-one-secret", "secrets-not-json", "secrets-missing-a-hub",
+         "secrets-in-enrollment-group"],
+)
+def test_hub_settings_that_cannot_work_are_refused_before_deploying(tmp_path: Path, settings: dict[str, str], named: str) -> None:
+    with_fake(tmp_path)
+    env = base_env(tmp_path)
+    env.pop("IOTHUB_HOSTNAME", None)
+    env.update(RESOURCE_GROUP="rg-test", LOCATION="westeurope", **settings)
+    done, _ = run_deploy(env, "all")
+    assert done.returncode != 0 and named in done.stderr, done.stderr
+    assert not deployment_calls(tmp_path), "refused before anything is deployed"
+
+
+@pytest.mark.parametrize("mode", ["hub-policy", "enrollment-group"])
+def test_several_hubs_and_their_secrets_reach_the_deployment(tmp_path: Path, mode: str) -> None:
+    state = with_fake(tmp_path)
+    state["fail_stage"] = {"functionKey": 99}
+    state["outputs"] = dict(FLEX_OUTPUTS)
+    fake_az.install(tmp_path, state)
+    env = base_env(tmp_path)
+    env.pop("IOTHUB_HOSTNAME", None)
+    env.update(RESOURCE_GROUP="rg-test", LOCATION="westeurope", SIGNING_MODE=mode, IOTHUB_HOSTNAMES=HUBS,
+               FUNCTION_KEY_ATTEMPTS="1")
+    if mode == "hub-policy":
+        env["IOTHUB_POLICY_KEY_SECRETS"] = SECRETS
+    run_deploy(env, "all")
+    deployed = deployed_parameters(tmp_path)
+    assert deployed, "the infrastructure stage ran"
+    parameters = deployed[0]
+    assert parameters["iotHubHostnames"] == HUBS and parameters["iotHubHostName"] == ""
+    if mode == "hub-policy":
+        assert parameters["iotHubKeySecretNames"] == json.loads(SECRETS), "an object, as azd parses it"
+    else:
+        assert "iotHubKeySecretNames" not in parameters, "unset: left out, as azd leaves it out"

@@ -59,6 +59,9 @@ use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
 use crate::support::tls::TestCa;
 
+/// The topology's second hub, listed by its TLS 1.3 device host name.
+const SECOND_HUB: &str = "second-hub.device.azure-devices.net";
+
 /// The gateway's own source address towards the front end (API Management's outbound address).
 const GATEWAY_ADDRESS: &str = "127.0.0.2";
 /// The API's URL suffix on the gateway, and the handler's route prefix behind the front end.
@@ -612,7 +615,8 @@ impl Callers {
         } else {
             "*"
         };
-        format!(r#"{{"{a}": ["{own}"], "{b}": ["{DEVICE_B}"]}}"#)
+        // Two hubs: every pattern names its hub, here every hub.
+        format!(r#"{{"{a}": ["*/{own}"], "{b}": ["*/{DEVICE_B}"]}}"#)
     }
 }
 
@@ -699,8 +703,10 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
     } else {
         "*"
     };
+    // Two hubs, the second listed by its TLS 1.3 device host name: verify asks for each, in each
+    // form it has.
     let mut settings = Settings::none()
-        .set("IOTHUB_HOSTNAME", HOSTNAME)
+        .set("IOTHUB_HOSTNAMES", format!("{HOSTNAME},{SECOND_HUB}"))
         .set("SIGNING_MODE", layers.signing_mode)
         .set("ALLOWED_IPS", allowed)
         .set("XFF_DEPTH", "1")
@@ -710,9 +716,10 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
             .set("ENROLLMENT_GROUP_KEY", KEY)
             .set("DPS_ID_SCOPE", ID_SCOPE)
     } else {
-        settings
-            .set("IOTHUB_POLICY_NAME", POLICY)
-            .set("IOTHUB_POLICY_KEY", KEY)
+        settings.set("IOTHUB_POLICY_NAME", POLICY).set(
+            "IOTHUB_POLICY_KEYS",
+            serde_json::json!({ HOSTNAME: KEY, SECOND_HUB: KEY }).to_string(),
+        )
     };
     if layers.bearer {
         settings = settings
@@ -815,6 +822,10 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
         ),
         ("VERIFY_FUNCTION_KEY", keys.function.clone()),
         ("VERIFY_IOTHUB_HOSTNAME", HOSTNAME.to_owned()),
+        (
+            "VERIFY_IOTHUB_HOSTNAMES",
+            format!("{HOSTNAME},{SECOND_HUB}"),
+        ),
         ("VERIFY_SIGNING_MODE", layers.reported_mode.to_owned()),
         ("VERIFY_POLICY_NAME", POLICY.to_owned()),
         ("VERIFY_DPS_ID_SCOPE", ID_SCOPE.to_owned()),
@@ -1063,8 +1074,8 @@ fn check_run(name: &str, layers: Layers, open: &[&str], run: &Run) -> Option<Str
             .lines()
             .filter(|line| line.starts_with("verify: PASS "))
             .count();
-        // Eight layers, the caller headers, and with a caller fact the caller scoping.
-        let expected = 9 + usize::from(layers.caller_kind != CallerKind::None);
+        // Eight layers, the caller headers, the hubs, and with a caller fact the caller scoping.
+        let expected = 10 + usize::from(layers.caller_kind != CallerKind::None);
         if passes != expected {
             wrong.push(format!(
                 "{passes} PASS lines, expected one per probe ({expected})"
