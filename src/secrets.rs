@@ -3,7 +3,7 @@
 //!
 //! **What it owns.** The key settings and their rules ([`KeySource::from_lookup`]):
 //! - `SIGNING_MODE` — `hub-policy` (default) or `enrollment-group`;
-//! - the hubs ([`HubList`](crate::hubs::HubList): `IOTHUB_HOSTNAMES` or `IOTHUB_HOSTNAME`), and
+//! - the hubs ([`HubList`]: `IOTHUB_HOSTNAMES` or `IOTHUB_HOSTNAME`), and
 //!   which entries the mode allows: suffix entries (`*.azure-devices.net`) only in
 //!   enrollment-group mode, where the hub is no security boundary (a derived key works only on the
 //!   hubs where DPS registered that id);
