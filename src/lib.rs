@@ -1,8 +1,8 @@
 //! An Azure Functions custom handler that issues Azure IoT Hub device SAS tokens to allowed callers.
 //!
 //! # Layout
-//! Every module, by where it acts (a unit test below fails when a module declared here is missing
-//! from this map, or when the pipeline below differs from the one [`issuance`] runs).
+//! Every module, by where it acts (a unit test below, `codemap`, fails when a module declared here
+//! is missing from this map, or when the pipeline below differs from the one [`issuance`] runs).
 //!
 //! Start-up:
 //! - [`config`]: reads the environment once and asks each layer to parse its own settings.

@@ -596,6 +596,17 @@ async fn keys_that_name_ids_differing_only_in_case_are_warned_about_in_hub_polic
     );
 }
 
+/// Hub-policy mode over the EU and US hubs, each hub's key in the stand-in vault's secret that
+/// `secrets` (hub -> secret name) names.
+fn two_hub_vault(stand_ins: &StandIns, secrets: Value) -> Settings {
+    Settings::base()
+        .unset("IOTHUB_HOSTNAME")
+        .unset("IOTHUB_POLICY_KEY")
+        .set("IOTHUB_HOSTNAMES", format!("{EU},{US}"))
+        .set("IOTHUB_POLICY_KEY_SECRETS", secrets.to_string())
+        .set_all(stand_ins.environment().iter())
+}
+
 #[tokio::test]
 async fn one_hubs_disabled_secret_stops_that_hub_only_and_the_log_names_it() {
     let stand_ins = StandIns::start();
@@ -609,17 +620,12 @@ async fn one_hubs_disabled_secret_stops_that_hub_only_and_the_log_names_it() {
         ),
     );
     let app = TestApp::spawn(
-        &Settings::base()
-            .unset("IOTHUB_HOSTNAME")
-            .unset("IOTHUB_POLICY_KEY")
-            .set("IOTHUB_HOSTNAMES", format!("{EU},{US}"))
-            .set(
-                "IOTHUB_POLICY_KEY_SECRETS",
-                json!({EU: "eu-key", "contoso-us.azure-devices.net": "us-key"}).to_string(),
-            )
-            .set("KEYVAULT_REFRESH_SECONDS", "10")
-            .set("RUST_LOG", "trace")
-            .set_all(stand_ins.environment().iter()),
+        &two_hub_vault(
+            &stand_ins,
+            json!({EU: "eu-key", "contoso-us.azure-devices.net": "us-key"}),
+        )
+        .set("KEYVAULT_REFRESH_SECONDS", "10")
+        .set("RUST_LOG", "trace"),
     );
     let eu_path = with_hub(&token_path("dev-1", None), EU);
     let us_path = with_hub(&token_path("dev-1", None), US);
@@ -684,17 +690,10 @@ async fn a_hubs_secret_filed_under_another_hub_is_a_bad_secret_not_a_warning() {
         "us-key",
         &format!("HostName={AP};SharedAccessKeyName={POLICY};SharedAccessKey={US_KEY}"),
     );
-    let app = TestApp::spawn(
-        &Settings::base()
-            .unset("IOTHUB_HOSTNAME")
-            .unset("IOTHUB_POLICY_KEY")
-            .set("IOTHUB_HOSTNAMES", format!("{EU},{US}"))
-            .set(
-                "IOTHUB_POLICY_KEY_SECRETS",
-                json!({EU: "eu-key", US: "us-key"}).to_string(),
-            )
-            .set_all(stand_ins.environment().iter()),
-    );
+    let app = TestApp::spawn(&two_hub_vault(
+        &stand_ins,
+        json!({EU: "eu-key", US: "us-key"}),
+    ));
     assert!(
         app.issue(&with_hub(&token_path("d", None), EU))
             .await
