@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use crate::caller::{Caller, Callers, Identified};
 use crate::error::ApiError;
-use crate::hubs::{ChosenHub, HubChoiceError, Hubs};
+use crate::hubs::{ChosenHub, Hubs};
 use crate::params::{DeviceId, ModuleId, RegistrationId, TokenLifetimes, Ttl};
 use crate::request_log::{IssuedFacts, RequestOutcome};
 use crate::sas::{SasToken, SigningMode, TokenSigner};
@@ -320,9 +320,7 @@ fn record_hub(hub: Option<&ChosenHub>, outcome: &mut RequestOutcome) {
 /// be that hub, in either form.
 fn key_named_hub(key: &IssuingKey, requested: Option<&str>) -> Result<ChosenHub, ApiError> {
     let hubs = key.own_hub.as_ref().ok_or(ApiError::KeyUnavailable)?;
-    hubs.choose(requested).map_err(|error| match error {
-        HubChoiceError::Unknown | HubChoiceError::Required => ApiError::Hub(error),
-    })
+    Ok(hubs.choose(requested)?)
 }
 
 /// Step 6: the token for `subject`, signed with `key` for `hub`, as the 200 answer.

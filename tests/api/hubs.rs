@@ -932,3 +932,39 @@ fn settings_for_several_hubs_that_cannot_mean_what_they_say_stop_the_start() {
     });
     assert!(misrefused.is_empty(), "{}", misrefused.join("\n"));
 }
+
+#[tokio::test]
+async fn a_connection_string_that_names_the_one_hub_is_asked_for_by_either_host_name() {
+    let stand_ins = StandIns::start();
+    stand_ins.key_vault.set_secret(
+        "cs-key",
+        &format!(
+            "HostName=cs-hub.azure-devices.net;SharedAccessKeyName={POLICY};SharedAccessKey={US_KEY}"
+        ),
+    );
+    // No hub setting: the key's own connection string names the hub.
+    let app = TestApp::spawn(
+        &Settings::key_vault("cs-key")
+            .unset("IOTHUB_HOSTNAME")
+            .unset("IOTHUB_POLICY_NAME")
+            .set_all(stand_ins.environment().iter()),
+    );
+    let default = app.issue(&token_path("dev-1", None)).await;
+    assert_eq!(default.host_name, "cs-hub.azure-devices.net");
+    assert!(default.token.is_signed_with(US_KEY));
+    let device_form = app
+        .issue(&with_hub(
+            &token_path("dev-1", None),
+            "CS-HUB.device.azure-devices.net",
+        ))
+        .await;
+    assert_eq!(device_form.host_name, "cs-hub.device.azure-devices.net");
+    let (_, body) = assert_problem(
+        app.get(&with_hub(&token_path("dev-1", None), EU), &[])
+            .await,
+        400,
+        "another hub than the connection string's",
+    )
+    .await;
+    assert_eq!(body["type"], "urn:iothub-sas:problem:unknown-hub");
+}
