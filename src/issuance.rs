@@ -11,7 +11,7 @@
 //! 4. **scope** — with `DEVICE_SCOPES`, the caller must hold a rule that covers the subject's id on
 //!    that hub (on any hub, for a registration) (403, the same answer as every other 403);
 //! 5. **key** — the current key of that hub (hub-policy mode) or the group key, from memory
-//!    ([`KeyHandle::current`]; 503 if none has been read, Key Vault withdrew it, or it outlived
+//!    ([`KeyHandle::current`](crate::secrets::KeyHandle::current); 503 if none has been read, Key Vault withdrew it, or it outlived
 //!    `KEYVAULT_MAX_KEY_AGE_SECONDS` — the log says which);
 //! 6. **sign** — the token, answered as JSON with `Cache-Control: no-store`, the host name in its
 //!    `sr` as `hostName` (a registration answer carries `idScope` and `provisioningHost` instead),
@@ -39,7 +39,7 @@ use crate::caller::{Caller, Callers, Identified};
 use crate::error::ApiError;
 use crate::hubs::{ChosenHub, HubChoiceError, Hubs};
 use crate::params::{DeviceId, ModuleId, RegistrationId, TokenLifetimes, Ttl};
-use crate::request_log::{IssuedFacts, RequestOutcome};
+use crate::request_record::{IssuedFacts, RequestOutcome};
 use crate::sas::{SasToken, SigningMode, TokenSigner};
 use crate::scope::{Denial, Scopes};
 use crate::secrets::{IssuingKey, Keys, Registrations};
