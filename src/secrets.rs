@@ -3,7 +3,7 @@
 //!
 //! **What it owns.** The key settings and their rules ([`KeySource::from_lookup`]):
 //! - `SIGNING_MODE` — `hub-policy` (default) or `enrollment-group`;
-//! - the hubs ([`HubList`](crate::hubs::HubList): `IOTHUB_HOSTNAMES` or `IOTHUB_HOSTNAME`), and
+//! - the hubs ([`HubList`]: `IOTHUB_HOSTNAMES` or `IOTHUB_HOSTNAME`), and
 //!   which entries the mode allows: suffix entries (`*.azure-devices.net`) only in
 //!   enrollment-group mode, where the hub is no security boundary (a derived key works only on the
 //!   hubs where DPS registered that id);
@@ -21,9 +21,11 @@
 //! A setting that the chosen mode would ignore is a start-up error naming it, never silently
 //! dropped (a Key Vault setting without `KEYVAULT_URI` too). The keys themselves are read through
 //! [`Keys`] — one [`KeyHandle`] ([`handle`]) per key — kept fresh from Key Vault by [`refresh`] and
-//! [`key_vault`], one refresh loop per secret, all through one Key Vault client.
+//! [`key_vault`], one refresh loop per secret, all through one Key Vault client, each read's outcome one
+//! line of [`key_events`].
 
 pub mod handle;
+pub mod key_events;
 pub mod key_vault;
 pub mod refresh;
 pub mod secret_value;
