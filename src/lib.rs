@@ -90,6 +90,9 @@ pub mod tasks;
 pub mod telemetry;
 
 #[cfg(test)]
+mod operations_queries;
+
+#[cfg(test)]
 mod codemap {
     //! The map at the top of this file, checked against the code it describes.
 

@@ -171,6 +171,20 @@ impl LineBuffer {
     }
 }
 
+/// The line [`write`] prints for these values at `now`, for the tests that read its format.
+#[cfg(test)]
+pub(crate) fn line_at(
+    route: &'static str,
+    status: u16,
+    latency_us: u64,
+    outcome: &RequestOutcome,
+    now: SystemTime,
+) -> String {
+    let mut buffer = LineBuffer::default();
+    buffer.format(route, status, latency_us, outcome, now);
+    String::from_utf8(buffer.bytes).expect("the line is UTF-8")
+}
+
 /// `micros` (0–999,999) as exactly six digits.
 fn push_micros(out: &mut Vec<u8>, micros: u32) {
     let mut digits = [b'0'; 6];
@@ -195,18 +209,6 @@ mod tests {
     use crate::request_record::{CallerFacts, IssuedFacts};
     use serde_json::{Value, json};
     use std::sync::Arc;
-
-    fn line_at(
-        route: &'static str,
-        status: u16,
-        latency_us: u64,
-        outcome: &RequestOutcome,
-        now: SystemTime,
-    ) -> String {
-        let mut buffer = LineBuffer::default();
-        buffer.format(route, status, latency_us, outcome, now);
-        String::from_utf8(buffer.bytes).expect("the line is UTF-8")
-    }
 
     fn parse(line: &str) -> Value {
         assert!(
