@@ -63,16 +63,20 @@ impl InvocationId {
 
     /// `text` if it is a GUID in its usual form, in any letter case.
     pub fn parse(text: &[u8]) -> Option<Self> {
-        let text: &[u8; 36] = text.try_into().ok()?;
-        let mut id = [0u8; 36];
-        for (at, (&b, out)) in text.iter().zip(&mut id).enumerate() {
-            *out = if matches!(at, 8 | 13 | 18 | 23) {
-                (b == b'-').then_some(b)?
-            } else {
-                b.is_ascii_hexdigit().then(|| b.to_ascii_lowercase())?
-            };
+        let mut id: [u8; 36] = text.try_into().ok()?;
+        // Exactly the four hyphens, where they belong, and hex digits everywhere else: one table
+        // look-up a byte, no branch (this runs on every request on Azure).
+        let mut hyphens = 0;
+        let mut all_hex = true;
+        for b in &mut id {
+            let digit = LOWER_HEX[usize::from(*b)];
+            let hyphen = *b == b'-';
+            hyphens += u8::from(hyphen);
+            all_hex &= digit != 0 || hyphen;
+            *b = if hyphen { b'-' } else { digit };
         }
-        Some(Self(id))
+        let placed = [id[8], id[13], id[18], id[23]] == [b'-'; 4];
+        (all_hex && hyphens == 4 && placed).then_some(Self(id))
     }
 
     /// The id's text.
@@ -80,7 +84,27 @@ impl InvocationId {
         // Only hex digits and `-` are ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// The id's text as bytes: ASCII, nothing to escape in JSON.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
+
+/// For each byte: its lower-case form if it is a hex digit (either case), else 0.
+const LOWER_HEX: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            digit @ (b'0'..=b'9' | b'a'..=b'f') => digit,
+            upper @ b'A'..=b'F' => upper + (b'a' - b'A'),
+            _ => 0,
+        };
+        b += 1;
+    }
+    table
+};
 
 impl std::fmt::Debug for InvocationId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,23 +132,35 @@ impl TraceId {
     /// zeros (W3C Trace Context Level 1, §3.2).
     pub fn from_traceparent(value: &[u8]) -> Option<Self> {
         let value: &[u8; 55] = value.try_into().ok()?;
-        let (version, rest) = value.split_at(2);
-        let (trace_id, rest) = rest[1..].split_at(32);
-        let (parent_id, flags) = rest[1..].split_at(16);
-        let well_formed = version == b"00"
-            && [value[2], value[35], value[52]] == [b'-'; 3]
-            && [trace_id, parent_id, &flags[1..]]
-                .iter()
-                .all(|field| field.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            && trace_id.iter().any(|&b| b != b'0')
-            && parent_id.iter().any(|&b| b != b'0');
-        well_formed.then(|| Self(trace_id.try_into().expect("32 bytes were split off")))
+        let trace_id: [u8; 32] = value[3..35].try_into().ok()?;
+        let parent_id = &value[36..52];
+        // Lower-case hex only: a byte is one when the table gives it back unchanged (0 is no
+        // digit, and never in a header value).
+        let lower_hex = |field: &[u8]| {
+            field.iter().fold(true, |ok, &b| {
+                ok & (LOWER_HEX[usize::from(b)] == b) & (b != 0)
+            })
+        };
+        let well_formed = value[..3] == *b"00-"
+            && value[35] == b'-'
+            && value[52] == b'-'
+            && lower_hex(&trace_id)
+            && lower_hex(parent_id)
+            && lower_hex(&value[53..])
+            && trace_id != [b'0'; 32]
+            && *parent_id != [b'0'; 16];
+        well_formed.then_some(Self(trace_id))
     }
 
     /// The id's text.
     pub fn as_str(&self) -> &str {
         // Only lower-case hex digits are ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id's text as bytes: ASCII, nothing to escape in JSON.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -226,6 +262,63 @@ mod tests {
             "0f8fad5b-d9cb-469f-a165-7086772895\u{e9}", // not ASCII
         ] {
             assert!(InvocationId::parse(bad.as_bytes()).is_none(), "{bad:?}");
+        }
+    }
+
+    /// The rules as plainly as they can be written, for the table-driven parsers to match.
+    fn plain_guid(text: &[u8]) -> Option<String> {
+        let ok = text.len() == 36
+            && text.iter().enumerate().all(|(at, b)| {
+                if matches!(at, 8 | 13 | 18 | 23) {
+                    *b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            });
+        ok.then(|| String::from_utf8_lossy(text).to_ascii_lowercase())
+    }
+
+    fn plain_trace_id(value: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(value).ok()?;
+        let parts: Vec<&str> = text.split('-').collect();
+        let lower_hex = |p: &str, n: usize| {
+            p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let ok = parts.len() == 4
+            && parts[0] == "00"
+            && lower_hex(parts[1], 32)
+            && lower_hex(parts[2], 16)
+            && lower_hex(parts[3], 2)
+            && parts[1].bytes().any(|b| b != b'0')
+            && parts[2].bytes().any(|b| b != b'0');
+        ok.then(|| parts[1].to_owned())
+    }
+
+    type Parser = fn(&[u8]) -> Option<String>;
+
+    #[test]
+    fn the_parsers_agree_with_the_plain_rules_for_every_byte_at_every_position() {
+        let guid: Parser = |t| InvocationId::parse(t).map(|i| i.as_str().to_owned());
+        let trace: Parser = |t| TraceId::from_traceparent(t).map(|i| i.as_str().to_owned());
+        let cases: [(&[u8], Parser, Parser); 2] = [
+            (GUID.as_bytes(), guid, plain_guid),
+            (TRACEPARENT.as_bytes(), trace, plain_trace_id),
+        ];
+        for (valid, parse, plain) in cases {
+            let mut text = valid.to_vec();
+            for at in 0..text.len() {
+                let kept = text[at];
+                for b in 0..=u8::MAX {
+                    text[at] = b;
+                    assert_eq!(
+                        parse(&text),
+                        plain(&text),
+                        "{:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+                text[at] = kept;
+            }
         }
     }
 

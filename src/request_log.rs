@@ -113,12 +113,12 @@ impl LineBuffer {
         let correlation = &outcome.correlation;
         if let Some(id) = &correlation.invocation_id {
             out.extend_from_slice(b",\"invocation_id\":\"");
-            out.extend_from_slice(id.as_str().as_bytes());
+            out.extend_from_slice(id.as_bytes());
             out.push(b'"');
         }
         if let Some(id) = &correlation.trace_id {
             out.extend_from_slice(b",\"trace_id\":\"");
-            out.extend_from_slice(id.as_str().as_bytes());
+            out.extend_from_slice(id.as_bytes());
             out.push(b'"');
         }
         if let Some(ip) = outcome.caller.ip {
