@@ -135,7 +135,8 @@ def seed_env(port: int) -> dict:
 class Server:
     """A started server process. stdout (the handler's request log) goes to /dev/null."""
 
-    def __init__(self, spec: ServerSpec, port: int, pin: str | None, registry: "Registry"):
+    def __init__(self, spec: ServerSpec, port: int, pin: str | None, registry: "Registry",
+                 capture_stdout: bool = False):
         self.spec = spec
         self.port = port
         env = dict(os.environ)
@@ -151,12 +152,15 @@ class Server:
         if pin is not None:
             argv = ["taskset", "-c", pin, *argv]
         self.stderr_path = registry.logdir / f"{spec.key}-{port}.stderr"
+        # Only a probe keeps its request log (to check the line); a loaded server's goes to
+        # /dev/null, as the headline's does.
+        self.stdout_path = registry.logdir / f"{spec.key}-{port}.stdout"
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             argv,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=open(self.stdout_path, "wb") if capture_stdout else subprocess.DEVNULL,
             stderr=open(self.stderr_path, "wb"),
         )
         registry.add(self.proc.pid)
@@ -645,6 +649,133 @@ def gateway_report(w, section, args) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Join keys (issue 24): the request line with its two join keys — `invocation_id` from the
+# Functions host's X-Azure-Functions-InvocationId and `trace_id` from API Management's W3C
+# traceparent — against today's line, in the same run: three handlers with the headline's
+# settings under the same load, interleaved. Today's line on Azure is written for a request that
+# already carries both headers (the host always adds its id), so the baseline sends two headers of
+# exactly the same size under names the handler ignores: the same bytes for hyper to parse, only
+# the handler's reading and writing of the keys differ. The headline request (no such headers at
+# all) is the third row: what the larger request costs as a whole.
+
+JOIN_INVOCATION_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+JOIN_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+JOIN_HEADERS = {
+    "X-Azure-Functions-InvocationId": JOIN_INVOCATION_ID,
+    "traceparent": f"00-{JOIN_TRACE_ID}-00f067aa0ba902b7-01",
+}
+# The same sizes, names and values the handler does not read.
+JOIN_PADDING = {
+    "X-Azure-Functions-Unread-Value": JOIN_INVOCATION_ID,
+    "x-unread-tp": f"00-{JOIN_TRACE_ID}-00f067aa0ba902b7-01",
+}
+assert [len(k) + len(v) for k, v in JOIN_HEADERS.items()] == [len(k) + len(v) for k, v in JOIN_PADDING.items()]
+
+
+def join_keys_phase(args, registry, ports) -> tuple[dict, Load, list[ServerSpec]]:
+    """Today's line (the same header bytes, not read), the line with both keys, and the headline
+    request, on three handlers, interleaved. A probe first checks that the headers put both keys
+    in the line and the padding puts none."""
+    rows = [
+        ("join-today", "handler (host), headers of the same size it does not read: today's line",
+         JOIN_PADDING),
+        ("join-with", "handler (host), X-Azure-Functions-InvocationId and traceparent: both keys",
+         JOIN_HEADERS),
+        ("join-none", "handler (host), the headline request: neither header", {}),
+    ]
+    probe = Server(ServerSpec("join-probe", "join-key probe", lambda port: [str(args.handler)],
+                              handler_env), ports.take(), None, registry, capture_stdout=True)
+    try:
+        probe.wait_token()
+        for headers in (JOIN_PADDING, JOIN_HEADERS):
+            conn = http.client.HTTPConnection("127.0.0.1", probe.port, timeout=2)
+            conn.request("GET", PATH, headers={"X-Forwarded-For": XFF, **headers})
+            status = conn.getresponse().status
+            conn.close()
+            assert status == 200, f"the join-key probe answered {status}"
+        deadline = time.perf_counter() + 5
+        while True:
+            lines = [json.loads(line) for line in probe.stdout_path.read_text().splitlines()
+                     if line.startswith("{") and '"latency_us"' in line]
+            if len(lines) >= 3 or time.perf_counter() > deadline:
+                break
+            time.sleep(0.05)
+        # The first token (wait_token), then the padded request and the one with both headers.
+        assert len(lines) >= 3, f"expected three request lines: {lines}"
+        padded, keyed = lines[-2:]
+        assert "trace_id" not in padded and "invocation_id" not in padded, padded
+        assert (keyed.get("invocation_id"), keyed.get("trace_id")) == (
+            JOIN_INVOCATION_ID, JOIN_TRACE_ID), f"the request line lacks the join keys: {keyed}"
+    finally:
+        probe.stop()
+
+    load = Load(f"join keys, {os.cpu_count()} vCPUs", args.rounds, args.duration,
+                wrk_threads=args.wrk_threads)
+    specs, scripts, servers = [], {}, {}
+    try:
+        for key, label, headers in rows:
+            spec = ServerSpec(key, label, lambda port: [str(args.handler)], handler_env)
+            specs.append(spec)
+            script = args.workdir / f"{key}.lua"
+            script.write_text("".join(f'wrk.headers["{name}"] = "{value}"\n'
+                                      for name, value in headers.items()) + WRK_SCRIPT)
+            scripts[key] = argparse.Namespace(**{**vars(args), "wrk_script": script})
+            server = Server(spec, ports.take(), None, registry)
+            servers[key] = server
+            server.wait_port()
+            server.wait_token()
+        time.sleep(0.5)
+        idle = {key: server.status_kib("VmRSS") for key, server in servers.items()}
+        for spec in specs:
+            wrk(servers[spec.key].port, args.warmup, args.connections, load.wrk_threads, None,
+                scripts[spec.key].wrk_script)
+        runs = {spec.key: [] for spec in specs}
+        for r in range(load.rounds):
+            for spec in specs:
+                run = load_run(servers[spec.key], scripts[spec.key], load.seconds, None,
+                               load.wrk_threads)
+                log(f"{load.title}: round {r + 1}/{load.rounds} {spec.label}: "
+                    f"{run['rps']:,.0f} req/s, {run['cpu_us_per_req']:.1f} µs CPU/req, "
+                    f"errors {run['errors']}")
+                runs[spec.key].append(run)
+        results = {}
+        for spec in specs:
+            res = median_of(runs[spec.key])
+            res["idle_rss_kib"] = idle[spec.key]
+            res["peak_rss_kib"] = servers[spec.key].status_kib("VmHWM")
+            res["threads"] = servers[spec.key].threads()
+            results[spec.key] = res
+    finally:
+        for server in servers.values():
+            server.stop()
+    return results, load, specs
+
+
+def join_keys_report(w, section, args, headline: dict | None) -> None:
+    res, load, specs = section
+    today, with_, none = res["join-today"], res["join-with"], res["join-none"]
+    w("### The request line's join keys (issue 24)")
+    w("")
+    w("The headline request with the two headers the platform adds on Azure — "
+      f"`X-Azure-Functions-InvocationId: {JOIN_INVOCATION_ID}` (the Functions host's) and a W3C "
+      "`traceparent` (API Management's) — so that the line carries `invocation_id` and "
+      "`trace_id`; against today's line, written for a request with two headers of the same "
+      "size under names the handler does not read (as on Azure, where the host always adds its "
+      "id), and the headline request without either. A probe checks the keys are in the line "
+      "and the padding puts none there. " + load_note(load, args))
+    w("")
+    load_table(w, res, specs)
+    w(f"Both keys / today's line: CPU per request "
+      f"{ratio(with_['cpu_us_per_req'], today['cpu_us_per_req'])} "
+      f"({with_['cpu_us_per_req']:.1f} µs against {today['cpu_us_per_req']:.1f} µs), req/s "
+      f"{ratio(with_['rps'], today['rps'])}. Both keys / neither header: CPU per request "
+      f"{ratio(with_['cpu_us_per_req'], none['cpu_us_per_req'])}"
+      + (f"; the headline's handler row: {headline['cpu_us_per_req']:.1f} µs" if headline else "")
+      + ".")
+    w("")
+
+
+# --------------------------------------------------------------------------------------------
 # Facts
 
 
@@ -816,6 +947,9 @@ def report(args, facts, facts_after, sections, startup, main_specs, sizes, micro
     if "gateway" in sections:
         gateway_report(w, sections["gateway"], args)
 
+    if "join" in sections:
+        join_keys_report(w, sections["join"], args, sections["headline"][0].get("handler"))
+
     w("### Start-up")
     w("")
     w(f"Median of {args.starts} starts of each server (interleaved), from spawn to the port "
@@ -928,6 +1062,13 @@ def report(args, facts, facts_after, sections, startup, main_specs, sizes, micro
                f"{ge['cpu_us_per_req'] / gs['cpu_us_per_req']:.2f}× "
                f"({ge['cpu_us_per_req']:.1f} µs against {gs['cpu_us_per_req']:.1f} µs)",
                ge["cpu_us_per_req"] <= 1.3 * gs["cpu_us_per_req"], source="issue 22")
+    if "join" in sections:
+        jw, jo = sections["join"][0]["join-with"], sections["join"][0]["join-today"]
+        target("the request line with both join keys ≤ 1.03× the CPU per request of today's line "
+               "(same run)",
+               f"{jw['cpu_us_per_req'] / jo['cpu_us_per_req']:.2f}× "
+               f"({jw['cpu_us_per_req']:.1f} µs against {jo['cpu_us_per_req']:.1f} µs)",
+               jw["cpu_us_per_req"] <= 1.03 * jo["cpu_us_per_req"], source="issue 24")
     scope = [x for x in micro if x[0] == "scope/allows/10000_rules/miss"]
     if scope:
         target("a DEVICE_SCOPES decision ≤ 1 µs with 10,000 rules (worst case: a miss)",
@@ -988,7 +1129,7 @@ def main() -> int:
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--starts", type=int, default=10)
     p.add_argument("--skip", action="append", default=[],
-                   choices=["1cpu", "variants", "startup", "gateway", "doc"],
+                   choices=["1cpu", "variants", "startup", "gateway", "join", "doc"],
                    help="leave a part out")
     args = p.parse_args()
 
@@ -1132,6 +1273,9 @@ def main() -> int:
 
         if "gateway" not in args.skip:
             sections["gateway"] = gateway_phase(args, registry, ports)
+
+        if "join" not in args.skip:
+            sections["join"] = join_keys_phase(args, registry, ports)
     finally:
         registry.kill_all()
 

@@ -59,6 +59,8 @@
 #                            (default) | ServicePrincipal
 #   KEYVAULT_ALLOWED_IP_RANGES  Flex only: CIDRs allowed through the vault firewall, comma-separated
 #                            or a JSON array (azd: a JSON array, '["203.0.113.7/32"]')
+#   ALERT_EMAIL              where the alerts are e-mailed (default: APIM_PUBLISHER_EMAIL;
+#                            docs/operations.md, "Alerts")
 #   DEPLOYMENT_NAME          ARM deployment name (default iothub-sas; `make verify` reads it)
 #
 # Nothing here can hang: every Azure CLI call runs under `bounded SECONDS az ...` (coreutils

@@ -171,6 +171,9 @@ param deploymentStage string = 'api'
 ])
 param storageSku string = ''
 
+@description('Where alerts are e-mailed (infra/modules/alerts.bicep, docs/operations.md). Empty: apimPublisherEmail.')
+param alertEmail string = ''
+
 @description('Tags for every resource.')
 param tags object = {
   workload: 'iothub-sas'
@@ -324,6 +327,29 @@ module apimApi 'modules/apim-api.bicep' = if (publishApi) {
   ]
 }
 
+// API Management's logger and API diagnostics (W3C correlation), and the alerts: new modules, so
+// that the telemetry lives apart from the rest (docs/operations.md).
+module apimTelemetry 'modules/apim-telemetry.bicep' = {
+  name: 'apim-telemetry'
+  params: {
+    apimName: apim.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    apiName: publishApi ? apimApi.outputs.apiName : ''
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    namePrefix: '${namePrefix}-${suffix}'
+    appInsightsId: monitoring.outputs.appInsightsId
+    apimId: apim.outputs.id
+    alertEmail: empty(alertEmail) ? apimPublisherEmail : alertEmail
+    tags: tags
+  }
+}
+
 output functionAppName string = functionApp.outputs.name
 output functionAppHostName string = functionApp.outputs.hostName
 output storageAccountName string = storage.outputs.name
@@ -332,6 +358,8 @@ output keyVaultName string = keyVault.outputs.name
 output keyVaultUri string = keyVault.outputs.uri
 output apimName string = apim.outputs.name
 output apimPrincipalId string = apim.outputs.principalId
+// Where the handler's lines, the host's and the gateway's requests land (make verify's join check).
+output appInsightsName string = monitoring.outputs.appInsightsName
 output apiUrl string = '${apim.outputs.gatewayUrl}/iothub-sas'
 @description('on: access restrictions and ALLOWED_IPS hold API Management\'s addresses. off: this tier has no stable outbound address; only the function key, App Service Authentication and the handler\'s bearer-token check stand between the internet and the handler.')
 output ipLayer string = functionApp.outputs.ipLayer

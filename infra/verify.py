@@ -113,6 +113,19 @@ devices whatever happened, and says which answer the hub gave and what to do. Th
 uses must be allowed the lower-case id by DEVICE_SCOPES. VERIFY_CASE_HUB_URL replaces
 https://{hub} (tests).
 
+Telemetry (opt-in, docs/operations.md "Proving the join on a live deployment"): with
+VERIFY_TELEMETRY=on, one more gateway probe carries a `traceparent` with a trace id made up here;
+verify then queries Application Insights (az monitor app-insights query: read access to the
+component and the CLI's application-insights extension) every VERIFY_TELEMETRY_POLL seconds (30)
+for at most VERIFY_TELEMETRY_WAIT seconds (300: ingestion takes minutes) until it finds the
+handler's request line with that trace_id, the Functions host's request with the line's
+invocation_id (customDimensions.InvocationId) and API Management's request with that operation
+id, and reports whether the three share the ids. It needs a deployment to read (RESOURCE_GROUP).
+
+  VERIFY_TELEMETRY          off (default) | on
+  VERIFY_APP_INSIGHTS       the component's name (output appInsightsName)
+  VERIFY_TELEMETRY_WAIT, VERIFY_TELEMETRY_POLL   seconds (300, 30)
+
 Nothing secret is printed: not the keys, not the callers' tokens, not the token's signature.
 """
 
@@ -121,6 +134,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import secrets
 import ssl
 import subprocess
 import sys
@@ -228,6 +243,8 @@ class Config:
     # The deployment's hubs (the first is the default) and those with a device host name.
     hubs: list[str] = field(default_factory=list)
     device_host_names: list[str] = field(default_factory=list)
+    # The opt-in telemetry join check (VERIFY_TELEMETRY=on).
+    telemetry: Telemetry | None = None
 
 
 def azd_environment(root: str) -> dict[str, str]:
@@ -396,6 +413,7 @@ def configure(deployment: Deployment | None = None) -> Config:
         raise ConfigError("hub-policy mode needs the policy name (VERIFY_POLICY_NAME, output iotHubPolicyName)")
     config.callers = configure_callers(deployment, config.subscription_key)
     config.hubs, config.device_host_names = configure_hubs(deployment, config.hub)
+    config.telemetry = configure_telemetry(deployment)
     return config
 
 
@@ -992,6 +1010,124 @@ def check_letter_case(config: Config, deployment: Deployment, report: Report) ->
                                    f"(az iot hub device-identity delete -n {name} -d {device})")
 
 
+# --- Telemetry: the handler's line, the host's request and the gateway's share the ids ------------
+
+TELEMETRY = "telemetry join"
+
+
+@dataclass
+class Telemetry:
+    """Where and how long to look for the probe's records."""
+    app: str
+    wait: float
+    poll: float
+
+
+def configure_telemetry(deployment: Deployment, environ: dict[str, str] | None = None) -> Telemetry | None:
+    environ = dict(os.environ) if environ is None else environ
+    if not switch("VERIFY_TELEMETRY", environ.get("VERIFY_TELEMETRY", "off")):
+        return None
+    if not deployment.readable:
+        raise ConfigError("VERIFY_TELEMETRY=on queries Application Insights with az: set RESOURCE_GROUP")
+    app = environ.get("VERIFY_APP_INSIGHTS") or str(deployment.output("appInsightsName"))
+    wait, poll = (float(environ.get(name, default)) for name, default in
+                  (("VERIFY_TELEMETRY_WAIT", "300"), ("VERIFY_TELEMETRY_POLL", "30")))
+    if wait < 0 or poll <= 0:
+        raise ConfigError("VERIFY_TELEMETRY_WAIT must be at least 0 and VERIFY_TELEMETRY_POLL more than 0")
+    return Telemetry(app, wait, poll)
+
+
+def telemetry_query(trace_id: str) -> str:
+    """The probe's three records, in Application Insights' schema (docs/operations.md): the
+    handler's line with the trace id, the host's request with the line's invocation id, and the
+    gateway's request (one without an InvocationId) with the trace id as its operation id."""
+    return f"""let t = "{trace_id}";
+let lines = traces
+    | where timestamp > ago(1h)
+    | where customDimensions.Category == "Host.Function.Console" and message has t
+    | extend line = parse_json(message)
+    | where tostring(line.trace_id) == t
+    | project kind = "line", invocation_id = tostring(line.invocation_id), operation_id = tostring(line.trace_id);
+let invocation = toscalar(lines | project invocation_id | take 1);
+union lines,
+    (requests
+        | where timestamp > ago(1h)
+        | where isnotempty(invocation) and tostring(customDimensions.InvocationId) == invocation
+        | project kind = "host", invocation_id = tostring(customDimensions.InvocationId), operation_id = operation_Id),
+    (requests
+        | where timestamp > ago(1h)
+        | where operation_Id == t and isempty(tostring(customDimensions.InvocationId))
+        | project kind = "gateway", invocation_id = "", operation_id = operation_Id)"""
+
+
+def query_records(deployment: Deployment, app: str, trace_id: str) -> dict[str, dict[str, str]]:
+    """kind -> the first record of that kind (its invocation_id and operation_id)."""
+    text = deployment.az("monitor", "app-insights", "query", "--app", app, "-g", deployment.resource_group,
+                         "--analytics-query", telemetry_query(trace_id), "--offset", "1h", "-o", "json")
+    try:
+        table = (json.loads(text or "{}").get("tables") or [{}])[0]
+        names = [column["name"] for column in table.get("columns") or []]
+        rows = [dict(zip(names, row)) for row in table.get("rows") or []]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"az monitor app-insights query answered something else than a result table: {e}") from e
+    records: dict[str, dict[str, str]] = {}
+    for row in rows:
+        records.setdefault(str(row.get("kind")), {k: str(v or "") for k, v in row.items()})
+    return records
+
+
+def check_telemetry(config: Config, report: Report, deployment: Deployment, telemetry: Telemetry, *,
+                    send: Callable[..., Answer] = get, clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep, trace_id: str = "") -> None:
+    """One probe with a known trace id, then its records, polled for at most telemetry.wait
+    seconds; PASS when the line, the host's request and the gateway's request share the ids."""
+    trace_id = trace_id or secrets.token_hex(16)
+    key = config.callers.first.headers() if config.callers else {"Ocp-Apim-Subscription-Key": config.subscription_key}
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    answer = send(config.api_url + token_path(config.device, config.ttl), {**key, "traceparent": traceparent},
+                  config.timeout)
+    if answer.status != 200:
+        report.fail(TELEMETRY, f"the probe with traceparent {traceparent} answered {answer.describe()}, expected 200")
+        return
+    deadline = clock() + telemetry.wait
+    queries = 0
+    while True:
+        try:
+            records = query_records(deployment, telemetry.app, trace_id)
+        except ConfigError as e:
+            report.fail(TELEMETRY, f"cannot query Application Insights {telemetry.app}: {e}")
+            return
+        queries += 1
+        if {"line", "host", "gateway"} <= records.keys() or clock() >= deadline:
+            break
+        sleep(max(0.0, min(telemetry.poll, deadline - clock())))
+    waited = f"after {queries} quer{'y' if queries == 1 else 'ies'} within {telemetry.wait:.0f} s"
+    line, host, gateway = records.get("line"), records.get("host"), records.get("gateway")
+    if not line:
+        report.fail(TELEMETRY, f"no handler line with trace_id {trace_id} {waited} ("
+                    + ("API Management's request with that operation id is there: the line did not reach Application "
+                       "Insights, or the handler did not get the gateway's traceparent" if gateway else
+                       "nor API Management's request: is its logger sending (W3C diagnostics), does it continue the "
+                       "caller's traceparent, and are the handler's lines reaching the component?") + ")")
+        return
+    invocation = line.get("invocation_id", "")
+    problems = []
+    if not invocation:
+        problems.append("the line has no invocation_id (no X-Azure-Functions-InvocationId reached the handler)")
+    elif not host:
+        problems.append(f"no host request with InvocationId {invocation}")
+    if not gateway:
+        problems.append(f"no API Management request with operation id {trace_id}")
+    if problems:
+        report.fail(TELEMETRY, f"the line (trace_id {trace_id}, invocation_id {invocation or '-'}) is there, but "
+                    f"{'; '.join(problems)} {waited}")
+        return
+    note = "" if host.get("operation_id") == trace_id else (
+        f"; the host's request has its own operation id {host.get('operation_id') or '-'}: it joins by invocation_id only")
+    report.passed(TELEMETRY, f"the line (invocation_id {invocation}, trace_id {trace_id}), the host's request "
+                  f"(InvocationId {invocation}) and API Management's request (operation id {trace_id}) share the ids{note}")
+
+
 # --- The deployed configuration, read through Azure Resource Manager -----------------------------
 
 API_VERSION_WEB = "2024-04-01"
@@ -1180,6 +1316,8 @@ def main() -> int:
     report = verify(config)
     if os.environ.get("VERIFY_CASE_CHECK", "") in ("1", "on", "true"):
         check_letter_case(config, deployment, report)
+    if config.telemetry:
+        check_telemetry(config, report, deployment, config.telemetry)
     read = check_configuration(deployment, config, report)
     rows = table(config, report, read)
     for line in report.lines:

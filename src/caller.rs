@@ -37,7 +37,7 @@ use crate::auth::gateway::{Forwarded, GatewayRefusal, GatewaySettings, Gateways}
 use crate::auth::jwks::Jwks;
 use crate::client_ip::{CallerIpError, XffDepth, caller_ip};
 use crate::error::ApiError;
-use crate::request_log::CallerFacts;
+use crate::request_record::CallerFacts;
 use crate::settings::{Lookup, Name, SettingError};
 
 /// `ALLOWED_IPS`, the seed's `allowedip`.

@@ -39,7 +39,7 @@ use crate::caller::{Caller, Callers, Identified};
 use crate::error::ApiError;
 use crate::hubs::{ChosenHub, Hubs};
 use crate::params::{DeviceId, ModuleId, RegistrationId, TokenLifetimes, Ttl};
-use crate::request_log::{IssuedFacts, RequestOutcome};
+use crate::request_record::{IssuedFacts, RequestOutcome};
 use crate::sas::{SasToken, SigningMode, TokenSigner};
 use crate::scope::{Denial, Scopes};
 use crate::secrets::{IssuingKey, Keys, Registrations};

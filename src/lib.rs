@@ -14,7 +14,9 @@
 //!   read timeout) and the bounded drain.
 //!
 //! One request:
-//! - [`routes`]: the route table, 404/405, the limits middleware and the request log line.
+//! - [`routes`]: the route table, 404/405, the limits middleware and the request log line, with
+//!   the join keys ([`correlation`]: the host's invocation id, the W3C trace id) read beside the
+//!   route.
 //! - [`limits`]: the per-request limits that middleware applies (URL, body, requests in flight),
 //!   and every limit's setting.
 //! - [`issuance`]: the pipeline every token route runs — caller → input → hub → scope → key → sign:
@@ -33,7 +35,9 @@
 //!   - sign — [`sas`]: the signing mode, the policy name, the signing key, the prepared signer
 //!     and the token format.
 //! - [`error`]: every error as RFC 9457 problem+json.
-//! - [`request_log`] and [`telemetry`]: JSON log lines on stdout.
+//! - [`request_record`]: what one request established (caller verdicts, ids, hub, the audit
+//!   facts, the join keys), built once and read by [`request_log`], which writes it as the
+//!   request's JSON line; [`telemetry`]: every other JSON log line on stdout.
 //!
 //! The facts about Azure these modules rely on are cited from `docs/azure-behaviour.md` by
 //! section (`§N`).
@@ -44,8 +48,8 @@
 //! [`issuance`] → [`caller`] → [`auth`], [`client_ip`], [`allow_list`]; [`issuance`] →
 //! [`scope`] → [`caller`], [`auth`], [`hubs`], [`params`]; [`issuance`] → [`secrets`] →
 //! [`hubs`], [`sas`] → [`params`]. Every layer that has settings imports [`settings`], which imports nothing from
-//! the crate; [`telemetry`] sits at the bottom beside it, and [`error`] and [`request_log`] just
-//! above [`params`]. Nothing below [`config`] imports it: a layer owns its settings type and
+//! the crate; [`telemetry`] and [`correlation`] sit at the bottom beside it, and [`error`],
+//! [`request_record`] and [`request_log`] just above [`params`]. Nothing below [`config`] imports it: a layer owns its settings type and
 //! parser, and [`config`] only assembles them.
 //!
 //! # One request
@@ -66,6 +70,7 @@ pub mod auth;
 pub mod caller;
 pub mod client_ip;
 pub mod config;
+pub mod correlation;
 pub mod error;
 pub mod https_roots;
 pub mod hubs;
@@ -73,6 +78,7 @@ pub mod issuance;
 pub mod limits;
 pub mod params;
 pub mod request_log;
+pub mod request_record;
 pub mod routes;
 pub mod sas;
 pub mod scope;
@@ -82,6 +88,9 @@ pub mod settings;
 pub mod startup;
 pub mod tasks;
 pub mod telemetry;
+
+#[cfg(test)]
+mod operations_queries;
 
 #[cfg(test)]
 mod codemap {

@@ -9,8 +9,10 @@
 //! {"timestamp":"2026-11-23T08:37:55.486186Z","level":"INFO","message":"request","route":"/api/devices/{deviceId}/sas-token","status":200,"latency_us":34,"caller_ip":"127.0.0.1","device_id":"dev-1","target":"request"}
 //! ```
 //!
-//! Fields without a value are left out, as `tracing` leaves out an empty `Option`. An issued
-//! token's line is its audit record: besides the ids it carries `hub` (the hub's canonical name —
+//! Fields without a value are left out, as `tracing` leaves out an empty `Option`. The join keys
+//! come right after the latency when the request carried them: `invocation_id` (the Functions
+//! host's `InvocationId`) and `trace_id` (the W3C trace id: API Management's operation id) — see
+//! [`correlation`](crate::correlation). An issued token's line is its audit record: besides the ids it carries `hub` (the hub's canonical name —
 //! its classic host name, whichever form was asked for) and `hub_form` (`classic` or `device`: the
 //! host name in the token), `scope` (the `DEVICE_SCOPES` key that allowed it), `signing_mode`,
 //! `key_version` (the Key Vault secret version) and `expires_on` — never the token or a key.
@@ -32,74 +34,11 @@
 
 use std::cell::RefCell;
 use std::io::Write as _;
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::hubs::HostForm;
 use crate::params::{DeviceId, ModuleId, RegistrationId};
-
-/// What one request's line records besides its route, status and latency. Built by the token
-/// pipeline from what each step returned and left in the response's extensions; the middleware
-/// hands it to [`write()`]. Empty for requests that reached no handler (404, 405, refused by a
-/// limit).
-#[derive(Debug, Clone, Default)]
-pub struct RequestOutcome {
-    /// What the caller layers decided.
-    pub caller: CallerFacts,
-    /// The validated device id.
-    pub device_id: Option<DeviceId>,
-    /// The validated module id.
-    pub module_id: Option<ModuleId>,
-    /// The validated registration id.
-    pub registration_id: Option<RegistrationId>,
-    /// The hub the token is for: its canonical name (the classic host name).
-    pub hub: Option<Arc<str>>,
-    /// Which of the hub's host names the token names.
-    pub hub_form: Option<HostForm>,
-    /// Why a caller the layers let through was refused this device (`DEVICE_SCOPES`).
-    pub scope_denied: Option<&'static str>,
-    /// Why no key could sign (a 503): not loaded, withdrawn by Key Vault, too old.
-    pub key_unavailable: Option<&'static str>,
-    /// The audit record of an issued token.
-    pub issued: Option<IssuedFacts>,
-}
-
-/// What was issued: never the token or a key, only what an auditor needs to find it again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuedFacts {
-    /// The token's expiry (`se`), RFC 3339.
-    pub expires_on: String,
-    /// `hub-policy` or `enrollment-group`.
-    pub signing_mode: &'static str,
-    /// The `DEVICE_SCOPES` key whose rule allowed the device, when scoping is on.
-    pub scope: Option<Arc<str>>,
-    /// The Key Vault secret version the key came from, for a Key Vault key.
-    pub key_version: Option<Arc<str>>,
-}
-
-/// What the caller layers decided about one request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallerFacts {
-    /// The caller's address as the allow list saw it.
-    pub ip: Option<IpAddr>,
-    /// Why the IP layer denied the caller, when it did.
-    pub denied: Option<&'static str>,
-    /// The client-certificate layer's verdict, when the layer is on.
-    pub client_cert: Option<&'static str>,
-    /// The bearer-token layer's verdict, when the layer is on.
-    pub auth: Option<&'static str>,
-    /// The token's caller (object id, else client id), when the token was valid; for a
-    /// gateway, the gateway.
-    pub caller_oid: Option<String>,
-    /// The gateway layer's verdict, for a gateway or a caller that sent `X-Caller-*` headers.
-    pub forwarded: Option<&'static str>,
-    /// The kind of caller the gateway forwarded: `subscription`, `certificate` or `entra`.
-    pub forwarded_kind: Option<&'static str>,
-    /// The forwarded caller: subscription id, certificate SHA-256 thumbprint, or the forwarded
-    /// token's object id (else client id) — never the token.
-    pub forwarded_caller: Option<String>,
-}
+use crate::request_record::RequestOutcome;
 
 /// Whether `RUST_LOG` lets request lines through (target `request`, level `info`). Cheap: after
 /// the first call it is a cached answer of the installed filter.
@@ -108,7 +47,8 @@ pub fn enabled() -> bool {
 }
 
 /// Write one request's line on stdout, if request lines are enabled: its route template (or
-/// `unmatched`), status, latency from reaching the router to leaving it, and `outcome`. A failed
+/// `unmatched`), status, latency from reaching the router to leaving it, and `outcome` (the
+/// [request record](crate::request_record)). A failed
 /// write (stdout closed) is ignored: a request is never failed for its log line. Not inlined, so
 /// profiles (`bench/profile.sh`) can name its cost.
 #[inline(never)]
@@ -169,6 +109,18 @@ impl LineBuffer {
         out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
         out.extend_from_slice(b",\"latency_us\":");
         out.extend_from_slice(itoa::Buffer::new().format(latency_us).as_bytes());
+        // Hex digits and `-` only: nothing to escape.
+        let correlation = &outcome.correlation;
+        if let Some(id) = &correlation.invocation_id {
+            out.extend_from_slice(b",\"invocation_id\":\"");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'"');
+        }
+        if let Some(id) = &correlation.trace_id {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'"');
+        }
         if let Some(ip) = outcome.caller.ip {
             // An address's text is digits, hex, `.` and `:`: nothing to escape.
             out.extend_from_slice(b",\"caller_ip\":\"");
@@ -219,6 +171,20 @@ impl LineBuffer {
     }
 }
 
+/// The line [`write`] prints for these values at `now`, for the tests that read its format.
+#[cfg(test)]
+pub(crate) fn line_at(
+    route: &'static str,
+    status: u16,
+    latency_us: u64,
+    outcome: &RequestOutcome,
+    now: SystemTime,
+) -> String {
+    let mut buffer = LineBuffer::default();
+    buffer.format(route, status, latency_us, outcome, now);
+    String::from_utf8(buffer.bytes).expect("the line is UTF-8")
+}
+
 /// `micros` (0–999,999) as exactly six digits.
 fn push_micros(out: &mut Vec<u8>, micros: u32) {
     let mut digits = [b'0'; 6];
@@ -239,19 +205,10 @@ fn push_json_string(out: &mut Vec<u8>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlation::{Correlation, InvocationId, TraceId};
+    use crate::request_record::{CallerFacts, IssuedFacts};
     use serde_json::{Value, json};
-
-    fn line_at(
-        route: &'static str,
-        status: u16,
-        latency_us: u64,
-        outcome: &RequestOutcome,
-        now: SystemTime,
-    ) -> String {
-        let mut buffer = LineBuffer::default();
-        buffer.format(route, status, latency_us, outcome, now);
-        String::from_utf8(buffer.bytes).expect("the line is UTF-8")
-    }
+    use std::sync::Arc;
 
     fn parse(line: &str) -> Value {
         assert!(
@@ -277,6 +234,12 @@ mod tests {
                 forwarded_caller: Some("Fleet A".to_owned()),
             },
             device_id: Some(DeviceId::parse("dev-1").expect("a valid id")),
+            correlation: Correlation {
+                invocation_id: InvocationId::parse(b"0F8FAD5B-D9CB-469F-A165-70867728950E"),
+                trace_id: TraceId::from_traceparent(
+                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            },
             ..RequestOutcome::default()
         };
         let line = line_at("/api/devices/{deviceId}/sas-token", 200, 34, &outcome, now);
@@ -290,6 +253,8 @@ mod tests {
                 "route": "/api/devices/{deviceId}/sas-token",
                 "status": 200,
                 "latency_us": 34,
+                "invocation_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
                 "caller_ip": "2001:db8::7",
                 "device_id": "dev-1",
                 "denied": "caller not in ALLOWED_IPS",
@@ -310,6 +275,8 @@ mod tests {
             "route",
             "status",
             "latency_us",
+            "invocation_id",
+            "trace_id",
             "caller_ip",
             "device_id",
             "denied",

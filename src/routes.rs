@@ -9,8 +9,9 @@
 //! original path including the `api` route prefix.
 //!
 //! **What it trusts.** Nothing in the request: handlers only pick the device id and query out of
-//! it for the parsers. Nothing from the request is logged here except the matched route's name —
-//! never the URI (it carries `code`) or any header.
+//! it for the parsers. Nothing from the request is logged here except the matched route's name
+//! and the join keys [`correlation`](crate::correlation) parsed out of two headers — never the URI
+//! (it carries `code`) or a header's text.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -22,11 +23,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::correlation::Correlation;
 use crate::error::ApiError;
 use crate::issuance::{RawInputs, RawSubject, TokenService};
 use crate::limits::RequestLimits;
 use crate::params::{DeviceIdError, RawQuery};
-use crate::request_log::{self, RequestOutcome};
+use crate::request_log;
+use crate::request_record::RequestOutcome;
 
 /// Every route the handler serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,8 +208,9 @@ async fn not_found() -> ApiError {
 
 /// The one middleware, around every route and fallback: admit the request under the limits
 /// ([`RequestLimits::admit`]) or answer why not, then write its log line (route name, status,
-/// latency, and the [`RequestOutcome`] the pipeline left). One layer rather than two: each
-/// `from_fn` layer costs an allocation and a service clone on every request.
+/// latency, and the [`RequestOutcome`] the pipeline left, with the join keys read here beside
+/// the route: [`Correlation`]). One layer rather than two: each `from_fn` layer costs an
+/// allocation and a service clone on every request.
 async fn limit_and_log(
     State(limits): State<RequestLimits>,
     request: Request,
@@ -218,15 +222,16 @@ async fn limit_and_log(
         .get::<MatchedPath>()
         .and_then(|path| Route::of_template(path.as_str()))
         .map_or("unmatched", Route::log_name);
-    let response = match limits.admit(&request) {
+    let correlation = Correlation::from_headers(request.headers());
+    let mut response = match limits.admit(&request) {
         // The permit is held until the response is ready.
         Ok(_permit) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
     };
-    let no_outcome = RequestOutcome::default();
-    let outcome = response.extensions().get().unwrap_or(&no_outcome);
+    let mut outcome: RequestOutcome = response.extensions_mut().remove().unwrap_or_default();
+    outcome.correlation = correlation;
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    request_log::write(route, response.status().as_u16(), latency_us, outcome);
+    request_log::write(route, response.status().as_u16(), latency_us, &outcome);
     response
 }
 

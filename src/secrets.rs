@@ -21,9 +21,11 @@
 //! A setting that the chosen mode would ignore is a start-up error naming it, never silently
 //! dropped (a Key Vault setting without `KEYVAULT_URI` too). The keys themselves are read through
 //! [`Keys`] — one [`KeyHandle`] ([`handle`]) per key — kept fresh from Key Vault by [`refresh`] and
-//! [`key_vault`], one refresh loop per secret, all through one Key Vault client.
+//! [`key_vault`], one refresh loop per secret, all through one Key Vault client, each read's outcome one
+//! line of [`key_events`].
 
 pub mod handle;
+pub mod key_events;
 pub mod key_vault;
 pub mod refresh;
 pub mod secret_value;

@@ -15,6 +15,8 @@
 //! crate records a key, a token, a URI or a header.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::settings::Lookup;
 
@@ -30,16 +32,29 @@ pub fn filter_from_lookup(settings: &Lookup<'_>) -> String {
 
 /// Install the global JSON subscriber with `filter` (an `EnvFilter` directive such as `info`).
 pub fn init(filter: &str) -> Result<(), String> {
+    json_lines(filter, std::io::stdout)?
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+/// The subscriber [`init`] installs, writing its JSON lines to `writer`: one object per event,
+/// its fields beside `timestamp`, `level` and `message`, then `target`; no spans.
+pub fn json_lines<W>(
+    filter: &str,
+    writer: W,
+) -> Result<impl tracing::Subscriber + Send + Sync + 'static, String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-    tracing_subscriber::fmt()
+    Ok(tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init()
-        .map_err(|e| e.to_string())
+        .with_writer(writer)
+        .finish())
 }
 
 /// An error and all its causes, outermost first: the SDKs' `Display` shows only the outermost

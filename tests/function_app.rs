@@ -201,6 +201,24 @@ fn host_json_validates_and_configures_the_forwarding_custom_handler() {
     assert!(
         host.get("extensionBundle").is_none(),
         "host.json needs no extensionBundle: the functions are HTTP triggers only"
+    ); // The request lines are the audit log and arrive as traces, and the host's request items are
+    // what they join to: adaptive sampling (on by default) must keep every one of both
+    // (docs/azure-behaviour.md §13; the cost is in docs/operations.md).
+    let sampling = &host["logging"]["applicationInsights"]["samplingSettings"];
+    let excluded: Vec<&str> = sampling["excludedTypes"]
+        .as_str()
+        .unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .collect();
+    assert!(
+        sampling["isEnabled"] == json!(false)
+            || (excluded.contains(&"Request") && excluded.contains(&"Trace")),
+        "host.json: adaptive sampling must not drop Request or Trace items: {sampling}"
+    );
+    assert!(
+        sampling.get("includedTypes").is_none(),
+        "host.json: includedTypes stays unset, so that excludedTypes alone decides: {sampling}"
     );
 }
 

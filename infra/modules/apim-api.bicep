@@ -215,3 +215,5 @@ resource productApi 'Microsoft.ApiManagement/service/products/apis@2024-05-01' =
 }
 
 output apiUrl string = '${apim.properties.gatewayUrl}/${apiPath}'
+// The API its diagnostics are attached to (apim-telemetry.bicep).
+output apiName string = api.name

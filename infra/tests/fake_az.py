@@ -13,6 +13,7 @@ documented in `default_state`."""
 from __future__ import annotations
 
 import json
+import re
 import stat
 import sys
 from pathlib import Path
@@ -51,6 +52,12 @@ def default_state() -> dict[str, Any]:
         # answers {} (or fails when `rest_strict` is set).
         "rest": {},
         "rest_strict": False,
+        # az monitor app-insights query: the rows (kind, invocation_id, operation_id) of each call
+        # in turn, the last repeated; "{trace}" stands for the trace id the query names. An
+        # error instead, when set (the extension missing, no read access).
+        "app_insights_rows": [[]],
+        "app_insights_error": None,
+        "app_insights_calls": 0,
         # curl (the Flex one-deploy API): the deployment id /api/publish returns.
         "publish_id": "8f7c2a41-0d1e-4b5f-9a6b-3c2d1e0f9a8b",
         # az iot hub show: hubs by name -> IotHubDescription properties; az iot hub
@@ -300,6 +307,22 @@ class Az:
                 registered.remove(device)
                 self.save()
                 return None
+        if command.startswith("monitor app-insights query"):
+            if state["app_insights_error"]:
+                raise Fail(state["app_insights_error"])
+            query = option(argv, "--analytics-query") or ""
+            named = re.search(r'let t = "([0-9a-f]{32})"', query)
+            if not named:
+                raise Fail("fake az: the query names no trace id")
+            answers = state["app_insights_rows"]
+            rows = answers[min(state["app_insights_calls"], len(answers) - 1)]
+            state["app_insights_calls"] += 1
+            self.save()
+            rows = json.loads(json.dumps(rows).replace("{trace}", named.group(1)))
+            # The Application Insights query API's answer, as the CLI prints it.
+            return {"tables": [{"name": "PrimaryResult", "columns": [
+                {"name": "kind", "type": "string"}, {"name": "invocation_id", "type": "string"},
+                {"name": "operation_id", "type": "string"}], "rows": rows}]}
         if command.startswith("rest"):
             method = (option(argv, "--method", "-m") or "get").lower()
             uri = (option(argv, "--uri", "--url", "-u") or "").split("?")[0].replace("https://management.azure.com", "")

@@ -52,7 +52,9 @@ def accessor_chain(node: Any) -> list[str] | None:
     """`a.b.c` as ["a", "b", "c"] when every part is a plain name."""
     if isinstance(node, str):
         return [node]
-    if isinstance(node, dict) and node.get("operator", {}).get("type") == "property_accessor":
+    # A Bicep object may have a property named `operator` too (a metric alert's dimensions).
+    operator = node.get("operator") if isinstance(node, dict) else None
+    if isinstance(operator, dict) and operator.get("type") == "property_accessor":
         operands = node["operator"]["operands"]
         left, right = operands["operand_1"], accessor_chain(operands["operand_2"])
         if isinstance(left, str) and right is not None:

@@ -313,7 +313,7 @@ impl VaultSecret {
             tracing::warn!(
                 secret = self.name(),
                 hub = self.hub(),
-                version,
+                key_version = version,
                 "{setting} differs from the connection string's {part}; {setting} is used"
             );
         }

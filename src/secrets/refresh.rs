@@ -4,8 +4,9 @@
 //! `KEYVAULT_REFRESH_SECONDS`; after a failure retry after a capped, jittered exponential back-off
 //! ([`backoff`]), withdraw the key if Key Vault's answer says the operator withdrew it, else keep
 //! the last good key (which the key handle stops using once it outlives
-//! `KEYVAULT_MAX_KEY_AGE_SECONDS`), and say so in one log line per change, naming the secret and,
-//! when each hub has its own secret, the hub. It runs as one task per secret, so at most one read
+//! `KEYVAULT_MAX_KEY_AGE_SECONDS`), and say what each read came to in one key event line
+//! ([`key_events`](crate::secrets::key_events): the only place that maps the loop's [`Event`]s to
+//! lines), naming the secret and, when each hub has its own secret, the hub. It runs as one task per secret, so at most one read
 //! of a secret is ever in flight whatever the request load, and it is the only writer of that
 //! secret's [`KeyPublisher`].
 //!
@@ -15,7 +16,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::secrets::handle::Withdrawal;
+use crate::secrets::key_events::KeyLog;
 use crate::secrets::key_vault::{FetchError, VaultSecret};
 use crate::secrets::{IssuingKey, KeyPublisher};
 
@@ -31,124 +35,60 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// - an **outage** (anything else) keeps the last good key while its last successful read is
 ///   younger than `KEYVAULT_MAX_KEY_AGE_SECONDS`; one error line says when it ages out.
 ///
-/// Runs as one task, so at most one fetch is ever in flight.
+/// Every outcome is one key event line ([`key_events`](crate::secrets::key_events)). Runs as one
+/// task, so at most one fetch is ever in flight.
 pub async fn keep_fresh(vault: VaultSecret, publisher: KeyPublisher) {
     let refresh = vault.refresh();
-    let max_age = vault.max_key_age();
     let vault = &vault;
-    let mut aged_out_logged = false;
+    let mut log = KeyLog::new(vault.max_key_age());
     refresh_loop(
         || async move { vault.fetch().await },
         &publisher,
         FetchError::withdrawal,
         |event| {
-            let retry_in = |failures| backoff(failures, refresh, fastrand::f64());
-            match event {
-                Event::Loaded { key, resumed } => {
-                    aged_out_logged = false;
-                    let version = key.version.as_deref().unwrap_or("unknown");
-                    if let Some(withdrawal) = resumed {
-                        tracing::info!(
-                            secret = vault.name(),
-                            hub = vault.hub(),
-                            version,
-                            was = withdrawal.describe(),
-                            "Key Vault read succeeded again; issuing tokens"
-                        );
-                    } else {
-                        tracing::info!(
-                            secret = vault.name(),
-                            hub = vault.hub(),
-                            version,
-                            signing_mode = key.signer.mode().as_str(),
-                            "signing key loaded from Key Vault"
-                        );
-                    }
-                    refresh
+            let next_read_in = match event {
+                Event::Loaded { .. } => refresh,
+                Event::Withdrawn { failures, .. } | Event::Failed { failures, .. } => {
+                    backoff(failures, refresh, fastrand::f64())
                 }
-                Event::Withdrawn {
-                    failures,
-                    error,
-                    withdrawal,
-                    first,
-                } => {
-                    let retry_in = retry_in(failures);
-                    if first {
-                        tracing::error!(
-                            secret = vault.name(),
-                            hub = vault.hub(),
-                            retry_in_ms = retry_in.as_millis() as u64,
-                            error = %error,
-                            "{}; token requests get 503 until a read succeeds",
-                            withdrawal.describe()
-                        );
-                    } else {
-                        tracing::debug!(secret = vault.name(),
-                            hub = vault.hub(), failures, error = %error, "still withdrawn");
-                    }
-                    retry_in
-                }
-                Event::Failed {
-                    failures,
-                    error,
-                    key_age,
-                } => {
-                    let retry_in = retry_in(failures);
-                    let aged_out = matches!((key_age, max_age), (Some(age), Some(max)) if age > max);
-                    if aged_out && !aged_out_logged {
-                        aged_out_logged = true;
-                        tracing::error!(
-                            secret = vault.name(),
-                            hub = vault.hub(),
-                            failures,
-                            error = %error,
-                            "Key Vault read failed and the last good key is older than KEYVAULT_MAX_KEY_AGE_SECONDS; token requests get 503 until a read succeeds"
-                        );
-                    } else if key_age.is_some() {
-                        tracing::warn!(
-                            secret = vault.name(),
-                            hub = vault.hub(),
-                            failures,
-                            retry_in_ms = retry_in.as_millis() as u64,
-                            error = %error,
-                            "Key Vault read failed; still signing with the last good key"
-                        );
-                    } else {
-                        tracing::error!(
-                            secret = vault.name(),
-                            hub = vault.hub(),
-                            failures,
-                            retry_in_ms = retry_in.as_millis() as u64,
-                            error = %error,
-                            "Key Vault read failed; no signing key, token requests get 503"
-                        );
-                    }
-                    retry_in
-                }
-            }
+            };
+            log.line(&event, Instant::now(), next_read_in)
+                .write(vault.name(), vault.hub());
+            next_read_in
         },
     )
     .await;
 }
 
-/// What a fetch came to, for the policy that logs it and chooses the next delay.
-enum Event<'a, E> {
-    /// A key was read and published; `resumed` when the key had been withdrawn before.
+/// What a fetch came to, for the policy that logs it ([`key_events`](crate::secrets::key_events))
+/// and chooses the next delay.
+#[derive(Debug)]
+pub enum Event<'a, E> {
+    /// A key was read and published.
     Loaded {
+        /// The key read.
         key: &'a IssuingKey,
+        /// Why the key had been withdrawn, when a withdrawal ends here.
         resumed: Option<Withdrawal>,
     },
-    /// Key Vault withdrew the key; `first` when it was not withdrawn (for this reason) before.
+    /// Key Vault withdrew the key.
     Withdrawn {
+        /// Reads failed in a row, this one included.
         failures: u32,
+        /// Key Vault's answer.
         error: &'a E,
+        /// What the answer means.
         withdrawal: Withdrawal,
+        /// Whether the key was not withdrawn (for this reason) before.
         first: bool,
     },
-    /// A transient failure; `key_age` is the age of the key still in use, if any.
+    /// A transient failure.
     Failed {
+        /// Reads failed in a row, this one included.
         failures: u32,
+        /// Why the read failed.
         error: &'a E,
+        /// How long ago the key still in use was read, if there is one.
         key_age: Option<Duration>,
     },
 }

@@ -667,6 +667,7 @@ async fn one_hubs_disabled_secret_stops_that_hub_only_and_the_log_names_it() {
         "{withdrawn}"
     );
     assert_eq!(withdrawn["secret"], "us-key", "{withdrawn}");
+    assert_eq!(withdrawn["event"], "key_withdrawn", "{withdrawn}");
 
     vault.enable_secret("us-key");
     wait_until(
@@ -675,6 +676,48 @@ async fn one_hubs_disabled_secret_stops_that_hub_only_and_the_log_names_it() {
         || async { app.get(&us_path, &[]).await.status() == 200 },
     )
     .await;
+    // Each hub's key events name its secret, its hub, the version and the key's age.
+    let events = poll(Duration::from_secs(5), || async {
+        let lines = json_lines(&app.stdout());
+        lines
+            .iter()
+            .any(|line| line["event"] == "key_resumed")
+            .then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| panic!("a key_resumed line\n{}", app.stdout()));
+    let of = |event: &str, secret: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|line| line["event"] == event && line["secret"] == secret)
+            .collect()
+    };
+    for (secret, hub) in [("eu-key", EU), ("us-key", "contoso-us.azure-devices.net")] {
+        let loaded = of("key_loaded", secret);
+        assert!(!loaded.is_empty(), "{secret} loaded\n{}", app.stdout());
+        for line in loaded {
+            assert_eq!(line["hub"], hub, "{line}");
+            assert!(line["key_version"].is_string(), "{line}");
+        }
+    }
+    let resumed = of("key_resumed", "us-key");
+    assert_eq!(resumed.len(), 1, "{}", app.stdout());
+    assert_eq!(
+        resumed[0]["hub"], "contoso-us.azure-devices.net",
+        "{}",
+        resumed[0]
+    );
+    assert_eq!(
+        resumed[0]["key_version"], withdrawn["key_version"],
+        "{}",
+        resumed[0]
+    );
+    assert!(resumed[0]["key_age_seconds"].is_u64(), "{}", resumed[0]);
+    assert!(
+        of("key_resumed", "eu-key").is_empty() && of("key_withdrawn", "eu-key").is_empty(),
+        "the other hub's key was never withdrawn\n{}",
+        app.stdout()
+    );
     let mut secrets = stand_ins.secrets();
     secrets.add("the US key", US_KEY);
     secrets.add("the EU key", EU_KEY);

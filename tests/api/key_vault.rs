@@ -303,7 +303,11 @@ async fn a_rotated_secret_is_used_within_one_refresh_interval_without_a_restart(
     let loaded: Vec<Value> = logged(&app, "INFO", LOADED, 2)
         .await
         .into_iter()
-        .filter(|line| line["secret"] == SECRET && line["version"] == new_version.as_str())
+        .filter(|line| {
+            line["event"] == "key_loaded"
+                && line["secret"] == SECRET
+                && line["key_version"] == new_version.as_str()
+        })
         .collect();
     assert_eq!(
         loaded.len(),
@@ -962,14 +966,26 @@ async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
     );
     let error = &errors[0];
     assert_eq!(error["secret"], SECRET, "{context}: {error}");
+    // The key event: which key was withdrawn, and how long after its last good read.
+    assert_eq!(error["event"], "key_withdrawn", "{context}: {error}");
+    let loaded_version = logged(&app, "INFO", LOADED, 1).await[0]["key_version"].clone();
+    assert!(loaded_version.is_string(), "{context}: {}", app.stdout());
+    assert_eq!(error["key_version"], loaded_version, "{context}: {error}");
+    assert!(
+        error["key_age_seconds"]
+            .as_u64()
+            .is_some_and(|age| age <= REFRESH_SECONDS + 1),
+        "{context}: withdrawn within a refresh of the last good read: {error}"
+    );
     assert!(
         error.to_string().contains(withdrawal.cause()),
         "{context}: the error line passes on Key Vault's answer ({}): {error}",
         withdrawal.cause()
     );
+    let repeated = logged(&app, "DEBUG", "still withdrawn", 1).await;
     assert!(
-        !logged(&app, "DEBUG", "still withdrawn", 1).await.is_empty(),
-        "{context}: the repeated answers are logged at debug\n{}",
+        !repeated.is_empty() && repeated.iter().all(|line| line["event"] == "key_withdrawn"),
+        "{context}: the repeated answers are logged at debug, as the same event\n{}",
         app.stdout()
     );
 
@@ -982,17 +998,37 @@ async fn assert_withdrawal_stops_issuance_until_undone(withdrawal: Withdrawal) {
     )
     .await;
     assert_token(&issue(&app).await, HOSTNAME, POLICY, &key, &context);
+    let resumed = logged(
+        &app,
+        "INFO",
+        "Key Vault read succeeded again; issuing tokens",
+        1,
+    )
+    .await;
     assert_eq!(
-        logged(
-            &app,
-            "INFO",
-            "Key Vault read succeeded again; issuing tokens",
-            1
-        )
-        .await
-        .len(),
+        resumed.len(),
         1,
         "{context}: one line says issuance resumed\n{}",
+        app.stdout()
+    );
+    let resumed = &resumed[0];
+    assert_eq!(resumed["event"], "key_resumed", "{context}: {resumed}");
+    assert_eq!(
+        resumed["key_version"], loaded_version,
+        "{context}: {resumed}"
+    );
+    assert!(
+        resumed["key_age_seconds"]
+            .as_u64()
+            .is_some_and(|age| age > error["key_age_seconds"].as_u64().unwrap_or(u64::MAX)),
+        "{context}: the key's age at resumption counts the withdrawal: {resumed}"
+    );
+    assert!(
+        logged(&app, "INFO", LOADED, 1)
+            .await
+            .iter()
+            .all(|line| line["event"] == "key_loaded"),
+        "{context}: every routine read is key_loaded\n{}",
         app.stdout()
     );
     assert!(app.is_running(), "{context}: no restart");
@@ -1063,6 +1099,13 @@ async fn an_outage_longer_than_the_max_key_age_stops_issuance_when_the_key_is_th
         "{context}: failures within the age are warnings\n{}",
         app.stdout()
     );
+    for line in &warned {
+        assert_eq!(line["event"], "key_read_failed", "{context}: {line}");
+        assert!(
+            line["failures"].as_u64().is_some_and(|n| n >= 1),
+            "{context}: {line}"
+        );
+    }
     let too_old =
         "Key Vault read failed and the last good key is older than KEYVAULT_MAX_KEY_AGE_SECONDS";
     wait_until(
@@ -1079,6 +1122,18 @@ async fn an_outage_longer_than_the_max_key_age_stops_issuance_when_the_key_is_th
         app.stdout()
     );
     assert_eq!(errors[0]["secret"], SECRET);
+    assert_eq!(
+        errors[0]["event"], "key_too_old",
+        "{context}: {}",
+        errors[0]
+    );
+    assert!(
+        errors[0]["key_age_seconds"]
+            .as_u64()
+            .is_some_and(|age| age >= MAX_KEY_AGE.as_secs()),
+        "{context}: the age that made it too old: {}",
+        errors[0]
+    );
 
     vault.come_back();
     wait_until(
@@ -1145,6 +1200,13 @@ async fn an_outage_shorter_than_the_max_key_age_never_stops_issuance() {
             .iter()
             .all(|line| line["error"].as_str().is_some_and(|e| e.contains("429"))),
         "{context}: the warnings name the throttling: {warned:?}"
+    );
+    assert!(
+        warned.iter().all(|line| line["event"] == "key_read_failed"
+            && line["key_age_seconds"]
+                .as_u64()
+                .is_some_and(|age| age < MAX_KEY_AGE.as_secs())),
+        "{context}: read failures with a key younger than the maximum age: {warned:?}"
     );
     assert!(
         request_lines(&app.stdout())
@@ -1251,7 +1313,7 @@ async fn settings_that_override_a_different_connection_string_part_are_warned_ab
         [hub, policy].map(|lines| {
             lines
                 .iter()
-                .filter(|line| line["version"] == version && line["secret"] == SECRET)
+                .filter(|line| line["key_version"] == version && line["secret"] == SECRET)
                 .count()
         })
     };

@@ -1,5 +1,6 @@
-//! Request logs: one JSON line per request with route template, status, latency, caller and
-//! device; and nothing secret (key, signature, `code`, `x-functions-key`) anywhere in the output.
+//! Request logs: one JSON line per request with route template, status, latency, the join keys
+//! (the host's invocation id, the W3C trace id), caller and device; and nothing secret (key,
+//! signature, `code`, `x-functions-key`) anywhere in the output.
 
 use std::time::Duration;
 
@@ -8,7 +9,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::support::{
+    answers::{Issued, assert_caller_not_allowed},
     app::TestApp,
+    clock::unix_now,
     leaks::Secrets,
     logs::log_text,
     routes::{LEGACY_ROUTE, TOKEN_ROUTE, token_path},
@@ -235,6 +238,136 @@ async fn rust_log_turns_the_request_line_off_and_on() {
             lines.len(),
             if expected { 3 } else { 0 },
             "RUST_LOG={filter}: request lines in\n{stdout}"
+        );
+    }
+}
+
+/// (description, headers, expected `invocation_id`, expected `trace_id`).
+type JoinCase<'a> = (
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// The host's invocation id header and W3C's, as the Functions host and API Management send them.
+const INVOCATION_ID: &str = "X-Azure-Functions-InvocationId";
+const TRACEPARENT: &str = "traceparent";
+
+#[tokio::test]
+async fn the_join_keys_come_from_the_host_and_gateway_headers_and_change_no_answer() {
+    let app = TestApp::spawn(&Settings::base().set("ALLOWED_IPS", "127.0.0.1"));
+    let host = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let client = "11111111-2222-3333-4444-555555555555";
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let upper = host.to_ascii_uppercase();
+    let joined = format!("{client}, {host}");
+    // (description, headers, invocation_id, trace_id): the host appends its id after the
+    // client's headers, so the last value is the host's (docs/azure-behaviour.md §13).
+    let cases: [JoinCase; 7] = [
+        ("neither", vec![], None, None),
+        (
+            "both, as the host and the gateway send them",
+            vec![(INVOCATION_ID, host), (TRACEPARENT, &traceparent)],
+            Some(host),
+            Some(trace),
+        ),
+        (
+            "the client's id, then the host's, on two lines",
+            vec![(INVOCATION_ID, client), (INVOCATION_ID, host)],
+            Some(host),
+            None,
+        ),
+        (
+            "the client's id and the host's, joined on one line",
+            vec![(INVOCATION_ID, &joined)],
+            Some(host),
+            None,
+        ),
+        (
+            "a GUID in upper case is written in lower case",
+            vec![(INVOCATION_ID, &upper)],
+            Some(host),
+            None,
+        ),
+        (
+            "a malformed id and traceparent are left out",
+            vec![
+                (INVOCATION_ID, "not-a-guid"),
+                (
+                    TRACEPARENT,
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                ),
+            ],
+            None,
+            None,
+        ),
+        (
+            "another version of traceparent, and two of them",
+            vec![
+                (
+                    TRACEPARENT,
+                    "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                (TRACEPARENT, &traceparent),
+            ],
+            None,
+            None,
+        ),
+    ];
+
+    // Act: each case on the token route (issued), to a refused caller, and to an unknown path.
+    let mut answers = Vec::new();
+    for (description, headers, _, _) in &cases {
+        let path = token_path("dev-1", None);
+        let issued = Issued::read(app.get(&path, headers).await, &path, unix_now()).await;
+        assert!(issued.token.is_signed_with(KEY), "{description}");
+        let mut refused_headers = headers.clone();
+        refused_headers.push(("X-Forwarded-For", "6.6.6.6"));
+        let refused =
+            assert_caller_not_allowed(app.get(&path, &refused_headers).await, description).await;
+        let unknown = app.get("/api/nope", headers).await;
+        answers.push((
+            issued.device_id,
+            issued.host_name,
+            (issued.token.sr.clone(), issued.token.skn.clone()),
+            refused,
+            unknown.status().as_u16(),
+            unknown.text().await.expect("a body"),
+        ));
+    }
+    let lines = app.request_log_lines(3 * cases.len()).await;
+
+    // Assert: the keys where the headers carry them, on every kind of line; the answers the same
+    // whatever the headers.
+    assert_eq!(lines.len(), 3 * cases.len(), "{}", app.stdout());
+    for ((description, _, invocation_id, trace_id), lines) in cases.iter().zip(lines.chunks(3)) {
+        for line in lines {
+            assert_eq!(
+                log_text(line, "invocation_id").as_deref(),
+                *invocation_id,
+                "{description}: invocation_id in {line}"
+            );
+            assert_eq!(
+                log_text(line, "trace_id").as_deref(),
+                *trace_id,
+                "{description}: trace_id in {line}"
+            );
+        }
+        assert_eq!(
+            lines
+                .iter()
+                .map(|l| l["status"].clone())
+                .collect::<Vec<_>>(),
+            [200, 403, 404],
+            "{description}"
+        );
+    }
+    for (answer, (description, ..)) in answers.iter().zip(&cases).skip(1) {
+        assert_eq!(
+            answer, &answers[0],
+            "{description}: the same answers as without the headers"
         );
     }
 }
