@@ -37,7 +37,9 @@
 //! - [`error`]: every error as RFC 9457 problem+json.
 //! - [`request_record`]: what one request established (caller verdicts, ids, hub, the audit
 //!   facts, the join keys), built once and read by [`request_log`], which writes it as the
-//!   request's JSON line; [`telemetry`]: every other JSON log line on stdout.
+//!   request's JSON line; [`telemetry`]: every other JSON log line on stdout. The test module
+//!   `operations_queries` holds `docs/operations.md`'s queries and alerts to the fields these
+//!   lines really have.
 //!
 //! The facts about Azure these modules rely on are cited from `docs/azure-behaviour.md` by
 //! section (`§N`).
