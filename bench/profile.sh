@@ -4,7 +4,8 @@
 # This machine's VM exposes no hardware counters (`perf stat -e instructions` is "not supported"),
 # so callgrind is the profiler.
 #
-#   bench/profile.sh            # ~3 min: builds with line tables into target/prof, then profiles
+#   bench/profile.sh            # ~4 min: builds with line tables into target/prof, then profiles
+#                               # the floor, the handler with one hub, and with three hubs
 #
 # Each server is run twice under callgrind, answering N1 and N2 sequential keep-alive requests;
 # the difference divided by N2 - N1 is the cost of one request without start-up. Prints the
@@ -40,17 +41,23 @@ import measure  # the benchmark's request, settings and helpers
 bins, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 N1, N2 = 500, 2500
+# name -> (argv, environment, request): the floor; the handler with one hub, as the load
+# benchmark runs it; and with three hubs, the request naming the third by its device host name
+# (make bench's three-hub row), so the cost of choosing a hub is counted, not timed.
 SERVERS = {
-    "floor": lambda port: [str(bins / "bench-floor"), str(port), "235", "current"],
-    "handler": lambda port: [str(bins / "handler")],
+    "floor": (lambda port: [str(bins / "bench-floor"), str(port), "235", "current"],
+              measure.handler_env, measure.PATH),
+    "handler": (lambda port: [str(bins / "handler")], measure.handler_env, measure.PATH),
+    "3hubs": (lambda port: [str(bins / "handler")], measure.three_hub_env, measure.THREE_HUB_PATH),
 }
 
 
 def run(name, n, port):
     data = out / f"{name}.{n}.callgrind"
-    env = {**os.environ, **measure.handler_env(port)}
+    argv, environment, path = SERVERS[name]
+    env = {**os.environ, **environment(port)}
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}", *SERVERS[name](port)],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}", *argv(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(3000):
@@ -61,7 +68,7 @@ def run(name, n, port):
                 time.sleep(0.01)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(n):
-            conn.request("GET", measure.PATH, headers={"X-Forwarded-For": measure.XFF})
+            conn.request("GET", path, headers={"X-Forwarded-For": measure.XFF})
             response = conn.getresponse()
             response.read()
             assert response.status == 200, response.status
@@ -149,6 +156,7 @@ for name in SERVERS:
             key = next((k for k in sorted(i2, key=lambda k: -i2[k]) if re.search(pattern, k)), None)
             if key:
                 print(f"           {per(i1.get(key, 0), i2[key]):9,.0f}  {label}")
-f, h = results["floor"][0], results["handler"][0]
+f, h, t = results["floor"][0], results["handler"][0], results["3hubs"][0]
 print(f"handler / floor: {h / f:.1f}× the user-space instructions per request")
+print(f"three hubs (hub = the third) / one hub: {t / h:.3f}× the user-space instructions per request")
 PY

@@ -18,11 +18,12 @@
 //! is not a host name is refused.
 //!
 //! **How fast.** A request that names no hub reads the default from memory; one that names a
-//! listed hub is lower-cased on the stack and looked up in one hash map holding both forms of
-//! every hub. Only a hub found through a suffix entry has its host name built per request.
+//! listed hub is compared, without regard to ASCII case, with both host names of every listed hub,
+//! lengths first — for the handful of hubs a deployment lists, cheaper than hashing the name
+//! (`bench/profile.sh` counts it). Only a hub found through a suffix entry is lower-cased and has
+//! its host name built per request.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::settings::{Lookup, Name, SettingError};
@@ -291,8 +292,8 @@ impl Hub {
 #[derive(Debug, Default)]
 pub struct Hubs {
     listed: Vec<Hub>,
-    /// Both host names of every listed hub → its position and that name's form.
-    by_host: HashMap<Box<str>, (usize, HostForm)>,
+    /// Both host names of every listed hub, with its position and that name's form.
+    by_host: Vec<(Box<str>, usize, HostForm)>,
     suffixes: Vec<Box<str>>,
 }
 
@@ -326,11 +327,11 @@ pub enum HubChoiceError {
 impl Hubs {
     /// Prepare `list` for choosing. The default hub is the first hub it names.
     pub fn new(list: &HubList) -> Self {
-        let mut by_host = HashMap::new();
+        let mut by_host = Vec::new();
         let listed: Vec<Hub> = list.hubs.iter().map(Hub::new).collect();
         for (position, hub) in listed.iter().enumerate() {
             for form in [HostForm::Classic, HostForm::Device] {
-                by_host.insert(Box::from(&**hub.host(form)), (position, form));
+                by_host.push((Box::from(&**hub.host(form)), position, form));
             }
         }
         Self {
@@ -365,14 +366,10 @@ impl Hubs {
                 canonical: Arc::clone(&hub.canonical),
             });
         };
-        let mut buffer = [0u8; MAX_HOST_LEN];
-        let lower = buffer
-            .get_mut(..requested.len())
-            .ok_or(HubChoiceError::Unknown)?;
-        lower.copy_from_slice(requested.as_bytes());
-        lower.make_ascii_lowercase();
-        let lower = std::str::from_utf8(lower).map_err(|_| HubChoiceError::Unknown)?;
-        if let Some(&(position, form)) = self.by_host.get(lower) {
+        let listed = self.by_host.iter().find(|(host, _, _)| {
+            host.len() == requested.len() && host.eq_ignore_ascii_case(requested)
+        });
+        if let Some(&(_, position, form)) = listed {
             let hub = &self.listed[position];
             return Ok(ChosenHub {
                 position: Some(position),
@@ -384,7 +381,7 @@ impl Hubs {
         if self.suffixes.is_empty() {
             return Err(HubChoiceError::Unknown);
         }
-        let hub = HubHost::parse(lower).map_err(|_| HubChoiceError::Unknown)?;
+        let hub = HubHost::parse(requested).map_err(|_| HubChoiceError::Unknown)?;
         if !self.suffixes.iter().any(|suffix| **suffix == *hub.suffix()) {
             return Err(HubChoiceError::Unknown);
         }

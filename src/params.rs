@@ -327,6 +327,11 @@ impl<'a> RawQuery<'a> {
 
 /// Decode one `application/x-www-form-urlencoded` value; `None` when the bytes are not UTF-8.
 fn form_decode(value: &str) -> Option<Cow<'_, str>> {
+    // Most values have nothing to decode: one pass over the bytes, and the text is borrowed as it
+    // is (it is already UTF-8).
+    if !value.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(Cow::Borrowed(value));
+    }
     if value.contains('+') {
         let spaced = value.replace('+', " ");
         let decoded = percent_decode_str(&spaced).decode_utf8().ok()?;
