@@ -374,6 +374,38 @@ class Load:
     wrk_threads: int = 2
 
 
+def measure_started(servers: dict, specs: list[ServerSpec], load: Load, args_for: dict) -> dict:
+    """For servers already started and answering: their idle RSS, a warm-up each, then
+    `load.rounds` interleaved wrk runs per server. `args_for[key]` carries that server's wrk
+    script and the run options. Returns medians per server key."""
+    time.sleep(0.5)
+    idle = {k: s.status_kib("VmRSS") for k, s in servers.items()}
+    threads_idle = {k: s.threads() for k, s in servers.items()}
+    for spec in specs:
+        a = args_for[spec.key]
+        wrk(servers[spec.key].port, a.warmup, a.connections, load.wrk_threads, load.wrk_cpus,
+            a.wrk_script)
+    runs: dict[str, list] = {spec.key: [] for spec in specs}
+    for r in range(load.rounds):
+        for spec in specs:
+            run = load_run(servers[spec.key], args_for[spec.key], load.seconds, load.wrk_cpus,
+                           load.wrk_threads)
+            log(f"{load.title}: round {r + 1}/{load.rounds} {spec.label}: "
+                f"{run['rps']:,.0f} req/s, p99 {run['p99_ms']:.2f} ms, "
+                f"{run['cpu_us_per_req']:.1f} µs CPU/req, other {run['other_cores']:.2f}, "
+                f"errors {run['errors']}")
+            runs[spec.key].append(run)
+    results = {}
+    for spec in specs:
+        s = servers[spec.key]
+        res = median_of(runs[spec.key])
+        res["idle_rss_kib"] = idle[spec.key]
+        res["peak_rss_kib"] = s.status_kib("VmHWM")
+        res["threads"] = max(threads_idle[spec.key], s.threads())
+        results[spec.key] = res
+    return results
+
+
 def load_phase(specs: list[ServerSpec], load: Load, args, registry, ports) -> dict:
     """Start each server once and give it its first token; warm every one up; then
     `load.rounds` interleaved wrk runs per server. Returns medians per server key."""
@@ -385,28 +417,7 @@ def load_phase(specs: list[ServerSpec], load: Load, args, registry, ports) -> di
             server.wait_port()
             server.wait_token()
             servers[spec.key] = server
-        time.sleep(0.5)
-        idle = {k: s.status_kib("VmRSS") for k, s in servers.items()}
-        threads_idle = {k: s.threads() for k, s in servers.items()}
-        for spec in specs:
-            wrk(servers[spec.key].port, args.warmup, args.connections, load.wrk_threads,
-                load.wrk_cpus, args.wrk_script)
-        runs: dict[str, list] = {spec.key: [] for spec in specs}
-        for r in range(load.rounds):
-            for spec in specs:
-                run = load_run(servers[spec.key], args, load.seconds, load.wrk_cpus,
-                               load.wrk_threads)
-                log(f"{load.title}: round {r + 1}/{load.rounds} {spec.label}: "
-                    f"{run['rps']:,.0f} req/s, p99 {run['p99_ms']:.2f} ms, "
-                    f"{run['cpu_us_per_req']:.1f} µs CPU/req, other {run['other_cores']:.2f}")
-                runs[spec.key].append(run)
-        for spec in specs:
-            s = servers[spec.key]
-            res = median_of(runs[spec.key])
-            res["idle_rss_kib"] = idle[spec.key]
-            res["peak_rss_kib"] = s.status_kib("VmHWM")
-            res["threads"] = max(threads_idle[spec.key], s.threads())
-            results[spec.key] = res
+        results = measure_started(servers, specs, load, {spec.key: args for spec in specs})
     finally:
         for s in servers.values():
             s.stop()
@@ -598,27 +609,7 @@ def gateway_phase(args, registry, ports) -> tuple[dict, Load, list[ServerSpec]]:
             status = conn.getresponse().status
             conn.close()
             assert status == 403, f"{label}: a second fact answered {status}, not 403"
-        time.sleep(0.5)
-        idle = {key: server.status_kib("VmRSS") for key, server in servers.items()}
-        for spec in specs:
-            wrk(servers[spec.key].port, args.warmup, args.connections, load.wrk_threads, None,
-                scripts[spec.key].wrk_script)
-        runs = {spec.key: [] for spec in specs}
-        for r in range(load.rounds):
-            for spec in specs:
-                run = load_run(servers[spec.key], scripts[spec.key], load.seconds, None,
-                               load.wrk_threads)
-                log(f"{load.title}: round {r + 1}/{load.rounds} {spec.label}: "
-                    f"{run['rps']:,.0f} req/s, {run['cpu_us_per_req']:.1f} µs CPU/req, "
-                    f"errors {run['errors']}")
-                runs[spec.key].append(run)
-        results = {}
-        for spec in specs:
-            res = median_of(runs[spec.key])
-            res["idle_rss_kib"] = idle[spec.key]
-            res["peak_rss_kib"] = servers[spec.key].status_kib("VmHWM")
-            res["threads"] = servers[spec.key].threads()
-            results[spec.key] = res
+        results = measure_started(servers, specs, load, scripts)
     finally:
         for server in servers.values():
             server.stop()
@@ -724,27 +715,7 @@ def join_keys_phase(args, registry, ports) -> tuple[dict, Load, list[ServerSpec]
             servers[key] = server
             server.wait_port()
             server.wait_token()
-        time.sleep(0.5)
-        idle = {key: server.status_kib("VmRSS") for key, server in servers.items()}
-        for spec in specs:
-            wrk(servers[spec.key].port, args.warmup, args.connections, load.wrk_threads, None,
-                scripts[spec.key].wrk_script)
-        runs = {spec.key: [] for spec in specs}
-        for r in range(load.rounds):
-            for spec in specs:
-                run = load_run(servers[spec.key], scripts[spec.key], load.seconds, None,
-                               load.wrk_threads)
-                log(f"{load.title}: round {r + 1}/{load.rounds} {spec.label}: "
-                    f"{run['rps']:,.0f} req/s, {run['cpu_us_per_req']:.1f} µs CPU/req, "
-                    f"errors {run['errors']}")
-                runs[spec.key].append(run)
-        results = {}
-        for spec in specs:
-            res = median_of(runs[spec.key])
-            res["idle_rss_kib"] = idle[spec.key]
-            res["peak_rss_kib"] = servers[spec.key].status_kib("VmHWM")
-            res["threads"] = servers[spec.key].threads()
-            results[spec.key] = res
+        results = measure_started(servers, specs, load, scripts)
     finally:
         for server in servers.values():
             server.stop()
