@@ -958,14 +958,7 @@ fn settings_for_several_hubs_that_cannot_mean_what_they_say_stop_the_start() {
             "IOTHUB_POLICY_KEYS",
         ),
     ];
-    let refusals: Vec<Refusal<'_>> = cases
-        .into_iter()
-        .map(|(description, settings, setting)| Refusal {
-            description: description.to_owned(),
-            settings,
-            setting,
-        })
-        .collect();
+    let refusals: Vec<Refusal<'_>> = cases.into_iter().map(Refusal::from).collect();
     let misrefused = misrefused_startups(&refusals, |failure| {
         [EU_KEY, US_KEY, AP_KEY, "n0t-base64"]
             .iter()

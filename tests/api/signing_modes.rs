@@ -611,14 +611,7 @@ fn settings_the_signing_mode_would_ignore_or_cannot_use_stop_the_start() {
             "ENROLLMENT_GROUP_KEY",
         ),
     ];
-    let cases: Vec<Refusal<'_>> = refusals
-        .into_iter()
-        .map(|(description, settings, setting)| Refusal {
-            description: description.to_owned(),
-            settings,
-            setting,
-        })
-        .collect();
+    let cases: Vec<Refusal<'_>> = refusals.into_iter().map(Refusal::from).collect();
     let problems = misrefused_startups(&cases, |failure| {
         // Neither key is ever echoed, not even a malformed one.
         ["n0t-base64!", GROUP_KEY, KEY]

@@ -93,6 +93,17 @@ pub(crate) struct Refusal<'a> {
     pub(crate) setting: &'a str,
 }
 
+/// A case written as `(description, settings, setting)`.
+impl<'a> From<(&str, Settings, &'a str)> for Refusal<'a> {
+    fn from((description, settings, setting): (&str, Settings, &'a str)) -> Self {
+        Refusal {
+            description: description.to_owned(),
+            settings,
+            setting,
+        }
+    }
+}
+
 /// Starts the binary once per case, side by side (each only parses its settings and exits), and
 /// returns one report line per case that was not refused as [`StartupFailure::problems_naming`]
 /// requires or for which `also_wrong` finds something. Empty when every case is right.
