@@ -502,6 +502,18 @@ deploy_stage() {
   return "$status"
 }
 
+# `deploy_stage_retried STAGE ATTEMPTS WHY`: deploy_stage, again after $STAGE_PAUSE_SECONDS while
+# it fails, at most ATTEMPTS times; WHY says in the log what the failure probably is.
+deploy_stage_retried() {
+  local stage=$1 attempts=$2 why=$3 attempt=1
+  until deploy_stage "$stage"; do
+    ((attempt < attempts)) || die "the $stage stage failed $attempts times; run infra/deploy.sh publish again"
+    attempt=$((attempt + 1))
+    log "the $stage stage failed ($why); attempt $attempt of $attempts in ${STAGE_PAUSE_SECONDS} s"
+    sleep "$STAGE_PAUSE_SECONDS"
+  done
+}
+
 outputs_from=""
 # The deployment whose outputs name the resources: ours, or after `azd provision` azd's newest.
 choose_outputs() {
@@ -649,17 +661,11 @@ deploy_code() {
 # wait for that role assignment; then the named value that reads the secret, and the API (stage
 # api), retried a few times while the assignment applies; then the named value's own status.
 publish() {
-  local vault secret apim_principal apim scope deadline count attempt=1 status
+  local vault secret apim_principal apim scope deadline count attempt status
   # Each stage re-writes the site and its authentication settings (the host restarts), and
   # listKeys then asks the host, which can fail for a while: retried like the api stage.
-  until deploy_stage functionKey; do
-    ((attempt < FUNCTION_KEY_ATTEMPTS)) || die "the functionKey stage failed $FUNCTION_KEY_ATTEMPTS times; run infra/deploy.sh publish again"
-    attempt=$((attempt + 1))
-    log "the functionKey stage failed (the host may still be restarting); attempt $attempt of $FUNCTION_KEY_ATTEMPTS in ${STAGE_PAUSE_SECONDS} s"
-    sleep "$STAGE_PAUSE_SECONDS"
-  done
+  deploy_stage_retried functionKey "$FUNCTION_KEY_ATTEMPTS" "the host may still be restarting"
   outputs_from=$DEPLOYMENT_NAME
-  attempt=1
   vault="$(output keyVaultName)"
   secret="$(output functionKeySecretName)"
   apim_principal="$(output apimPrincipalId)"
@@ -673,12 +679,7 @@ publish() {
   done
   log "letting the assignment apply for ${ROLE_PROPAGATION_SECONDS} s before the named value reads the secret"
   sleep "$ROLE_PROPAGATION_SECONDS"
-  until deploy_stage api; do
-    ((attempt < API_ATTEMPTS)) || die "the api stage failed $API_ATTEMPTS times; run infra/deploy.sh publish again"
-    attempt=$((attempt + 1))
-    log "the api stage failed (a role assignment may still be applying); attempt $attempt of $API_ATTEMPTS in ${STAGE_PAUSE_SECONDS} s"
-    sleep "$STAGE_PAUSE_SECONDS"
-  done
+  deploy_stage_retried api "$API_ATTEMPTS" "a role assignment may still be applying"
   local named_value
   named_value="https://management.azure.com$(bounded "$AZ_SECONDS" az apim show --subscription "$SUBSCRIPTION_ID" -g "$RESOURCE_GROUP" -n "$apim" --query id -o tsv)/namedValues/iothub-sas-function-key"
   for attempt in 1 2 3 4 5; do

@@ -112,7 +112,7 @@ def test_stages_run_in_order_with_a_bounded_wait_for_the_role_assignment() -> No
     order = [main.index(step) for step in ("deploy_stage infrastructure", "deploy_code", "publish")]
     assert order == sorted(order)
     publish = re.search(r"\npublish\(\) \{\n(.*?)\n\}\n", text, re.S).group(1)
-    steps = ["deploy_stage functionKey", "az role assignment list", 'sleep "$ROLE_PROPAGATION_SECONDS"', "deploy_stage api", "keyVault.lastStatus.code"]
+    steps = ["deploy_stage_retried functionKey", "az role assignment list", 'sleep "$ROLE_PROPAGATION_SECONDS"', "deploy_stage_retried api", "keyVault.lastStatus.code"]
     positions = [publish.index(step) for step in steps]
     assert positions == sorted(positions), f"publish must run {steps} in this order"
     assert "ROLE_SECONDS" in publish and "API_ATTEMPTS" in publish
