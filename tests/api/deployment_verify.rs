@@ -45,7 +45,7 @@
 //! a layer switched off in that configuration fails naming it.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -70,6 +70,8 @@ const API_SUFFIX: &str = "/iothub-sas";
 const AUDIENCE: &str = "api://iothub-sas-verify";
 /// How long an nginx may take to accept connections.
 const NGINX_STARTUP: Duration = Duration::from_secs(10);
+/// How many ports a proxy may lose to other sockets before its start fails.
+const NGINX_PORT_ATTEMPTS: usize = 5;
 /// The DPS ID scope of the enrollment-group scenarios.
 const ID_SCOPE: &str = "0ne00000A0A";
 /// How long verify.py may take (fourteen requests on loopback).
@@ -207,44 +209,59 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(nginx: &Nginx, dir: &Path, name: &str, config: &str) -> Proxy {
+    /// Starts nginx with `config_for(port)` on a port of its own. A port chosen by binding port 0
+    /// and letting go is only free for a moment: another scenario, a handler or a client socket
+    /// can take it before nginx binds. So the wait is for nginx itself to hold the listening
+    /// socket (a connection would also succeed against whoever took the port), and a start that
+    /// lost the port is tried again on another.
+    fn start(nginx: &Nginx, dir: &Path, name: &str, config_for: impl Fn(u16) -> String) -> Proxy {
         let conf = dir.join(format!("{name}.conf"));
         let log = dir.join(format!("{name}-error.log"));
-        fs::write(&conf, config).expect("the temp directory is writable");
-        let address = config_address(config);
-        let child = Command::new(&nginx.binary)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nginx.binary.display()));
-        let mut proxy = Proxy {
-            address,
-            child,
-            log,
-        };
-        let deadline = Instant::now() + NGINX_STARTUP;
-        while TcpStream::connect(address).is_err() {
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!(
-                    "nginx ({name}) exited with {status}:\n{}\n--- config ---\n{config}",
+        for _ in 0..NGINX_PORT_ATTEMPTS {
+            let port = free_port();
+            let config = config_for(port);
+            fs::write(&conf, &config).expect("the temp directory is writable");
+            let _ = fs::remove_file(&log);
+            let child = Command::new(&nginx.binary)
+                .arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", nginx.binary.display()));
+            let mut proxy = Proxy {
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+                child,
+                log: log.clone(),
+            };
+            let deadline = Instant::now() + NGINX_STARTUP;
+            loop {
+                if listens_on(proxy.child.id(), port) {
+                    return proxy;
+                }
+                if proxy.errors().contains("Address already in use") {
+                    break; // dropped below: killed, and tried again on another port
+                }
+                if let Ok(Some(status)) = proxy.child.try_wait() {
+                    panic!(
+                        "nginx ({name}) exited with {status}:\n{}\n--- config ---\n{config}",
+                        proxy.errors()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nginx ({name}) did not listen on port {port} within {NGINX_STARTUP:?}:\n{}",
                     proxy.errors()
                 );
+                std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(
-                Instant::now() < deadline,
-                "nginx ({name}) did not listen on {address} within {NGINX_STARTUP:?}:\n{}",
-                proxy.errors()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        proxy
+        panic!("nginx ({name}) lost its port to another socket {NGINX_PORT_ATTEMPTS} times")
     }
 
     fn errors(&self) -> String {
@@ -259,17 +276,31 @@ impl Drop for Proxy {
     }
 }
 
-/// The `listen` address in a generated config.
-fn config_address(config: &str) -> SocketAddr {
-    let line = config
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port`: Linux lists listening
+/// TCP sockets in /proc/net/tcp (local address in hex, state `0A`, inode) and a process's open
+/// sockets as /proc/PID/fd links named `socket:[INODE]`.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let listening: Vec<String> = table
         .lines()
-        .find_map(|line| line.trim().strip_prefix("listen "))
-        .expect("the config has a listen line");
-    line.trim_end_matches(';')
-        .split_whitespace()
-        .next()
-        .and_then(|address| address.parse().ok())
-        .expect("listen holds ip:port")
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 9 && fields[1] == local && fields[3] == "0A")
+        .map(|fields| format!("socket:[{}]", fields[9]))
+        .collect();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .any(|target| {
+            listening
+                .iter()
+                .any(|socket| target.as_os_str() == socket.as_str())
+        })
 }
 
 /// A loopback port nobody listens on now.
@@ -746,35 +777,20 @@ fn verify_topology(nginx: &Nginx, issuer: &Issuer, apim: &Caller, layers: Layers
         gateway_token: issuer.sign(&entra_claims(Version::V1, issuer.tenant(), AUDIENCE, apim)),
     };
 
-    let front_end_port = free_port();
-    let front_end = Proxy::start(
-        nginx,
-        &dir,
-        "front-end",
-        &front_end_config(
+    let front_end = Proxy::start(nginx, &dir, "front-end", |port| {
+        front_end_config(nginx, &dir, port, app.address, &keys.function, layers)
+    });
+    let gateway = Proxy::start(nginx, &dir, "gateway", |port| {
+        gateway_config(
             nginx,
             &dir,
-            front_end_port,
-            app.address,
-            &keys.function,
-            layers,
-        ),
-    );
-    let gateway_port = free_port();
-    let gateway = Proxy::start(
-        nginx,
-        &dir,
-        "gateway",
-        &gateway_config(
-            nginx,
-            &dir,
-            gateway_port,
+            port,
             front_end.address,
             &keys,
             &callers,
             layers,
-        ),
-    );
+        )
+    });
 
     let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
     let scheme = if kind == CallerKind::Certificate {
