@@ -57,6 +57,7 @@ use crate::support::app::TestApp;
 use crate::support::client_certs;
 use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, POLICY, Settings};
+use crate::support::side_by_side::problems_of_each;
 use crate::support::tls::TestCa;
 
 /// The topology's second hub, listed by its TLS 1.3 device host name.
@@ -1030,21 +1031,9 @@ fn verify_passes_with_every_layer_on_and_names_each_layer_turned_off() {
         ),
     ];
 
-    let problems: Vec<String> = std::thread::scope(|scope| {
-        let running: Vec<_> = scenarios
-            .iter()
-            .map(|(name, layers, open)| {
-                let (nginx, issuer, apim) = (&nginx, &issuer, &apim);
-                scope.spawn(move || {
-                    let run = verify_topology(nginx, issuer, apim, *layers);
-                    check_run(name, *layers, open, &run)
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("a scenario panicked"))
-            .collect()
+    let problems = problems_of_each(&scenarios, "a scenario", |(name, layers, open)| {
+        let run = verify_topology(&nginx, &issuer, &apim, *layers);
+        check_run(name, *layers, open, &run)
     });
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
@@ -1150,6 +1139,61 @@ fn fake_arm(
     ]
 }
 
+/// What is wrong with `run`'s closing table for a scenario whose failed layers are `failed`,
+/// where `hidden` are the layers a classic tier's 403 hides from the probes; None when right.
+fn check_layer_table(
+    name: &str,
+    layers: Layers,
+    failed: &[&str],
+    hidden: &[&str],
+    run: &Run,
+) -> Option<String> {
+    let table = layer_table(run);
+    let mut wrong = Vec::new();
+    let mut expected: Vec<String> = failed.iter().map(|l| (*l).to_owned()).collect();
+    expected.sort();
+    if run.failed_layers() != expected {
+        wrong.push(format!(
+            "FAIL lines name {:?}, expected {expected:?}",
+            run.failed_layers()
+        ));
+    }
+    if run.code != Some(if failed.is_empty() { 0 } else { 1 }) {
+        wrong.push(format!("exit code {:?}", run.code));
+    }
+    if table.len() != 9 {
+        wrong.push(format!("{} table rows, expected 9", table.len()));
+    }
+    for (layer, (shown, result)) in &table {
+        let off_by_design =
+            !layers.ip_layer && (layer == "access restriction" || layer == "ALLOWED_IPS");
+        let want = if failed.contains(&layer.as_str()) {
+            "FAIL"
+        } else if off_by_design {
+            "off (the tier has no stable outbound address)"
+        } else {
+            "PASS"
+        };
+        if result != want {
+            wrong.push(format!("{layer}: {result}, expected {want}"));
+        }
+        if !off_by_design
+            && !["probed", "configured", "probed + configured"].contains(&shown.as_str())
+        {
+            wrong.push(format!(
+                "{layer} shown by {shown:?}: neither probed nor configured"
+            ));
+        }
+        // On a classic tier the access restriction's 403 hides every layer behind it.
+        if layers.ip_layer && hidden.contains(&layer.as_str()) && shown != "configured" {
+            wrong.push(format!(
+                "{layer} shown by {shown:?}, expected configured (hidden behind the 403)"
+            ));
+        }
+    }
+    (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
+}
+
 /// The table verify.py ends with: layer -> (shown by, result).
 fn layer_table(run: &Run) -> std::collections::BTreeMap<String, (String, String)> {
     run.stdout
@@ -1216,55 +1260,9 @@ fn verify_reads_the_configuration_it_cannot_probe_and_names_a_layer_switched_off
             vec!["function key"],
         ),
     ];
-    let problems: Vec<String> = std::thread::scope(|scope| {
-        let running: Vec<_> = scenarios
-            .iter()
-            .map(|(name, layers, failed)| {
-                let (nginx, issuer, apim) = (&nginx, &issuer, &apim);
-                scope.spawn(move || {
-                    let run = verify_topology(nginx, issuer, apim, *layers);
-                    let table = layer_table(&run);
-                    let mut wrong = Vec::new();
-                    let mut expected: Vec<String> = failed.iter().map(|l| (*l).to_owned()).collect();
-                    expected.sort();
-                    if run.failed_layers() != expected {
-                        wrong.push(format!("FAIL lines name {:?}, expected {expected:?}", run.failed_layers()));
-                    }
-                    if run.code != Some(if failed.is_empty() { 0 } else { 1 }) {
-                        wrong.push(format!("exit code {:?}", run.code));
-                    }
-                    if table.len() != 9 {
-                        wrong.push(format!("{} table rows, expected 9", table.len()));
-                    }
-                    for (layer, (shown, result)) in &table {
-                        let off_by_design = !layers.ip_layer
-                            && (layer == "access restriction" || layer == "ALLOWED_IPS");
-                        let want = if failed.contains(&layer.as_str()) {
-                            "FAIL"
-                        } else if off_by_design {
-                            "off (the tier has no stable outbound address)"
-                        } else {
-                            "PASS"
-                        };
-                        if result != want {
-                            wrong.push(format!("{layer}: {result}, expected {want}"));
-                        }
-                        if !off_by_design && !["probed", "configured", "probed + configured"].contains(&shown.as_str()) {
-                            wrong.push(format!("{layer} shown by {shown:?}: neither probed nor configured"));
-                        }
-                        // On a classic tier the access restriction's 403 hides every layer behind it.
-                        if layers.ip_layer && hidden.contains(&layer.as_str()) && shown != "configured" {
-                            wrong.push(format!("{layer} shown by {shown:?}, expected configured (hidden behind the 403)"));
-                        }
-                    }
-                    (!wrong.is_empty()).then(|| format!("{name}: {}\n{}", wrong.join("; "), run.text()))
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("a scenario panicked"))
-            .collect()
+    let problems = problems_of_each(&scenarios, "a scenario", |(name, layers, failed)| {
+        let run = verify_topology(&nginx, &issuer, &apim, *layers);
+        check_layer_table(name, *layers, failed, &hidden, &run)
     });
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use crate::support::app::TestApp;
 use crate::support::process::{ensure_tools, output_within};
 use crate::support::settings::{HOSTNAME, KEY, Settings};
+use crate::support::side_by_side::problems_of_each;
 
 /// Examples per operation and mode; `SCHEMATHESIS_EXAMPLES` overrides.
 const EXAMPLES: &str = "100";
@@ -102,15 +103,8 @@ fn the_handler_answers_as_its_openapi_description_says() {
             served: &["/api/registrations/{registrationId}/sas-token"],
         },
     ];
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let running: Vec<_> = runs
-            .iter()
-            .map(|run| scope.spawn(|| check(&schemathesis, &repo, run)))
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("a schemathesis run panicked"))
-            .collect()
+    let failures = problems_of_each(&runs, "a schemathesis run", |run| {
+        check(&schemathesis, &repo, run)
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

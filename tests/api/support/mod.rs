@@ -6,6 +6,7 @@
 //! - [`process`]: starting the binary and keeping what it prints (under `app` and `startup`),
 //!   and running any other program to its end within a deadline.
 //! - [`startup`]: start-ups that must be refused, run side by side.
+//! - [`side_by_side`]: independent checks that each start processes, one thread each.
 //! - [`routes`]: the routes' paths, and the names the request log gives them.
 //! - [`answers`]: what each answer must look like: problem+json, a 200 with a token, the 401
 //!   and 403 of each refused caller, the 503 with `Retry-After`.
@@ -33,6 +34,7 @@ pub(crate) mod process;
 pub(crate) mod routes;
 pub(crate) mod sas;
 pub(crate) mod settings;
+pub(crate) mod side_by_side;
 pub(crate) mod startup;
 pub(crate) mod tls;
 pub(crate) mod waiting;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::process;
 use super::settings::Settings;
+use super::side_by_side::problems_of_each;
 use super::waiting::poll_blocking;
 
 /// How long a misconfigured binary may take to exit.
@@ -121,30 +122,18 @@ pub(crate) fn misrefused_startups_by_case(
     cases: &[Refusal<'_>],
     also_wrong: impl Fn(&Refusal<'_>, &StartupFailure) -> Vec<String> + Sync,
 ) -> Vec<String> {
-    let also_wrong = &also_wrong;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = cases
-            .iter()
-            .map(|case| {
-                scope.spawn(move || {
-                    let failure = spawn_expecting_failure(&case.settings);
-                    let mut problems = failure.problems_naming(case.setting);
-                    problems.extend(also_wrong(case, &failure));
-                    (!problems.is_empty()).then(|| {
-                        format!(
-                            "{} (expected {}): {}\n    stderr: {:?}",
-                            case.description,
-                            case.setting,
-                            problems.join("; "),
-                            failure.stderr
-                        )
-                    })
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|handle| handle.join().expect("the startup check panicked"))
-            .collect()
+    problems_of_each(cases, "a start-up check", |case| {
+        let failure = spawn_expecting_failure(&case.settings);
+        let mut problems = failure.problems_naming(case.setting);
+        problems.extend(also_wrong(case, &failure));
+        (!problems.is_empty()).then(|| {
+            format!(
+                "{} (expected {}): {}\n    stderr: {:?}",
+                case.description,
+                case.setting,
+                problems.join("; "),
+                failure.stderr
+            )
+        })
     })
 }
